@@ -1,0 +1,68 @@
+//! Messages between Raft nodes: one enum inside an envelope `{from, to, term}`.
+//!
+//! Each variant belongs to one message group (see [`Message::group`]); the transport
+//! keeps one ordered stream per group so that a large append never delays a vote or
+//! a heartbeat.
+
+use super::types::{Entry, NodeId, Snapshot};
+
+/// A message addressed from one node to another, stamped with the sender's term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The sender's current term; for `PreVote` the term the sender would campaign in.
+    pub term: u64,
+    pub msg: Message,
+}
+
+/// The transport group a message travels in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    Election,
+    Heartbeat,
+    Replication,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// "Would you vote for me in `term`?" Sent before campaigning so that a node that
+    /// was partitioned away cannot depose a healthy leader by bumping terms.
+    PreVote { last_log_index: u64, last_log_term: u64 },
+    PreVoteResp { granted: bool },
+    /// A real vote request. `transfer` is set when a leader asked for this election
+    /// (TimeoutNow), which lets voters ignore their leader lease.
+    Vote { last_log_index: u64, last_log_term: u64, transfer: bool },
+    VoteResp { granted: bool },
+    /// Log replication. `entries` follow `(prev_index, prev_term)`.
+    Append { prev_index: u64, prev_term: u64, entries: Vec<Entry>, commit: u64 },
+    /// Reply to `Append`. On success `index` is the follower's last index that now
+    /// matches the leader. On rejection `index` is the rejected `prev_index` and
+    /// `hint_index`/`hint_term` let the leader skip a whole conflicting term at once.
+    AppendResp { success: bool, index: u64, hint_index: u64, hint_term: u64 },
+    /// Leader liveness and commit propagation. `ctx` is a ReadIndex round (0: none).
+    Heartbeat { commit: u64, ctx: u64 },
+    HeartbeatResp { ctx: u64 },
+    /// The whole snapshot, sent when the follower needs a compacted prefix. The core
+    /// emits it with empty `data`; the driver attaches the bytes of the snapshot
+    /// described by `meta` (the one it last reported through `compact`).
+    Snapshot { snapshot: Snapshot },
+    /// Leadership transfer: "start an election now".
+    TimeoutNow,
+}
+
+impl Message {
+    pub fn group(&self) -> Group {
+        match self {
+            Message::PreVote { .. }
+            | Message::PreVoteResp { .. }
+            | Message::Vote { .. }
+            | Message::VoteResp { .. }
+            | Message::TimeoutNow => Group::Election,
+            Message::Heartbeat { .. } | Message::HeartbeatResp { .. } => Group::Heartbeat,
+            Message::Append { .. } | Message::AppendResp { .. } | Message::Snapshot { .. } => {
+                Group::Replication
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The deterministic consensus core.
+//!
+//! No sockets, clocks, tasks or randomness live here: events come in (a message, a
+//! tick, a proposal, "persisted up to here"), effects go out through [`Ready`]. The
+//! election timeout is drawn from an RNG seeded by the caller, so a seeded simulation
+//! reproduces exactly. Submodules are the seed design's managers:
+//! `election` (timeouts, pre-vote, votes, transfer), `heartbeat` (leader liveness,
+//! check-quorum, ReadIndex rounds), `replication` (per-follower progress, pipelined
+//! appends, snapshots to lagging followers, commit), `log` (the in-memory log above
+//! the snapshot).
+//!
+//! Invariants (asserted where cheap):
+//! - at most one leader per term (a node votes once per term, durably);
+//! - a leader never overwrites or deletes its own entries;
+//! - entries are committed by counting replicas only in the leader's current term;
+//! - `commit <= last persisted index` on every node before anything is applied.
+
+pub mod message;
+pub mod types;
+
+pub use message::{Envelope, Group, Message};
+pub use types::*;

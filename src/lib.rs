@@ -1,0 +1,10 @@
+//! raftlog: a replicated, durable, totally ordered message log over Raft.
+//!
+//! Layers, from the inside out: `core` (deterministic consensus), `wal` (durable
+//! storage), `state_machine` (the message log with dense offsets), `node` (the
+//! replication-manager controller and its managers), `transport` (gRPC), `http`
+//! (client API), `config`.
+
+pub mod core;
+pub mod node;
+pub mod wal;

@@ -1,0 +1,147 @@
+//! The node's client-facing API as plain Rust: what the HTTP layer (and forwarded
+//! writes arriving over gRPC) ask of the controller, and the typed errors it answers
+//! with. HTTP status codes and JSON shapes are decided only at the edge (`http`).
+
+use serde::Serialize;
+use std::future::Future;
+
+/// How many voters must hold a write durably before the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteConcern {
+    Count(usize),
+    Majority,
+    All,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRequest {
+    pub message: String,
+    /// `None`: the configured default.
+    pub w: Option<WriteConcern>,
+    /// `None`: the configured default; `Some(0)`: no limit.
+    pub timeout_ms: Option<u64>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WriteResult {
+    pub offset: u64,
+    pub index: u64,
+    pub term: u64,
+    pub acks: usize,
+    pub committed: bool,
+    /// True when an earlier write with the same idempotency key is returned.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Local,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRequest {
+    pub from: u64,
+    /// `None`: the configured default.
+    pub limit: Option<usize>,
+    pub consistency: Consistency,
+    /// Long poll: when nothing exists at `from`, wait up to this long for it.
+    pub wait_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReadMessage {
+    pub offset: u64,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReadResult {
+    pub messages: Vec<ReadMessage>,
+    pub next_offset: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    pub node_id: String,
+    pub grpc_addr: String,
+    pub http_addr: String,
+    pub voter: bool,
+    pub match_index: Option<u64>,
+    pub reachable: Option<bool>,
+    pub last_heartbeat_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub node_id: String,
+    pub role: String,
+    pub term: u64,
+    pub leader_id: Option<String>,
+    pub phase: String,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub members: Vec<MemberStatus>,
+    pub health: serde_json::Value,
+}
+
+impl Status {
+    /// `/ready`: in the run phase and a leader is known.
+    pub fn is_ready(&self) -> bool {
+        self.phase == "run" && self.leader_id.is_some()
+    }
+}
+
+/// Errors the API returns, each with one SPEC code.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("message is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
+    #[error("no leader is known")]
+    NoLeader { leader_hint: Option<String> },
+    #[error("write not acknowledged by {w} voters within the timeout ({acks} so far)")]
+    WriteTimeout { offset: u64, index: u64, acks: usize, w: usize },
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("node is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The SPEC's snake_case error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::NoQuorum(_) => "no_quorum",
+            ApiError::NoLeader { .. } => "no_leader",
+            ApiError::WriteTimeout { .. } => "write_timeout",
+            ApiError::Storage(_) => "storage_error",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// What the HTTP layer needs from a node. The controller's handle implements it;
+/// HTTP tests use a fake.
+pub trait NodeApi: Send + Sync + 'static {
+    fn write(&self, req: WriteRequest)
+        -> impl Future<Output = Result<WriteResult, ApiError>> + Send;
+    fn read(&self, req: ReadRequest) -> impl Future<Output = Result<ReadResult, ApiError>> + Send;
+    fn status(&self) -> impl Future<Output = Result<Status, ApiError>> + Send;
+    /// Number of voters now (bounds `w`).
+    fn voter_count(&self) -> usize;
+}
