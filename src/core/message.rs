@@ -28,25 +28,53 @@ pub enum Group {
 pub enum Message {
     /// "Would you vote for me in `term`?" Sent before campaigning so that a node that
     /// was partitioned away cannot depose a healthy leader by bumping terms.
-    PreVote { last_log_index: u64, last_log_term: u64 },
-    PreVoteResp { granted: bool },
+    PreVote {
+        last_log_index: u64,
+        last_log_term: u64,
+    },
+    PreVoteResp {
+        granted: bool,
+    },
     /// A real vote request. `transfer` is set when a leader asked for this election
     /// (TimeoutNow), which lets voters ignore their leader lease.
-    Vote { last_log_index: u64, last_log_term: u64, transfer: bool },
-    VoteResp { granted: bool },
+    Vote {
+        last_log_index: u64,
+        last_log_term: u64,
+        transfer: bool,
+    },
+    VoteResp {
+        granted: bool,
+    },
     /// Log replication. `entries` follow `(prev_index, prev_term)`.
-    Append { prev_index: u64, prev_term: u64, entries: Vec<Entry>, commit: u64 },
+    Append {
+        prev_index: u64,
+        prev_term: u64,
+        entries: Vec<Entry>,
+        commit: u64,
+    },
     /// Reply to `Append`. On success `index` is the follower's last index that now
     /// matches the leader. On rejection `index` is the rejected `prev_index` and
     /// `hint_index`/`hint_term` let the leader skip a whole conflicting term at once.
-    AppendResp { success: bool, index: u64, hint_index: u64, hint_term: u64 },
+    AppendResp {
+        success: bool,
+        index: u64,
+        hint_index: u64,
+        hint_term: u64,
+    },
     /// Leader liveness and commit propagation. `ctx` is a ReadIndex round (0: none).
-    Heartbeat { commit: u64, ctx: u64 },
-    HeartbeatResp { ctx: u64 },
+    Heartbeat {
+        commit: u64,
+        ctx: u64,
+    },
+    HeartbeatResp {
+        ctx: u64,
+    },
     /// The whole snapshot, sent when the follower needs a compacted prefix. The core
     /// emits it with empty `data`; the driver attaches the bytes of the snapshot
     /// described by `meta` (the one it last reported through `compact`).
-    Snapshot { snapshot: Snapshot },
+    Snapshot {
+        snapshot: Snapshot,
+    },
     /// Leadership transfer: "start an election now".
     TimeoutNow,
 }

@@ -6,17 +6,26 @@
 //! reproduces exactly. Submodules are the seed design's managers:
 //! `election` (timeouts, pre-vote, votes, transfer), `heartbeat` (leader liveness,
 //! check-quorum, ReadIndex rounds), `replication` (per-follower progress, pipelined
-//! appends, snapshots to lagging followers, commit), `log` (the in-memory log above
-//! the snapshot).
+//! appends, snapshots to lagging followers, commit), `membership` (one change at a
+//! time, learners), `log` (the in-memory log above the snapshot).
 //!
 //! Invariants (asserted where cheap):
 //! - at most one leader per term (a node votes once per term, durably);
 //! - a leader never overwrites or deletes its own entries;
 //! - entries are committed by counting replicas only in the leader's current term;
-//! - `commit <= last persisted index` on every node before anything is applied.
+//! - nothing is applied before it is committed and durable on this node.
 
+mod election;
+mod heartbeat;
+pub mod log;
+pub mod membership;
 pub mod message;
+pub mod progress;
+mod raft;
+mod replication;
+mod step;
 pub mod types;
 
 pub use message::{Envelope, Group, Message};
+pub use raft::{ProposeError, RaftConfig, RaftNode, ReadState, Ready, Role, RoleChange};
 pub use types::*;

@@ -28,7 +28,10 @@ pub struct Membership {
 
 impl Membership {
     pub fn voters(&self) -> impl Iterator<Item = &NodeId> {
-        self.members.iter().filter(|(_, m)| m.voter).map(|(id, _)| id)
+        self.members
+            .iter()
+            .filter(|(_, m)| m.voter)
+            .map(|(id, _)| id)
     }
     pub fn voter_count(&self) -> usize {
         self.voters().count()

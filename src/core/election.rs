@@ -1,0 +1,204 @@
+//! The election manager: randomized timeouts, pre-vote, votes, terms and
+//! leadership transfer (TimeoutNow).
+//!
+//! Invariants:
+//! - a node grants at most one vote per term, and the vote is in the hard state that
+//!   the driver persists before the `VoteResp` leaves;
+//! - a vote or pre-vote is granted only to a candidate whose log is at least as up
+//!   to date as ours (§5.4.1);
+//! - while a node hears from a leader (within the minimum election timeout) it
+//!   refuses pre-votes and ignores vote requests that were not asked for by a
+//!   leadership transfer (leader stickiness; check-quorum's counterpart);
+//! - only voters campaign, and only votes from voters of our membership count.
+
+use super::message::Message;
+use super::raft::{RaftNode, Role};
+use super::types::{EntryPayload, NodeId};
+
+impl RaftNode {
+    pub(crate) fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.randomized_timeout && self.is_voter() {
+            self.reset_election_timeout();
+            if self.cfg.pre_vote {
+                self.campaign_pre();
+            } else {
+                self.campaign(false);
+            }
+        }
+    }
+
+    /// A leader heard from within the minimum election timeout.
+    pub(crate) fn in_lease(&self) -> bool {
+        self.leader.is_some() && self.election_elapsed < self.cfg.election_ticks_min
+    }
+
+    fn campaign_pre(&mut self) {
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.note_role("election timeout: pre-vote");
+        self.request_votes(true, false);
+    }
+
+    pub(crate) fn campaign(&mut self, transfer: bool) {
+        self.term += 1;
+        self.vote = Some(self.cfg.id.clone());
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        self.reset_election_timeout();
+        self.note_role(if transfer {
+            "leadership transfer"
+        } else {
+            "election timeout"
+        });
+        self.request_votes(false, transfer);
+    }
+
+    fn request_votes(&mut self, pre: bool, transfer: bool) {
+        let me = self.cfg.id.clone();
+        self.record_vote(&me, true, pre);
+        let (li, lt) = (self.log.last_index(), self.log.last_term());
+        let voters: Vec<NodeId> = self
+            .membership
+            .voters()
+            .filter(|v| **v != me)
+            .cloned()
+            .collect();
+        for v in voters {
+            if pre {
+                let msg = Message::PreVote {
+                    last_log_index: li,
+                    last_log_term: lt,
+                };
+                self.send_with_term(&v, self.term + 1, msg);
+            } else {
+                let msg = Message::Vote {
+                    last_log_index: li,
+                    last_log_term: lt,
+                    transfer,
+                };
+                self.send(&v, msg);
+            }
+        }
+    }
+
+    /// Count a (pre-)vote; win or lose when decided.
+    fn record_vote(&mut self, from: &NodeId, granted: bool, pre: bool) {
+        if !self.membership.is_voter(from) {
+            return;
+        }
+        self.votes.entry(from.clone()).or_insert(granted);
+        let yes = self.votes.values().filter(|g| **g).count();
+        let no = self.votes.len() - yes;
+        let quorum = self.membership.quorum();
+        if yes >= quorum {
+            if pre {
+                self.campaign(false);
+            } else {
+                self.become_leader();
+            }
+        } else if no >= quorum {
+            self.become_follower(self.term, None, "election lost");
+        }
+    }
+
+    pub(crate) fn on_pre_vote(&mut self, from: &NodeId, term: u64, li: u64, lt: u64) {
+        let grant = term > self.term && !self.in_lease() && self.log.is_up_to_date(li, lt);
+        // A granted pre-vote echoes the proposed term; a refusal carries ours.
+        let reply_term = if grant { term } else { self.term };
+        self.send_with_term(from, reply_term, Message::PreVoteResp { granted: grant });
+    }
+
+    pub(crate) fn on_vote(&mut self, from: &NodeId, li: u64, lt: u64) {
+        let can_vote = self.vote.is_none() || self.vote.as_ref() == Some(from);
+        let grant = can_vote && self.leader.is_none() && self.log.is_up_to_date(li, lt);
+        if grant {
+            self.vote = Some(from.clone());
+            self.reset_election_timeout();
+        }
+        self.send(from, Message::VoteResp { granted: grant });
+    }
+
+    pub(crate) fn on_vote_resp(&mut self, from: &NodeId, granted: bool, pre: bool) {
+        let expected = if pre {
+            Role::PreCandidate
+        } else {
+            Role::Candidate
+        };
+        if self.role == expected {
+            self.record_vote(from, granted, pre);
+        }
+    }
+
+    pub(crate) fn on_timeout_now(&mut self) {
+        if self.is_voter() && self.role != Role::Leader {
+            self.campaign(true);
+        }
+    }
+
+    fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = Some(self.cfg.id.clone());
+        self.reset_role_state();
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        self.sync_progress();
+        self.note_role("won election");
+        // Commit a no-op of our own term so earlier entries can commit (§5.4.2).
+        self.append_entry(EntryPayload::Noop);
+    }
+
+    /// Start a leadership transfer to `to`, or to the most caught-up voter.
+    pub fn transfer_leadership(
+        &mut self,
+        to: Option<NodeId>,
+    ) -> Result<NodeId, super::ProposeError> {
+        use super::ProposeError;
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader.clone(),
+            });
+        }
+        let target = match to {
+            Some(t) if t == self.cfg.id => return Ok(t),
+            Some(t) if self.membership.is_voter(&t) => t,
+            Some(t) => return Err(ProposeError::InvalidChange(format!("{t} is not a voter"))),
+            None => self.best_transfer_target().ok_or_else(|| {
+                ProposeError::InvalidChange("no other voter to transfer to".into())
+            })?,
+        };
+        self.transferee = Some((target.clone(), self.now));
+        self.note_role("leadership transfer started");
+        self.maybe_send_timeout_now(&target);
+        Ok(target)
+    }
+
+    fn best_transfer_target(&self) -> Option<NodeId> {
+        let me = &self.cfg.id;
+        self.membership
+            .voters()
+            .filter(|v| *v != me)
+            .max_by_key(|v| {
+                (
+                    self.progress.get(*v).map_or(0, |p| p.match_index),
+                    std::cmp::Reverse((*v).clone()),
+                )
+            })
+            .cloned()
+    }
+
+    /// Send TimeoutNow once the transferee has our whole log, else catch it up.
+    pub(crate) fn maybe_send_timeout_now(&mut self, target: &NodeId) {
+        let caught_up = self
+            .progress
+            .get(target)
+            .is_some_and(|p| p.match_index == self.log.last_index());
+        if caught_up {
+            self.send(target, Message::TimeoutNow);
+        } else {
+            self.send_append(target);
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The heartbeat manager inside the core: leader heartbeats, check-quorum, stalled
+//! leadership transfers, and ReadIndex rounds (which ride on heartbeats).
+//!
+//! Invariants:
+//! - a leader that has not heard from a quorum of voters within the minimum election
+//!   timeout steps down, so a partitioned leader stops accepting writes;
+//! - a read index is handed out only after a quorum confirmed our leadership after
+//!   the read was asked, and only once we committed an entry of our own term;
+//! - read contexts are increasing (the driver numbers them), so an ack for context
+//!   `c` confirms every round with context `<= c`.
+
+use super::message::Message;
+use super::raft::{PendingRead, ProposeError, RaftNode, ReadState, Role};
+use super::types::NodeId;
+
+impl RaftNode {
+    pub(crate) fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+        if self.election_elapsed >= self.cfg.election_ticks_min {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum && !self.quorum_active() {
+                self.become_follower(
+                    self.term,
+                    None,
+                    "check-quorum: lost contact with a majority",
+                );
+                return;
+            }
+        }
+        if let Some((_, started)) = self.transferee {
+            if self.now - started > self.cfg.election_ticks_max {
+                self.transferee = None;
+                self.note_role("leadership transfer timed out");
+            }
+        }
+        self.retry_stale_snapshots();
+    }
+
+    /// Did a quorum of voters (us included) answer since the last check? Resets.
+    fn quorum_active(&mut self) -> bool {
+        let me = self.cfg.id.clone();
+        let mut active = 0;
+        for v in self.membership.voters() {
+            if *v == me || self.progress.get(v).is_some_and(|p| p.recent_active) {
+                active += 1;
+            }
+        }
+        for p in self.progress.values_mut() {
+            p.recent_active = false;
+        }
+        active >= self.membership.quorum()
+    }
+
+    pub(crate) fn broadcast_heartbeat(&mut self) {
+        let ctx = self.pending_reads.last().map_or(0, |r| r.ctx);
+        for p in self.peers() {
+            let m = self.progress.get(&p).map_or(0, |pr| pr.match_index);
+            let commit = self.log.committed.min(m);
+            self.send(&p, Message::Heartbeat { commit, ctx });
+        }
+    }
+
+    pub(crate) fn on_heartbeat(&mut self, from: &NodeId, commit: u64, ctx: u64) {
+        self.log.commit_to(commit.min(self.log.last_index()));
+        self.send(from, Message::HeartbeatResp { ctx });
+    }
+
+    pub(crate) fn on_heartbeat_resp(&mut self, from: &NodeId, ctx: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let (now, last) = (self.now, self.log.last_index());
+        let Some(pr) = self.progress.get_mut(from) else {
+            return;
+        };
+        pr.recent_active = true;
+        pr.last_heard_tick = now;
+        pr.probe_sent = false;
+        if pr.match_index < last {
+            self.send_append(from);
+        }
+        if ctx > 0 && self.membership.is_voter(from) {
+            self.ack_reads(from, ctx);
+        }
+    }
+
+    /// Start a ReadIndex round tagged `ctx` (increasing). The answer comes in
+    /// `Ready::read_states`.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader.clone(),
+            });
+        }
+        if self.log.term(self.log.committed) != Some(self.term) {
+            self.queued_reads.push(ctx);
+            return Ok(());
+        }
+        self.start_read(ctx);
+        Ok(())
+    }
+
+    fn start_read(&mut self, ctx: u64) {
+        let index = self.log.committed;
+        if self.membership.voter_count() <= 1 && self.is_voter() {
+            self.read_states.push(ReadState { ctx, index });
+            return;
+        }
+        let mut acks = std::collections::BTreeSet::new();
+        acks.insert(self.cfg.id.clone());
+        self.pending_reads.push(PendingRead { ctx, index, acks });
+        self.broadcast_heartbeat();
+    }
+
+    /// Our first commit in this term: rounds asked before it can start now.
+    pub(crate) fn release_queued_reads(&mut self) {
+        if self.queued_reads.is_empty() || self.log.term(self.log.committed) != Some(self.term) {
+            return;
+        }
+        for ctx in std::mem::take(&mut self.queued_reads) {
+            self.start_read(ctx);
+        }
+    }
+
+    fn ack_reads(&mut self, from: &NodeId, ctx: u64) {
+        for r in self.pending_reads.iter_mut().filter(|r| r.ctx <= ctx) {
+            r.acks.insert(from.clone());
+        }
+        let quorum = self.membership.quorum();
+        let voters = &self.membership;
+        let done = self
+            .pending_reads
+            .iter()
+            .rposition(|r| r.acks.iter().filter(|a| voters.is_voter(a)).count() >= quorum);
+        if let Some(last_done) = done {
+            for r in self.pending_reads.drain(..=last_done) {
+                self.read_states.push(ReadState {
+                    ctx: r.ctx,
+                    index: r.index,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The in-memory Raft log above the latest snapshot.
+//!
+//! Invariants:
+//! - `entries[i].index == snapshot.index + 1 + i` (dense, no holes);
+//! - `applied <= committed` and `applied <= persisted`; committed entries are never
+//!   truncated (asserted);
+//! - `unstable_from` is the first index not yet handed to storage; entries below it
+//!   have been handed out in order, and `persisted` counts what storage confirmed.
+
+use super::types::{Entry, EntryPayload, Membership, Snapshot, SnapshotMeta};
+
+#[derive(Debug)]
+pub struct RaftLog {
+    pub(crate) snapshot: SnapshotMeta,
+    entries: Vec<Entry>,
+    pub(crate) committed: u64,
+    pub(crate) applied: u64,
+    pub(crate) persisted: u64,
+    unstable_from: u64,
+    /// A snapshot received from the leader that storage must install.
+    pub(crate) pending_snapshot: Option<Snapshot>,
+}
+
+impl RaftLog {
+    /// A log recovered from storage: everything given here is already durable.
+    pub fn new(snapshot: SnapshotMeta, entries: Vec<Entry>, committed: u64) -> Self {
+        let last = entries.last().map_or(snapshot.index, |e| e.index);
+        if let Some(first) = entries.first() {
+            assert_eq!(first.index, snapshot.index + 1, "recovered log has a hole");
+        }
+        let committed = committed.clamp(snapshot.index, last);
+        RaftLog {
+            unstable_from: last + 1,
+            persisted: last,
+            applied: snapshot.index,
+            committed,
+            snapshot,
+            entries,
+            pending_snapshot: None,
+        }
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.snapshot.index + 1
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.snapshot.index + self.entries.len() as u64
+    }
+
+    pub fn last_term(&self) -> u64 {
+        self.entries.last().map_or(self.snapshot.term, |e| e.term)
+    }
+
+    /// Term of the entry at `index`; `None` when compacted away or beyond the end.
+    pub fn term(&self, index: u64) -> Option<u64> {
+        if index == self.snapshot.index {
+            return Some(self.snapshot.term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    pub fn entry(&self, index: u64) -> Option<&Entry> {
+        if index <= self.snapshot.index {
+            return None;
+        }
+        self.entries.get((index - self.snapshot.index - 1) as usize)
+    }
+
+    pub fn matches(&self, index: u64, term: u64) -> bool {
+        self.term(index) == Some(term)
+    }
+
+    /// Raft's "at least as up to date" comparison (§5.4.1).
+    pub fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
+    }
+
+    /// Leader append: entries continue the log.
+    pub fn append(&mut self, entry: Entry) {
+        assert_eq!(
+            entry.index,
+            self.last_index() + 1,
+            "leader append with a hole"
+        );
+        self.entries.push(entry);
+    }
+
+    /// Follower append after `(prev_index, prev_term)` matched. Truncates a
+    /// conflicting suffix. Returns the index of the last entry now known to match
+    /// and whether an existing suffix was cut off.
+    pub fn append_after(&mut self, prev_index: u64, entries: &[Entry]) -> (u64, bool) {
+        let mut truncated = false;
+        for (i, e) in entries.iter().enumerate() {
+            debug_assert_eq!(e.index, prev_index + 1 + i as u64);
+            if e.index <= self.snapshot.index || self.matches(e.index, e.term) {
+                continue;
+            }
+            assert!(
+                e.index > self.committed,
+                "truncating committed entry {}",
+                e.index
+            );
+            truncated = e.index <= self.last_index();
+            self.truncate_from(e.index);
+            self.entries.extend_from_slice(&entries[i..]);
+            break;
+        }
+        (prev_index + entries.len() as u64, truncated)
+    }
+
+    fn truncate_from(&mut self, index: u64) {
+        let keep = (index - self.snapshot.index - 1) as usize;
+        self.entries.truncate(keep);
+        self.unstable_from = self.unstable_from.min(index);
+        self.persisted = self.persisted.min(index - 1);
+    }
+
+    /// Largest index `<= index` whose term is `<= term` (and its term): the
+    /// conflict hint that lets a leader skip a whole term per round trip.
+    pub fn find_conflict_by_term(&self, index: u64, term: u64) -> (u64, u64) {
+        let mut i = index.min(self.last_index());
+        loop {
+            match self.term(i) {
+                Some(t) if t > term => i -= 1,
+                Some(t) => return (i, t),
+                None => return (i, 0),
+            }
+        }
+    }
+
+    /// Entries from `lo`, at most `max_entries` and about `max_bytes` (at least one).
+    pub fn slice(&self, lo: u64, max_entries: usize, max_bytes: usize) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut i = lo;
+        while let Some(e) = self.entry(i) {
+            if !out.is_empty() && (out.len() >= max_entries || bytes + e.size() > max_bytes) {
+                break;
+            }
+            bytes += e.size();
+            out.push(e.clone());
+            i += 1;
+        }
+        out
+    }
+
+    pub fn commit_to(&mut self, index: u64) -> bool {
+        if index > self.committed {
+            assert!(index <= self.last_index(), "commit beyond the log");
+            self.committed = index;
+            return true;
+        }
+        false
+    }
+
+    /// Entries handed to storage for the first time.
+    pub fn take_unstable(&mut self) -> Vec<Entry> {
+        let out = self.slice(self.unstable_from, usize::MAX, usize::MAX);
+        self.unstable_from = self.last_index() + 1;
+        out
+    }
+
+    pub fn has_unstable(&self) -> bool {
+        self.unstable_from <= self.last_index()
+    }
+
+    /// Storage confirmed everything up to `(index, term)` is durable.
+    pub fn persisted_to(&mut self, index: u64, term: u64) -> bool {
+        if index > self.persisted && index < self.unstable_from && self.matches(index, term) {
+            self.persisted = index;
+            return true;
+        }
+        false
+    }
+
+    /// Committed, durable entries not yet handed out for applying.
+    pub fn take_committed(&mut self) -> Vec<Entry> {
+        let hi = self.committed.min(self.persisted);
+        if hi <= self.applied {
+            return Vec::new();
+        }
+        let out = self.slice(self.applied + 1, (hi - self.applied) as usize, usize::MAX);
+        self.applied = hi;
+        out
+    }
+
+    pub fn has_committed(&self) -> bool {
+        self.committed.min(self.persisted) > self.applied
+    }
+
+    /// The driver took a snapshot at `meta.index` (already applied): drop the prefix.
+    pub fn compact(&mut self, meta: SnapshotMeta) {
+        if meta.index <= self.snapshot.index {
+            return;
+        }
+        assert!(meta.index <= self.applied, "snapshot beyond applied index");
+        assert!(
+            self.matches(meta.index, meta.term),
+            "snapshot term mismatch"
+        );
+        let drop = (meta.index - self.snapshot.index) as usize;
+        self.entries.drain(..drop);
+        self.snapshot = meta;
+    }
+
+    /// Replace the whole log with a snapshot received from the leader.
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        let idx = snapshot.meta.index;
+        assert!(idx > self.committed, "restoring an older snapshot");
+        self.entries.clear();
+        self.snapshot = snapshot.meta.clone();
+        self.committed = idx;
+        self.applied = idx;
+        self.persisted = idx;
+        self.unstable_from = idx + 1;
+        self.pending_snapshot = Some(snapshot);
+    }
+
+    /// The membership in force: the last one in the log, else the snapshot's.
+    pub fn membership(&self) -> (u64, Membership) {
+        for e in self.entries.iter().rev() {
+            if let EntryPayload::Membership(m) = &e.payload {
+                return (e.index, m.clone());
+            }
+        }
+        (self.snapshot.index, self.snapshot.membership.clone())
+    }
+}

@@ -1,0 +1,445 @@
+//! `RaftNode`: the public face of the core. State, construction, the event entry
+//! points (`tick`, `step`, `propose`, ...) and `Ready`, the batch of effects the
+//! driver carries out: persist hard state, snapshot and entries, then send the
+//! messages, then apply the committed entries.
+
+use super::log::RaftLog;
+use super::message::{Envelope, Message};
+use super::progress::Progress;
+use super::types::*;
+use bytes::Bytes;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use std::collections::BTreeMap;
+
+/// Core tuning, in ticks (the driver decides how long a tick is).
+#[derive(Clone, Debug)]
+pub struct RaftConfig {
+    pub id: NodeId,
+    pub heartbeat_ticks: u64,
+    pub election_ticks_min: u64,
+    pub election_ticks_max: u64,
+    /// Entries and bytes per append message.
+    pub max_append_entries: usize,
+    pub max_append_bytes: usize,
+    /// Pipelining bounds per follower.
+    pub max_inflight_msgs: usize,
+    pub max_inflight_bytes: usize,
+    /// Ask peers before campaigning (keeps a returning node from deposing a leader).
+    pub pre_vote: bool,
+    /// A leader not hearing from a quorum within an election timeout steps down.
+    pub check_quorum: bool,
+}
+
+impl RaftConfig {
+    pub fn new(id: impl Into<NodeId>) -> Self {
+        RaftConfig {
+            id: id.into(),
+            heartbeat_ticks: 2,
+            election_ticks_min: 20,
+            election_ticks_max: 40,
+            max_append_entries: 4096,
+            max_append_bytes: 1 << 20,
+            max_inflight_msgs: 64,
+            max_inflight_bytes: 32 << 20,
+            pre_vote: true,
+            check_quorum: true,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate | Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// Why a proposal or request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("leadership transfer in progress")]
+    Transferring,
+    #[error("a membership change is already in progress")]
+    ChangeInProgress,
+    #[error("invalid membership change: {0}")]
+    InvalidChange(String),
+    #[error("leader has not committed an entry in its term yet")]
+    NotReady,
+}
+
+/// A ReadIndex round completed: reads tagged `ctx` may be served once the state
+/// machine has applied `index`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    pub ctx: u64,
+    pub index: u64,
+}
+
+/// Role, term or leader changed, with the reason (logged by the driver).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleChange {
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub reason: &'static str,
+}
+
+/// Effects for the driver, in the order it must carry them out.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// 1. Persist when set (with the entries below, before any message leaves).
+    pub hard_state: Option<HardState>,
+    /// 2. Install this snapshot (storage and state machine) before the entries.
+    pub snapshot: Option<Snapshot>,
+    /// 3. Append these; `entries[0].index` may cut off a suffix (see `LogStore`).
+    ///    Then call `on_persisted(last.index, last.term)`.
+    pub entries: Vec<Entry>,
+    /// 4. Send once 1-3 are durable. `Snapshot` messages need their data attached.
+    pub messages: Vec<Envelope>,
+    /// 5. Apply in order.
+    pub committed: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+    pub role_changes: Vec<RoleChange>,
+}
+
+/// A pending ReadIndex round on the leader.
+#[derive(Debug)]
+pub(crate) struct PendingRead {
+    pub ctx: u64,
+    pub index: u64,
+    pub acks: std::collections::BTreeSet<NodeId>,
+}
+
+pub struct RaftNode {
+    pub(crate) cfg: RaftConfig,
+    pub(crate) rng: SmallRng,
+    pub(crate) log: RaftLog,
+    pub(crate) term: u64,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) membership: Membership,
+    /// Index of the entry that carried `membership` (0 when from no entry).
+    pub(crate) membership_index: u64,
+    /// Logical clock, only for measuring (never compared with wall time).
+    pub(crate) now: u64,
+    pub(crate) election_elapsed: u64,
+    pub(crate) heartbeat_elapsed: u64,
+    pub(crate) randomized_timeout: u64,
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    pub(crate) transferee: Option<(NodeId, u64)>,
+    pub(crate) pending_reads: Vec<PendingRead>,
+    /// Reads asked before the leader committed an entry of its own term.
+    pub(crate) queued_reads: Vec<u64>,
+    pub(crate) needs_broadcast: bool,
+    // Outputs.
+    pub(crate) msgs: Vec<Envelope>,
+    pub(crate) read_states: Vec<ReadState>,
+    pub(crate) role_changes: Vec<RoleChange>,
+    last_hard_state: HardState,
+}
+
+impl RaftNode {
+    /// A node from what storage recovered. `seed` drives the election timeouts.
+    pub fn new(
+        cfg: RaftConfig,
+        hard_state: HardState,
+        snapshot: SnapshotMeta,
+        entries: Vec<Entry>,
+        seed: u64,
+    ) -> Self {
+        let log = RaftLog::new(snapshot, entries, hard_state.commit);
+        let (membership_index, membership) = log.membership();
+        let mut node = RaftNode {
+            rng: SmallRng::seed_from_u64(seed),
+            log,
+            term: hard_state.term,
+            vote: hard_state.vote.clone(),
+            role: Role::Follower,
+            leader: None,
+            membership,
+            membership_index,
+            now: 0,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_timeout: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            transferee: None,
+            pending_reads: Vec::new(),
+            queued_reads: Vec::new(),
+            needs_broadcast: false,
+            msgs: Vec::new(),
+            read_states: Vec::new(),
+            role_changes: Vec::new(),
+            last_hard_state: hard_state,
+            cfg,
+        };
+        node.reset_election_timeout();
+        node
+    }
+
+    // ---- queries -------------------------------------------------------------
+
+    pub fn id(&self) -> &NodeId {
+        &self.cfg.id
+    }
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn leader(&self) -> Option<&NodeId> {
+        self.leader.as_ref()
+    }
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+    pub fn commit_index(&self) -> u64 {
+        self.log.committed
+    }
+    pub fn applied_index(&self) -> u64 {
+        self.log.applied
+    }
+    pub fn last_index(&self) -> u64 {
+        self.log.last_index()
+    }
+    pub fn last_term(&self) -> u64 {
+        self.log.last_term()
+    }
+    pub fn persisted_index(&self) -> u64 {
+        self.log.persisted
+    }
+    pub fn snapshot_meta(&self) -> &SnapshotMeta {
+        &self.log.snapshot
+    }
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    pub fn is_voter(&self) -> bool {
+        self.membership.is_voter(&self.cfg.id)
+    }
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote.clone(),
+            commit: self.log.committed,
+        }
+    }
+    /// Term of the entry at `index` if this node still holds it.
+    pub fn entry_term(&self, index: u64) -> Option<u64> {
+        self.log.term(index)
+    }
+    /// The leader's view of a follower's match index.
+    pub fn match_index(&self, id: &str) -> Option<u64> {
+        if id == self.cfg.id {
+            return Some(self.log.persisted);
+        }
+        self.progress.get(id).map(|p| p.match_index)
+    }
+    /// Ticks since the leader last heard from `id` (leader only).
+    pub fn ticks_since_heard(&self, id: &str) -> Option<u64> {
+        self.progress.get(id).map(|p| self.now - p.last_heard_tick)
+    }
+
+    /// Write concern: how many voters hold entry `(index, term)` durably, as far as
+    /// this leader knows (leader included once its own fsync is done). 0 when not
+    /// leader or when the entry was replaced.
+    pub fn acks(&self, index: u64, term: u64) -> usize {
+        if self.role != Role::Leader || !self.log.matches(index, term) {
+            return 0;
+        }
+        self.membership
+            .voters()
+            .filter(|id| self.match_index(id).is_some_and(|m| m >= index))
+            .count()
+    }
+
+    // ---- events --------------------------------------------------------------
+
+    /// One logical tick: drives election timeouts and heartbeats.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+    }
+
+    /// Propose an application command. Returns its `(index, term)`.
+    pub fn propose(&mut self, data: Bytes) -> Result<(u64, u64), ProposeError> {
+        self.check_can_propose()?;
+        Ok(self.append_entry(EntryPayload::Command(data)))
+    }
+
+    pub(crate) fn check_can_propose(&self) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader.clone(),
+            });
+        }
+        if self.transferee.is_some() {
+            return Err(ProposeError::Transferring);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn append_entry(&mut self, payload: EntryPayload) -> (u64, u64) {
+        let index = self.log.last_index() + 1;
+        self.log.append(Entry {
+            index,
+            term: self.term,
+            payload,
+        });
+        self.needs_broadcast = true;
+        (index, self.term)
+    }
+
+    /// Storage made everything up to `(index, term)` durable.
+    pub fn on_persisted(&mut self, index: u64, term: u64) {
+        if self.log.persisted_to(index, term) && self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// The driver took a snapshot of the state machine at `meta.index`.
+    pub fn compact(&mut self, meta: SnapshotMeta) {
+        self.log.compact(meta);
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.needs_broadcast
+            || !self.msgs.is_empty()
+            || self.log.has_unstable()
+            || self.log.has_committed()
+            || self.log.pending_snapshot.is_some()
+            || !self.read_states.is_empty()
+            || !self.role_changes.is_empty()
+            || self.hard_state() != self.last_hard_state
+    }
+
+    /// Collect every pending effect. See [`Ready`] for the order to carry them out.
+    pub fn ready(&mut self) -> Ready {
+        if self.needs_broadcast {
+            self.needs_broadcast = false;
+            self.broadcast_append();
+        }
+        let hs = self.hard_state();
+        let hard_state = (hs != self.last_hard_state).then(|| {
+            self.last_hard_state = hs.clone();
+            hs
+        });
+        Ready {
+            hard_state,
+            snapshot: self.log.pending_snapshot.take(),
+            entries: self.log.take_unstable(),
+            messages: std::mem::take(&mut self.msgs),
+            committed: self.log.take_committed(),
+            read_states: std::mem::take(&mut self.read_states),
+            role_changes: std::mem::take(&mut self.role_changes),
+        }
+    }
+
+    // ---- helpers shared by the managers ----------------------------------------
+
+    pub(crate) fn send(&mut self, to: &NodeId, msg: Message) {
+        self.send_with_term(to, self.term, msg);
+    }
+
+    pub(crate) fn send_with_term(&mut self, to: &NodeId, term: u64, msg: Message) {
+        self.msgs.push(Envelope {
+            from: self.cfg.id.clone(),
+            to: to.clone(),
+            term,
+            msg,
+        });
+    }
+
+    /// Other members, sorted (determinism).
+    pub(crate) fn peers(&self) -> Vec<NodeId> {
+        self.membership
+            .members
+            .keys()
+            .filter(|id| **id != self.cfg.id)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn reset_election_timeout(&mut self) {
+        self.election_elapsed = 0;
+        let (lo, hi) = (
+            self.cfg.election_ticks_min,
+            self.cfg
+                .election_ticks_max
+                .max(self.cfg.election_ticks_min + 1),
+        );
+        self.randomized_timeout = self.rng.gen_range(lo..hi);
+    }
+
+    pub(crate) fn note_role(&mut self, reason: &'static str) {
+        self.role_changes.push(RoleChange {
+            role: self.role,
+            term: self.term,
+            leader: self.leader.clone(),
+            reason,
+        });
+    }
+
+    pub(crate) fn become_follower(
+        &mut self,
+        term: u64,
+        leader: Option<NodeId>,
+        reason: &'static str,
+    ) {
+        let changed = self.role != Role::Follower || term != self.term || leader != self.leader;
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.reset_role_state();
+        self.reset_election_timeout();
+        if changed {
+            self.note_role(reason);
+        }
+    }
+
+    pub(crate) fn reset_role_state(&mut self) {
+        self.progress.clear();
+        self.votes.clear();
+        self.transferee = None;
+        self.pending_reads.clear();
+        self.queued_reads.clear();
+        self.needs_broadcast = false;
+    }
+
+    /// Membership changed (appended, truncated or restored): adopt the latest.
+    pub(crate) fn refresh_membership(&mut self) {
+        let (index, m) = self.log.membership();
+        if index == self.membership_index && m == self.membership {
+            return;
+        }
+        self.membership = m;
+        self.membership_index = index;
+        if self.role == Role::Leader {
+            self.sync_progress();
+        }
+    }
+}
