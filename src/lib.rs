@@ -5,6 +5,11 @@
 //! replication-manager controller and its managers), `transport` (gRPC), `http`
 //! (client API), `config`.
 
+pub mod config;
 pub mod core;
+pub mod dev;
+pub mod http;
 pub mod node;
+pub mod state_machine;
+pub mod transport;
 pub mod wal;

@@ -1,1 +1,89 @@
-fn main() {}
+//! The `raftlog` binary: `serve` runs one node, `dev` a local cluster of them.
+//!
+//! Invariants:
+//! - An invalid config exits with code 2 before anything starts, printing one line
+//!   per problem to stderr, each naming its key.
+//! - Logs go to stderr; the level comes from `RUST_LOG` (default `info`), the
+//!   format from `log.format`.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use raftlog::config::{self, Config, LogFormat, ServeArgs};
+use raftlog::dev::{self, DevArgs};
+
+/// Exit code for an invalid configuration or command line.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+/// A replicated, durable, totally ordered message log over Raft.
+#[derive(Parser, Debug)]
+#[command(name = "raftlog", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one node.
+    Serve(ServeArgs),
+    /// Run a local cluster of N `serve` processes on loopback.
+    Dev(DevArgs),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(args) => serve_command(&args),
+        Command::Dev(args) => dev_command(args),
+    }
+}
+
+fn serve_command(args: &ServeArgs) -> ExitCode {
+    let cfg = match config::load(args) {
+        Ok(cfg) => cfg,
+        Err(lines) => {
+            eprintln!("{lines}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    init_tracing(cfg.log.format);
+    run_async(serve(cfg))
+}
+
+fn dev_command(args: DevArgs) -> ExitCode {
+    run_async(dev::run(args))
+}
+
+/// Runs `fut` on a multi-threaded runtime; an error is printed and exits 1.
+fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftlog: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftlog: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the node until it is stopped.
+// TODO(node runtime): replace the body with `raftlog::node::run(cfg).await`.
+async fn serve(cfg: Config) -> Result<(), String> {
+    raftlog::node::run(cfg).await
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

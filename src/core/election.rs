@@ -18,7 +18,9 @@ use super::types::{EntryPayload, NodeId};
 impl RaftNode {
     pub(crate) fn tick_election(&mut self) {
         self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_timeout && self.is_voter() {
+        // The only voter need not wait for a timeout: nobody else can lead.
+        let alone = self.membership.voter_count() == 1;
+        if self.is_voter() && (alone || self.election_elapsed >= self.randomized_timeout) {
             self.reset_election_timeout();
             if self.cfg.pre_vote {
                 self.campaign_pre();

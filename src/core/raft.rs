@@ -241,6 +241,10 @@ impl RaftNode {
             commit: self.log.committed,
         }
     }
+    /// The entry at `index`, if it is in the in-memory log.
+    pub fn entry(&self, index: u64) -> Option<&Entry> {
+        self.log.entry(index)
+    }
     /// Term of the entry at `index` if this node still holds it.
     pub fn entry_term(&self, index: u64) -> Option<u64> {
         self.log.term(index)

@@ -107,7 +107,12 @@ pub enum ApiError {
     #[error("no leader is known")]
     NoLeader { leader_hint: Option<String> },
     #[error("write not acknowledged by {w} voters within the timeout ({acks} so far)")]
-    WriteTimeout { offset: u64, index: u64, acks: usize, w: usize },
+    WriteTimeout {
+        offset: u64,
+        index: u64,
+        acks: usize,
+        w: usize,
+    },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("not found: {0}")]
@@ -138,8 +143,10 @@ impl ApiError {
 /// What the HTTP layer needs from a node. The controller's handle implements it;
 /// HTTP tests use a fake.
 pub trait NodeApi: Send + Sync + 'static {
-    fn write(&self, req: WriteRequest)
-        -> impl Future<Output = Result<WriteResult, ApiError>> + Send;
+    fn write(
+        &self,
+        req: WriteRequest,
+    ) -> impl Future<Output = Result<WriteResult, ApiError>> + Send;
     fn read(&self, req: ReadRequest) -> impl Future<Output = Result<ReadResult, ApiError>> + Send;
     fn status(&self) -> impl Future<Output = Result<Status, ApiError>> + Send;
     /// Number of voters now (bounds `w`).

@@ -1,3 +1,10 @@
 //! The node: the replication-manager controller and the managers around the core.
 
 pub mod api;
+pub mod bootstrap;
+pub mod commands;
+pub mod controller;
+pub mod handle;
+pub mod runtime;
+pub mod waiters;
+pub use runtime::run;

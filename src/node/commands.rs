@@ -1,0 +1,360 @@
+//! The controller's command handlers and its answers to waiting requests.
+//!
+//! Handlers only translate: a request becomes a core call (propose, read_index,
+//! propose_membership, transfer) plus a parked waiter; answers are given when the
+//! log state allows, in `check_writes` / `check_reads`.
+
+use super::api::*;
+use super::controller::{Cmd, Controller, JoinError, Outbound};
+use crate::core::*;
+use crate::wal::LogStore;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+impl<S: LogStore, O: Outbound> Controller<S, O> {
+    pub(crate) fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Write { req, reply } => self.on_write(req, reply),
+            Cmd::Read {
+                req,
+                min_index,
+                reply,
+            } => self.park_read(req, min_index, reply),
+            Cmd::ReadIndex { reply } => self.waiters.read_index_batch.push(reply),
+            Cmd::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Cmd::Join {
+                node_id,
+                grpc_addr,
+                http_addr,
+                reply,
+            } => {
+                let _ = reply.send(self.on_join(node_id, grpc_addr, http_addr));
+            }
+            Cmd::Transfer { to, reply } => {
+                let r = self.raft.transfer_leadership(to).map_err(propose_error);
+                let _ = reply.send(r);
+            }
+            Cmd::Shutdown { reply } => self.on_shutdown(reply),
+        }
+    }
+
+    fn resolve_w(&self, w: Option<WriteConcern>) -> Result<usize, ApiError> {
+        let voters = self.raft.membership().voter_count();
+        let n = match w.unwrap_or(self.cfg.default_w) {
+            WriteConcern::Majority => voters / 2 + 1,
+            WriteConcern::All => voters,
+            WriteConcern::Count(n) => n,
+        };
+        if n == 0 || n > voters {
+            return Err(ApiError::InvalidRequest(format!(
+                "w must be between 1 and {voters} (the number of voters), got {n}"
+            )));
+        }
+        Ok(n)
+    }
+
+    fn on_write(&mut self, req: WriteRequest, reply: super::waiters::WriteReply) {
+        if self.shutdown.is_some() {
+            let _ = reply.send(Err(ApiError::ShuttingDown));
+            return;
+        }
+        if !self.raft.is_leader() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let w = match self.resolve_w(req.w) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let timeout = match req.timeout_ms {
+            Some(0) => None,
+            Some(ms) => Some(std::time::Duration::from_millis(ms)),
+            None => self.cfg.write_timeout,
+        };
+        let key = req.idempotency_key.clone();
+        if let Some(k) = &key {
+            if let Some(l) = self.sm.lookup_key(k) {
+                let acks = self
+                    .raft
+                    .acks(l.index, l.term)
+                    .max(self.raft.membership().quorum());
+                let res = WriteResult {
+                    offset: l.offset,
+                    index: l.index,
+                    term: l.term,
+                    acks,
+                    committed: true,
+                    duplicate: true,
+                };
+                let _ = reply.send(Ok(res));
+                return;
+            }
+            if let Some((index, term)) = self.waiters.index_of_key(k) {
+                self.park_write(index, term, w, timeout, reply, None, true);
+                return;
+            }
+        }
+        match self.raft.propose(Self::encode_command(&req)) {
+            Ok((index, term)) => self.park_write(index, term, w, timeout, reply, key, false),
+            Err(e) => {
+                let _ = reply.send(Err(propose_error(e)));
+            }
+        }
+    }
+
+    /// Answer every write whose concern now holds, or whose deadline passed.
+    pub(crate) fn check_writes(&mut self) {
+        if self.waiters.writes.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let quorum = self.raft.membership().quorum();
+        let indexes: Vec<u64> = self.waiters.writes.keys().copied().collect();
+        for index in indexes {
+            let ws = self.waiters.take_writes(index);
+            for w in ws {
+                let acks = self.raft.acks(index, w.term);
+                let applied = w.offset.is_some();
+                let reported = if applied { acks.max(quorum) } else { acks };
+                let done = if applied {
+                    w.w <= quorum || acks >= w.w
+                } else {
+                    w.w < quorum && acks >= w.w
+                };
+                if done {
+                    let offset = w.offset.unwrap_or_else(|| self.predicted_offset(index));
+                    let res = WriteResult {
+                        offset,
+                        index,
+                        term: w.term,
+                        acks: reported,
+                        committed: applied,
+                        duplicate: w.duplicate,
+                    };
+                    let _ = w.reply.send(Ok(res));
+                } else if w.deadline.is_some_and(|d| now >= d) {
+                    let offset = w.offset.unwrap_or_else(|| self.predicted_offset(index));
+                    let err = ApiError::WriteTimeout {
+                        offset,
+                        index,
+                        acks: reported,
+                        w: w.w,
+                    };
+                    let _ = w.reply.send(Err(err));
+                } else if w.reply.is_closed() && !applied {
+                    // The client went away; the entry stays in the log regardless.
+                    continue;
+                } else {
+                    self.waiters.add_write(index, w);
+                }
+            }
+        }
+    }
+
+    /// Answer reads whose index is applied (and long polls that have data or expired).
+    pub(crate) fn check_reads(&mut self) {
+        if self.waiters.reads.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let applied = self.sm.applied_index();
+        let reads = std::mem::take(&mut self.waiters.reads);
+        for r in reads {
+            if r.reply.is_closed() {
+                continue;
+            }
+            if applied < r.min_index {
+                if now >= r.deadline + std::time::Duration::from_secs(5) {
+                    let _ = r.reply.send(Err(ApiError::NoQuorum(
+                        "read index not reached in time".into(),
+                    )));
+                } else {
+                    self.waiters.reads.push(r);
+                }
+                continue;
+            }
+            let msgs = self.sm.read(r.req.from, r.limit);
+            if msgs.is_empty() && now < r.deadline {
+                self.waiters.reads.push(r);
+                continue;
+            }
+            let next_offset = msgs
+                .last()
+                .map_or(r.req.from.min(self.sm.next_offset()), |(o, _)| o + 1);
+            let messages = msgs
+                .into_iter()
+                .map(|(offset, m)| ReadMessage {
+                    offset,
+                    message: String::from_utf8_lossy(&m).into_owned(),
+                })
+                .collect();
+            let _ = r.reply.send(Ok(ReadResult {
+                messages,
+                next_offset,
+            }));
+        }
+    }
+
+    /// One ReadIndex round for every linearizable read asked in this turn.
+    pub(crate) fn flush_read_index_batch(&mut self) {
+        if self.waiters.read_index_batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.waiters.read_index_batch);
+        self.next_ctx += 1;
+        match self.raft.read_index(self.next_ctx) {
+            Ok(()) => {
+                self.waiters.read_index.insert(self.next_ctx, batch);
+            }
+            Err(_) => {
+                for r in batch {
+                    let _ = r.send(Err(self.not_leader()));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn answer_read_index(&mut self, rs: ReadState) {
+        let done: Vec<u64> = self
+            .waiters
+            .read_index
+            .range(..=rs.ctx)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in done {
+            for r in self.waiters.read_index.remove(&c).unwrap_or_default() {
+                let _ = r.send(Ok(rs.index));
+            }
+        }
+    }
+
+    fn on_join(
+        &mut self,
+        node_id: NodeId,
+        grpc_addr: String,
+        http_addr: String,
+    ) -> Result<(), JoinError> {
+        let leader = self.raft.leader().and_then(|l| {
+            self.raft
+                .membership()
+                .members
+                .get(l)
+                .map(|m| (l.clone(), m.grpc_addr.clone()))
+        });
+        let fail = |message: String| {
+            Err(JoinError {
+                message,
+                leader: leader.clone(),
+            })
+        };
+        if !self.raft.is_leader() {
+            return fail("not the leader".into());
+        }
+        let mut next = self.raft.membership().clone();
+        if let Some(m) = next.members.get(&node_id) {
+            if m.grpc_addr == grpc_addr {
+                return Ok(());
+            }
+            return fail(format!(
+                "node id {node_id} is already a member with address {}",
+                m.grpc_addr
+            ));
+        }
+        next.members.insert(
+            node_id.clone(),
+            Member {
+                grpc_addr,
+                http_addr,
+                voter: false,
+            },
+        );
+        match self.raft.propose_membership(next) {
+            Ok((index, _)) => {
+                tracing::info!(node = %node_id, index, "adding joining node as a learner");
+                Ok(())
+            }
+            Err(e) => fail(format!("cannot add now ({e}); retry")),
+        }
+    }
+
+    fn on_shutdown(&mut self, reply: oneshot::Sender<()>) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(3);
+        if self.raft.is_leader() && self.raft.membership().voter_count() > 1 {
+            match self.raft.transfer_leadership(None) {
+                Ok(to) => tracing::info!(to = %to, "shutting down: handing leadership over"),
+                Err(e) => tracing::warn!(error = %e, "shutting down without a leadership transfer"),
+            }
+        }
+        self.shutdown = Some((deadline, reply));
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        let r = &self.raft;
+        let me = r.id().clone();
+        let tick_ms = self.cfg.tick.as_millis() as u64;
+        let members = r
+            .membership()
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let heard = if *id == me {
+                    Some(0)
+                } else {
+                    r.ticks_since_heard(id)
+                };
+                MemberStatus {
+                    node_id: id.clone(),
+                    grpc_addr: m.grpc_addr.clone(),
+                    http_addr: m.http_addr.clone(),
+                    voter: m.voter,
+                    match_index: r.match_index(id),
+                    reachable: heard.map(|t| t * tick_ms < 3 * 1000),
+                    last_heartbeat_ms: heard.map(|t| t * tick_ms),
+                }
+            })
+            .collect();
+        let role = if r.role() == Role::Follower && !r.is_voter() {
+            "learner"
+        } else {
+            r.role().as_str()
+        };
+        Status {
+            node_id: me,
+            role: role.into(),
+            term: r.term(),
+            leader_id: r.leader().cloned(),
+            phase: self.phase().into(),
+            commit_index: r.commit_index(),
+            applied_index: self.sm.applied_index(),
+            last_log_index: r.last_index(),
+            members,
+            health: serde_json::json!({"status": "ok"}),
+        }
+    }
+
+    fn phase(&self) -> &'static str {
+        if !self.raft.is_voter() {
+            "data_readiness"
+        } else if matches!(self.raft.role(), Role::Candidate | Role::PreCandidate) {
+            "election"
+        } else {
+            "run"
+        }
+    }
+}
+
+pub(crate) fn propose_error(e: ProposeError) -> ApiError {
+    match e {
+        ProposeError::NotLeader { .. } => ApiError::NoLeader { leader_hint: None },
+        ProposeError::Transferring => ApiError::NoLeader { leader_hint: None },
+        ProposeError::NotReady | ProposeError::ChangeInProgress => {
+            ApiError::NoQuorum(e.to_string())
+        }
+        ProposeError::InvalidChange(m) => ApiError::InvalidRequest(m),
+    }
+}

@@ -1,0 +1,453 @@
+//! The replication-manager controller: one task that owns the consensus core, the
+//! WAL, the state machine and the waiting requests. Everything reaches it through
+//! one bounded channel; handlers never touch consensus state.
+//!
+//! One loop turn: take one event (tick or command), drain what else is queued
+//! (batching: many writes become one WAL write, one fsync, one append per peer),
+//! then carry out the core's `Ready` in order: persist, send, apply, answer.
+//!
+//! Invariants:
+//! - nothing leaves the node before the hard state and entries it depends on are
+//!   fsynced (the core counts the leader's own copy only after that fsync);
+//! - a write is answered only when its write concern holds: `w >= majority` after
+//!   it is applied (so its offset is final), `w < majority` on acks alone;
+//! - a write whose entry was replaced by another leader's is answered with an error,
+//!   never with success.
+
+use super::api::*;
+use super::waiters::{ReadReply, ReadWaiter, Waiters, WriteReply, WriteWaiter};
+use crate::core::*;
+use crate::state_machine::{Applied, Command, StateMachine};
+use crate::wal::{LogStore, WalError};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Commands handled per loop turn at most (bounds latency of ticks).
+const MAX_BATCH: usize = 4096;
+/// A learner within this many entries of the leader is promoted to voter.
+pub const PROMOTE_LAG: u64 = 64;
+
+/// Where the controller sends Raft messages (the transport, or a test double).
+pub trait Outbound: Send + 'static {
+    fn send(&self, env: Envelope);
+    /// The other members' gRPC addresses.
+    fn set_peers(&self, peers: BTreeMap<NodeId, String>);
+}
+
+/// Everything the controller can be asked.
+pub enum Cmd {
+    Write {
+        req: WriteRequest,
+        reply: WriteReply,
+    },
+    Read {
+        req: ReadRequest,
+        min_index: u64,
+        reply: ReadReply,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64, ApiError>>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+    Join {
+        node_id: NodeId,
+        grpc_addr: String,
+        http_addr: String,
+        reply: oneshot::Sender<Result<(), JoinError>>,
+    },
+    Transfer {
+        to: Option<NodeId>,
+        reply: oneshot::Sender<Result<NodeId, ApiError>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Why a join was refused; `leader` names where to retry.
+#[derive(Debug, Clone)]
+pub struct JoinError {
+    pub message: String,
+    pub leader: Option<(NodeId, String)>,
+}
+
+/// Settings the controller needs (derived from the config file).
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    pub tick: Duration,
+    pub default_w: WriteConcern,
+    pub write_timeout: Option<Duration>,
+    pub default_read_limit: usize,
+    pub max_read_limit: usize,
+    pub max_wait: Duration,
+    pub snapshot_every: u64,
+    pub idempotency_window: usize,
+}
+
+/// State the handles read without asking the controller.
+#[derive(Default)]
+pub struct Shared {
+    pub voters: AtomicUsize,
+}
+
+pub struct Controller<S: LogStore, O: Outbound> {
+    pub(crate) raft: RaftNode,
+    pub(crate) store: S,
+    pub(crate) sm: StateMachine,
+    pub(crate) out: O,
+    pub(crate) cfg: ControllerConfig,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) waiters: Waiters,
+    pub(crate) next_ctx: u64,
+    /// The membership as of the applied index (goes into snapshots).
+    pub(crate) applied_membership: Membership,
+    pub(crate) peers_sent: Option<Membership>,
+    pub(crate) shutdown: Option<(Instant, oneshot::Sender<()>)>,
+    pub(crate) ticks: u64,
+    /// Addresses known before the membership is (the leader that let us join).
+    pub seed_peers: BTreeMap<NodeId, String>,
+}
+
+impl<S: LogStore, O: Outbound> Controller<S, O> {
+    pub fn new(
+        raft: RaftNode,
+        store: S,
+        out: O,
+        cfg: ControllerConfig,
+        shared: Arc<Shared>,
+    ) -> Result<Self, String> {
+        let mut sm = StateMachine::new(cfg.idempotency_window);
+        let mut applied_membership = Membership::default();
+        if let Some(snap) = store.snapshot() {
+            sm.restore(snap.data.clone())?;
+            applied_membership = snap.meta.membership.clone();
+        }
+        Ok(Controller {
+            raft,
+            store,
+            sm,
+            out,
+            cfg,
+            shared,
+            waiters: Waiters::default(),
+            next_ctx: 0,
+            applied_membership,
+            peers_sent: None,
+            shutdown: None,
+            ticks: 0,
+            seed_peers: BTreeMap::new(),
+        })
+    }
+
+    /// Run until shutdown. An `Err` is a fatal storage failure (the node stops
+    /// rather than risk acknowledging what is not durable).
+    pub async fn run(
+        mut self,
+        mut raft_rx: mpsc::Receiver<Envelope>,
+        mut rx: mpsc::Receiver<Cmd>,
+    ) -> Result<(), String> {
+        let mut ticker = tokio::time::interval(self.cfg.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.after_turn().map_err(|e| e.to_string())?;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.on_tick(),
+                Some(env) = raft_rx.recv() => self.raft.step(env),
+                cmd = rx.recv() => match cmd {
+                    Some(c) => self.handle(c),
+                    None => break,
+                },
+            }
+            // Peer messages first: they carry acks that answer waiting writes.
+            while let Ok(env) = raft_rx.try_recv() {
+                self.raft.step(env);
+            }
+            for _ in 0..MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => self.handle(c),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.after_turn() {
+                tracing::error!(error = %e, "fatal storage error; stopping the node");
+                self.waiters.fail_all(ApiError::Storage(e.to_string()));
+                return Err(e.to_string());
+            }
+            if self.shutdown_done() {
+                break;
+            }
+        }
+        self.waiters.fail_all(ApiError::ShuttingDown);
+        if let Some((_, reply)) = self.shutdown.take() {
+            let _ = reply.send(());
+        }
+        Ok(())
+    }
+
+    fn after_turn(&mut self) -> Result<(), WalError> {
+        self.flush_read_index_batch();
+        while self.raft.has_ready() {
+            let rd = self.raft.ready();
+            self.carry_out(rd)?;
+        }
+        self.maybe_snapshot()?;
+        self.sync_peers();
+        self.check_writes();
+        self.check_reads();
+        Ok(())
+    }
+
+    fn carry_out(&mut self, rd: Ready) -> Result<(), WalError> {
+        for rc in &rd.role_changes {
+            tracing::info!(role = rc.role.as_str(), term = rc.term, leader = ?rc.leader, reason = rc.reason, "role change");
+        }
+        if rd.role_changes.iter().any(|rc| rc.role != Role::Leader) && !self.raft.is_leader() {
+            self.lost_leadership();
+        }
+        self.persist(&rd)?;
+        for mut env in rd.messages {
+            if let Message::Snapshot { snapshot } = &mut env.msg {
+                match self.store.snapshot() {
+                    Some(s) => *snapshot = s,
+                    None => continue,
+                }
+            }
+            self.out.send(env);
+        }
+        for e in &rd.committed {
+            self.apply(e);
+        }
+        for rs in rd.read_states {
+            self.answer_read_index(rs);
+        }
+        Ok(())
+    }
+
+    fn persist(&mut self, rd: &Ready) -> Result<(), WalError> {
+        if let Some(s) = &rd.snapshot {
+            self.store.install_snapshot(s)?;
+            if let Err(e) = self.sm.restore(s.data.clone()) {
+                return Err(WalError::Invalid(format!("snapshot from leader: {e}")));
+            }
+            self.applied_membership = s.meta.membership.clone();
+        }
+        if !rd.entries.is_empty() {
+            self.store.append(&rd.entries)?;
+        }
+        if let Some(hs) = &rd.hard_state {
+            self.store.set_hard_state(hs)?;
+        }
+        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+            self.store.sync()?;
+        }
+        if let Some(last) = rd.entries.last() {
+            self.raft.on_persisted(last.index, last.term);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, e: &Entry) {
+        let applied = self.sm.apply(e);
+        if let EntryPayload::Membership(m) = &e.payload {
+            self.applied_membership = m.clone();
+        }
+        for mut w in self.waiters.take_writes(e.index) {
+            if w.term != e.term {
+                let msg = "a new leader replaced the entry; the write was not appended";
+                let _ = w.reply.send(Err(ApiError::NoQuorum(msg.into())));
+                continue;
+            }
+            w.offset = match applied {
+                Applied::Message { offset } => Some(offset),
+                Applied::Duplicate(l) => {
+                    w.duplicate = true;
+                    Some(l.offset)
+                }
+                Applied::Other => Some(self.sm.next_offset()),
+            };
+            self.waiters.add_write(e.index, w);
+        }
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), WalError> {
+        let applied = self.sm.applied_index();
+        let snap_index = self.raft.snapshot_meta().index;
+        if self.cfg.snapshot_every == 0 || applied < snap_index + self.cfg.snapshot_every {
+            return Ok(());
+        }
+        let Some(term) = self.raft.entry_term(applied) else {
+            return Ok(());
+        };
+        let meta = SnapshotMeta {
+            index: applied,
+            term,
+            membership: self.applied_membership.clone(),
+        };
+        let started = std::time::Instant::now();
+        self.store.install_snapshot(&Snapshot {
+            meta: meta.clone(),
+            data: self.sm.snapshot(),
+        })?;
+        self.raft.compact(meta);
+        tracing::info!(
+            index = applied,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot taken, log compacted"
+        );
+        Ok(())
+    }
+
+    fn sync_peers(&mut self) {
+        let m = self.raft.membership();
+        self.shared.voters.store(m.voter_count(), Ordering::Relaxed);
+        if self.peers_sent.as_ref() == Some(m) {
+            return;
+        }
+        let me = self.raft.id().clone();
+        let mut peers: BTreeMap<NodeId, String> = self.seed_peers.clone();
+        peers.extend(
+            m.members
+                .iter()
+                .map(|(id, mm)| (id.clone(), mm.grpc_addr.clone())),
+        );
+        peers.remove(&me);
+        self.out.set_peers(peers);
+        self.peers_sent = Some(m.clone());
+    }
+
+    fn on_tick(&mut self) {
+        self.ticks += 1;
+        self.raft.tick();
+        if self.raft.is_leader() && self.ticks % 5 == 0 {
+            self.maybe_promote_learner();
+        }
+    }
+
+    /// Leader: promote the first learner that has caught up (data readiness done).
+    fn maybe_promote_learner(&mut self) {
+        if self.raft.change_in_progress() || self.shutdown.is_some() {
+            return;
+        }
+        let last = self.raft.last_index();
+        let m = self.raft.membership().clone();
+        let ready = m.members.iter().find(|(id, mm)| {
+            !mm.voter
+                && self
+                    .raft
+                    .match_index(id)
+                    .is_some_and(|mi| mi + PROMOTE_LAG >= last && mi > 0)
+        });
+        if let Some((id, _)) = ready {
+            let mut next = m.clone();
+            next.members.get_mut(id).expect("found").voter = true;
+            match self.raft.propose_membership(next) {
+                Ok((index, _)) => {
+                    tracing::info!(node = %id, index, "promoting caught-up learner to voter")
+                }
+                Err(e) => tracing::debug!(node = %id, error = %e, "promotion deferred"),
+            }
+        }
+    }
+
+    /// The grpc address of the leader, when known and not us.
+    pub(crate) fn leader_hint(&self) -> Option<String> {
+        let l = self.raft.leader()?;
+        if l == self.raft.id() {
+            return None;
+        }
+        self.raft
+            .membership()
+            .members
+            .get(l)
+            .map(|m| m.grpc_addr.clone())
+    }
+
+    pub(crate) fn not_leader(&self) -> ApiError {
+        ApiError::NoLeader {
+            leader_hint: self.leader_hint(),
+        }
+    }
+
+    fn lost_leadership(&mut self) {
+        for (_, rs) in std::mem::take(&mut self.waiters.read_index) {
+            for r in rs {
+                let _ = r.send(Err(self.not_leader()));
+            }
+        }
+    }
+
+    fn shutdown_done(&self) -> bool {
+        let Some((deadline, _)) = &self.shutdown else {
+            return false;
+        };
+        let alone = self.raft.membership().voter_count() <= 1;
+        !self.raft.is_leader() || alone || Instant::now() >= *deadline
+    }
+
+    pub(crate) fn predicted_offset(&self, index: u64) -> u64 {
+        let from = self.sm.applied_index() + 1;
+        let cmds = (from..index)
+            .filter(|i| {
+                matches!(
+                    self.raft.entry(*i).map(|e| &e.payload),
+                    Some(EntryPayload::Command(_))
+                )
+            })
+            .count() as u64;
+        self.sm.next_offset() + cmds
+    }
+
+    pub(crate) fn encode_command(req: &WriteRequest) -> Bytes {
+        Command {
+            key: req.idempotency_key.clone(),
+            message: Bytes::from(req.message.clone()),
+        }
+        .encode()
+    }
+
+    pub(crate) fn park_write(
+        &mut self,
+        index: u64,
+        term: u64,
+        w: usize,
+        timeout: Option<Duration>,
+        reply: WriteReply,
+        key: Option<String>,
+        duplicate: bool,
+    ) {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let waiter = WriteWaiter {
+            term,
+            w,
+            deadline,
+            reply,
+            duplicate,
+            offset: None,
+            key,
+        };
+        self.waiters.add_write(index, waiter);
+    }
+
+    pub(crate) fn park_read(&mut self, req: ReadRequest, min_index: u64, reply: ReadReply) {
+        let limit = req
+            .limit
+            .unwrap_or(self.cfg.default_read_limit)
+            .clamp(1, self.cfg.max_read_limit);
+        let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)).min(self.cfg.max_wait);
+        let deadline = Instant::now() + wait;
+        self.waiters.reads.push(ReadWaiter {
+            req,
+            limit,
+            min_index,
+            deadline,
+            reply,
+        });
+    }
+}

@@ -1,0 +1,223 @@
+//! `run`: start one node from its config and stop it gracefully.
+//!
+//! Order: bind both ports (a port in use fails at once), open the data directory
+//! (bootstrap manager), start the gRPC server (so a leader can reach us while we
+//! join), join if needed, start the controller, serve HTTP, then wait for SIGTERM or
+//! SIGINT and stop: leadership handed over, waiting requests answered, servers
+//! drained, exit 0.
+
+use super::bootstrap::{self, StartMode};
+use super::controller::{Controller, ControllerConfig, Shared};
+use super::handle::NodeHandle;
+use crate::config::Config;
+use crate::core::{RaftConfig, RaftNode};
+use crate::http::{router, HttpLimits};
+use crate::transport::{ClusterId, InboundHandler, JoinRequest, Peers, PeersConfig};
+use crate::wal::LogStore;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// Channel capacities: commands from clients, messages from peers.
+const CMD_QUEUE: usize = 8192;
+const RAFT_QUEUE: usize = 8192;
+
+async fn bind(addr: &str, key: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{key}: cannot listen on {addr}: {e}"))
+}
+
+fn raft_config(cfg: &Config, tick: Duration) -> RaftConfig {
+    let t = tick.as_millis().max(1) as u64;
+    let mut rc = RaftConfig::new(cfg.node_id.clone());
+    rc.heartbeat_ticks = (cfg.raft.heartbeat_interval_ms / t).max(1);
+    rc.election_ticks_min = (cfg.raft.election_timeout_min_ms / t).max(rc.heartbeat_ticks + 1);
+    rc.election_ticks_max = (cfg.raft.election_timeout_max_ms / t).max(rc.election_ticks_min + 1);
+    rc.max_append_entries = cfg.raft.max_append_entries.max(1);
+    rc.max_inflight_bytes = cfg.raft.max_inflight_bytes as usize;
+    rc
+}
+
+fn controller_config(cfg: &Config, tick: Duration) -> ControllerConfig {
+    ControllerConfig {
+        tick,
+        default_w: cfg.write.default_w.into(),
+        write_timeout: cfg.write_timeout(),
+        default_read_limit: cfg.read.default_limit,
+        max_read_limit: cfg.read.max_limit,
+        max_wait: Duration::from_millis(cfg.read.max_wait_ms),
+        snapshot_every: cfg.snapshot.every_entries,
+        idempotency_window: cfg.write.idempotency_window,
+    }
+}
+
+/// Run the node until SIGTERM/SIGINT. `Err` carries one line for the operator.
+pub async fn run(cfg: Config) -> Result<(), String> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    run_until(cfg, stop_rx).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// Run the node until `stop` turns true.
+pub async fn run_until(cfg: Config, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+    let http_listener = bind(&cfg.http_addr, "http_addr").await?;
+    let grpc_listener = bind(&cfg.grpc_addr, "grpc_addr").await?;
+    let (store, mode, cluster_id) = bootstrap::open(&cfg)?;
+    tracing::info!(node_id = %cfg.node_id, mode = ?mode, http = %cfg.http_addr, grpc = %cfg.grpc_addr, "starting");
+    let cluster_id = ClusterId::new(cluster_id.unwrap_or_default());
+    let peers = Arc::new(Peers::new(
+        cfg.node_id.clone(),
+        cluster_id.clone(),
+        PeersConfig::default(),
+    ));
+    let (cmd_tx, cmd_rx) = mpsc::channel(CMD_QUEUE);
+    let (raft_tx, raft_rx) = mpsc::channel(RAFT_QUEUE);
+    let shared = Arc::new(Shared::default());
+    let handle = NodeHandle {
+        tx: cmd_tx,
+        raft_tx,
+        shared: shared.clone(),
+        peers: peers.clone(),
+        cluster_id: cluster_id.clone(),
+        snapshot_dir: cfg.data_dir.join("snap-incoming"),
+        me: (cfg.node_id.clone(), cfg.advertised_grpc_addr().to_string()),
+    };
+    std::fs::create_dir_all(&handle.snapshot_dir).map_err(|e| format!("data_dir: {e}"))?;
+
+    let grpc_stop = wait_stopped(stop.clone());
+    let inbound: Arc<dyn InboundHandler> = Arc::new(handle.clone());
+    let grpc = tokio::spawn(crate::transport::serve(
+        grpc_listener,
+        inbound,
+        cluster_id.clone(),
+        grpc_stop,
+    ));
+
+    let seed_peers = match mode {
+        StartMode::Join => join(&cfg, &peers, &cluster_id, &mut stop).await?,
+        _ => Default::default(),
+    };
+
+    let tick = Duration::from_millis((cfg.raft.heartbeat_interval_ms / 2).clamp(1, 50));
+    let rec = store.recovered().clone();
+    let snap_meta = rec.snapshot.map(|s| s.meta).unwrap_or_default();
+    let raft = RaftNode::new(
+        raft_config(&cfg, tick),
+        rec.hard_state,
+        snap_meta,
+        rec.entries,
+        rand::thread_rng().gen(),
+    );
+    let mut controller = Controller::new(
+        raft,
+        store,
+        peers.clone(),
+        controller_config(&cfg, tick),
+        shared,
+    )?;
+    controller.seed_peers = seed_peers;
+    let ctl = tokio::spawn(controller.run(raft_rx, cmd_rx));
+
+    let app = router(Arc::new(handle.clone()), HttpLimits::from_config(&cfg));
+    let http_stop = wait_stopped(stop.clone());
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(http_stop)
+            .await
+    });
+
+    // Wait for the stop signal, or for the controller to die (fatal storage error).
+    let mut ctl = ctl;
+    let result = tokio::select! {
+        r = &mut ctl => Some(r),
+        _ = wait_stopped(stop) => None,
+    };
+    let result = match result {
+        Some(r) => r.map_err(|e| e.to_string())?,
+        None => {
+            handle.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(3), ctl).await;
+            Ok(())
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), http).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), grpc).await;
+    tracing::info!("stopped");
+    result
+}
+
+async fn wait_stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Ask the join targets to add us, until one leader does. Capped, jittered backoff.
+/// Returns the leader that accepted us, so we can answer it before we learn the
+/// membership from the log.
+async fn join(
+    cfg: &Config,
+    peers: &Peers,
+    cluster_id: &ClusterId,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<BTreeMap<String, String>, String> {
+    let req = JoinRequest {
+        node_id: cfg.node_id.clone(),
+        grpc_addr: cfg.advertised_grpc_addr().to_string(),
+        http_addr: cfg.advertised_http_addr().to_string(),
+    };
+    let mut backoff = Duration::from_millis(100);
+    let mut targets: Vec<String> = cfg.join.clone();
+    loop {
+        for addr in targets.clone() {
+            match peers.join(&addr, &req).await {
+                Ok(o) if o.ok => {
+                    if !o.cluster_id.is_empty() {
+                        bootstrap::write_cluster_id(&cfg.data_dir, &o.cluster_id)
+                            .map_err(|e| format!("cluster_id: {e}"))?;
+                        cluster_id.set(o.cluster_id);
+                    }
+                    tracing::info!(via = %addr, "joined the cluster as a learner");
+                    let leader = o.leader_id.zip(o.leader_grpc_addr);
+                    return Ok(leader.into_iter().collect());
+                }
+                Ok(o) => {
+                    tracing::info!(via = %addr, error = ?o.error, leader = ?o.leader_id, "join refused; retrying");
+                    if let Some(l) = o.leader_grpc_addr {
+                        if !targets.contains(&l) {
+                            targets.insert(0, l);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(via = %addr, error = %e, "join target unreachable; retrying")
+                }
+            }
+        }
+        let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {},
+            _ = wait_stopped(stop.clone()) => return Err("stopped while joining".into()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        let _ = stop.borrow_and_update();
+    }
+}
