@@ -5,6 +5,14 @@
 //! is a segmented, checksummed WAL (`disk.rs`); the in-memory one (`mem.rs`) backs
 //! the seeded simulator and models a crash as "lose everything not synced".
 
+pub mod codec;
+pub mod conformance;
+pub mod disk;
+pub mod mem;
+
+pub use disk::DiskStore;
+pub use mem::MemStore;
+
 use crate::core::types::{Entry, HardState, Snapshot};
 
 /// What a store holds after opening: the latest snapshot (if any), the hard state,
@@ -19,11 +27,18 @@ pub struct Recovered {
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
     #[error("I/O error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// A record before the last durable one failed its checksum or did not decode.
     /// The node must not start: serving from here could return wrong data.
     #[error("corrupt WAL record in {path} at offset {offset}: {reason}")]
-    Corrupt { path: String, offset: u64, reason: String },
+    Corrupt {
+        path: String,
+        offset: u64,
+        reason: String,
+    },
     /// The caller broke the contract (a hole in the log, say). A bug, not a disk fault.
     #[error("invalid WAL operation: {0}")]
     Invalid(String),
@@ -71,4 +86,35 @@ pub trait LogStore: Send {
     fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>, WalError>;
     /// Index of the last stored entry (the snapshot index when the log is empty).
     fn last_index(&self) -> u64;
+}
+
+/// Checks an `append` against the "no holes" contract: `entries` dense and ascending,
+/// starting within `snapshot_index + 1 ..= last_index + 1`. Shared by every store.
+pub fn validate_append(
+    entries: &[Entry],
+    snapshot_index: u64,
+    last_index: u64,
+) -> Result<(), WalError> {
+    let Some(first) = entries.first().map(|e| e.index) else {
+        return Ok(());
+    };
+    if first <= snapshot_index || first > last_index + 1 {
+        return Err(WalError::Invalid(format!(
+            "append at index {first}: must lie in {}..={}",
+            snapshot_index + 1,
+            last_index + 1
+        )));
+    }
+    match entries
+        .iter()
+        .enumerate()
+        .find(|(i, e)| e.index != first + *i as u64)
+    {
+        Some((i, e)) => Err(WalError::Invalid(format!(
+            "append not dense: entry {i} has index {}, expected {}",
+            e.index,
+            first + i as u64
+        ))),
+        None => Ok(()),
+    }
 }

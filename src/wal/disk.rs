@@ -1,0 +1,738 @@
+//! The on-disk [`LogStore`]: a segmented, checksummed, append-only WAL plus
+//! snapshot files.
+//!
+//! Layout under the data directory:
+//! - `wal/<name:020>.seg`: segments, read in name order. A new segment is named
+//!   `max(last_index + 1, previous name + 1)`: the first index it was started for,
+//!   forced strictly increasing so that name order is write order.
+//! - `snap/<index:020>-<term:020>.snap`: the latest snapshot (see `codec.rs`).
+//!
+//! Why append-only with *logical* truncation: every write is an append, so a crash
+//! can only tear the tail, and recovery is "replay the records in order". A record
+//! carries one whole `append` call (so calls are atomic); an entries record whose
+//! first index is at or below the last index replaces that suffix when replayed,
+//! exactly as `append` did at run time. Truncating files in place instead would
+//! need several ordered fsyncs and could lose synced records in between.
+//!
+//! Group commit: `append`/`set_hard_state` encode into an in-memory buffer; `sync`
+//! writes the buffer with one `pwrite` and one `fdatasync`. `entries()` reads
+//! records back from the files (or the buffer), guided by an in-memory index of one
+//! small `Slot` per entry, so memory does not grow with payload sizes.
+//!
+//! Recovery rules (`open`):
+//! - load the newest snapshot file that decodes (stray `*.tmp` files are removed);
+//! - replay every segment in order; hard state = the last hard-state record;
+//! - a bad record in the *last* segment with no valid record anywhere after it is
+//!   a torn tail: the file is truncated there, fsynced, and a warning logged;
+//! - a bad record followed by a valid one, a bad record in an earlier segment, or a
+//!   record that would leave a hole, fails with [`WalError::Corrupt`];
+//! - entries at or below the snapshot index are dropped; if the stream has no mark
+//!   for the loaded snapshot (crash between the snapshot file and its mark) the
+//!   snapshot rule is applied at the end; the remaining log must start right after
+//!   the snapshot, or open fails with `Corrupt`.
+//!
+//! Invariants:
+//! - only the last segment is ever written; earlier ones are synced and sealed;
+//! - every segment begins with a hard-state record (the hard state in force when it
+//!   was started), so deleting older segments never loses term or vote;
+//! - `install_snapshot` syncs pending records, makes the snapshot file durable
+//!   (temp + fsync + rename + dir fsync), appends a snapshot mark and syncs, and only
+//!   then deletes segments holding no live entry (oldest first, dir fsync after
+//!   each, so the survivors are always a suffix of the stream) and older snapshots;
+//! - after an fsync error the store refuses every write (the page cache may have
+//!   dropped the data); reads go on;
+//! - a snapshot at or below the current snapshot index is ignored.
+
+use super::codec::{self, Record, SnapshotMark};
+use super::{validate_append, LogStore, Recovered, WalError};
+use crate::core::types::{Entry, HardState, Snapshot};
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Segment size used in production: roll over once a segment reaches this size.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+const WAL_DIR: &str = "wal";
+const SNAP_DIR: &str = "snap";
+
+/// Where one live entry is stored: the record (segment, offset, framed length)
+/// and its position inside that record's batch.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    term: u64,
+    seg: u64,
+    offset: u64,
+    len: u32,
+    pos: u32,
+}
+
+/// One segment file. `written` is the length of its valid, written content.
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    file: File,
+    written: u64,
+}
+
+/// The on-disk store. See the module docs for format and recovery rules.
+#[derive(Debug)]
+pub struct DiskStore {
+    dir: PathBuf,
+    segment_bytes: u64,
+    segments: BTreeMap<u64, Segment>,
+    /// Name of the last segment, the only one written.
+    active: u64,
+    /// Encoded records not yet written, logically at `active.written..`.
+    buf: Vec<u8>,
+    /// One slot per entry after the snapshot, from `snapshot_index() + 1` on.
+    slots: VecDeque<Slot>,
+    hard_state: HardState,
+    snapshot: Option<Snapshot>,
+    recovered: Recovered,
+    /// Set after an fsync failure: writes are refused from then on.
+    failed: Option<String>,
+}
+
+// ---------------------------------------------------------------- I/O helpers
+
+fn io_err(path: &Path, source: io::Error) -> WalError {
+    WalError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> WalError {
+    WalError::Corrupt {
+        path: path.display().to_string(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+trait Ctx<T> {
+    fn ctx(self, path: &Path) -> Result<T, WalError>;
+}
+
+impl<T> Ctx<T> for io::Result<T> {
+    fn ctx(self, path: &Path) -> Result<T, WalError> {
+        self.map_err(|e| io_err(path, e))
+    }
+}
+
+/// Makes creations, renames and removals inside `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir).and_then(|d| d.sync_all()).ctx(dir)
+}
+
+fn read_all(file: &mut File, path: &Path) -> Result<Bytes, WalError> {
+    let mut data = Vec::new();
+    file.read_to_end(&mut data).ctx(path)?;
+    Ok(Bytes::from(data))
+}
+
+/// Files in `dir` whose name parses with `parse`, sorted by the parsed key.
+fn list<K: Ord>(
+    dir: &Path,
+    parse: impl Fn(&str) -> Option<K>,
+) -> Result<Vec<(K, PathBuf)>, WalError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).ctx(dir)? {
+        let entry = entry.ctx(dir)?;
+        if let Some(key) = entry.file_name().to_str().and_then(&parse) {
+            out.push((key, entry.path()));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    name.strip_suffix(".seg")?.parse().ok()
+}
+
+fn parse_snapshot_name(name: &str) -> Option<(u64, u64)> {
+    let (index, term) = name.strip_suffix(".snap")?.split_once('-')?;
+    Some((index.parse().ok()?, term.parse().ok()?))
+}
+
+fn segment_path(dir: &Path, name: u64) -> PathBuf {
+    dir.join(WAL_DIR).join(format!("{name:020}.seg"))
+}
+
+// ---------------------------------------------------------------- snapshots
+
+/// Writes `snap` durably: temp file, fsync, rename, directory fsync.
+fn write_snapshot_file(snap_dir: &Path, snap: &Snapshot) -> Result<PathBuf, WalError> {
+    let name = format!("{:020}-{:020}.snap", snap.meta.index, snap.meta.term);
+    let path = snap_dir.join(&name);
+    let tmp = snap_dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&tmp).ctx(&tmp)?;
+    file.write_all(&codec::encode_snapshot_file(snap))
+        .ctx(&tmp)?;
+    file.sync_all().ctx(&tmp)?;
+    fs::rename(&tmp, &path).ctx(&path)?;
+    sync_dir(snap_dir)?;
+    Ok(path)
+}
+
+/// Removes every snapshot (or leftover temp) file except `keep`.
+fn remove_other_snapshots(snap_dir: &Path, keep: &Path) -> Result<(), WalError> {
+    let files = list(snap_dir, |n| {
+        (n.ends_with(".snap") || n.ends_with(".tmp")).then_some(())
+    })?;
+    let mut removed = false;
+    for (_, path) in files.into_iter().filter(|(_, p)| p != keep) {
+        fs::remove_file(&path).ctx(&path)?;
+        removed = true;
+    }
+    if removed {
+        sync_dir(snap_dir)?;
+    }
+    Ok(())
+}
+
+fn read_snapshot(path: &Path, index: u64, term: u64) -> Result<Snapshot, String> {
+    let mut file = File::open(path).map_err(|e| e.to_string())?;
+    let data = read_all(&mut file, path).map_err(|e| e.to_string())?;
+    let snap = codec::decode_snapshot_file(&data).map_err(|e| e.to_string())?;
+    if (snap.meta.index, snap.meta.term) != (index, term) {
+        return Err(format!("holds {}-{}", snap.meta.index, snap.meta.term));
+    }
+    Ok(snap)
+}
+
+/// The newest snapshot file that decodes; removes leftover temp files first.
+fn load_snapshot(snap_dir: &Path) -> Result<Option<Snapshot>, WalError> {
+    let tmps = list(snap_dir, |n| n.ends_with(".tmp").then_some(()))?;
+    for (_, path) in &tmps {
+        fs::remove_file(path).ctx(path)?;
+    }
+    if !tmps.is_empty() {
+        sync_dir(snap_dir)?;
+    }
+    for ((index, term), path) in list(snap_dir, parse_snapshot_name)?.into_iter().rev() {
+        match read_snapshot(&path, index, term) {
+            Ok(snap) => return Ok(Some(snap)),
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "skipping unreadable snapshot")
+            }
+        }
+    }
+    Ok(None)
+}
+
+// ---------------------------------------------------------------- replay
+
+/// Where a record sits: segment name, offset and framed length.
+#[derive(Clone, Copy)]
+struct Loc {
+    seg: u64,
+    offset: u64,
+    len: u32,
+}
+
+/// Replays the record stream. Segments removed by compaction are not seen, so the
+/// log is known only from `first` on ("anchored" once any entry or a dropping
+/// snapshot mark was seen); the module docs explain why that is enough.
+#[derive(Default)]
+struct Replay {
+    hard_state: HardState,
+    anchored: bool,
+    first: u64,
+    log: VecDeque<(Slot, Entry)>,
+    last_mark: Option<SnapshotMark>,
+}
+
+impl Replay {
+    fn last(&self) -> u64 {
+        self.first + self.log.len() as u64 - 1
+    }
+
+    fn term_at(&self, index: u64) -> Option<u64> {
+        let i = index.checked_sub(self.first)?;
+        self.log.get(usize::try_from(i).ok()?).map(|(s, _)| s.term)
+    }
+
+    fn apply(&mut self, rec: Record, loc: Loc) -> Result<(), String> {
+        match rec {
+            Record::HardState(hs) => self.hard_state = hs,
+            Record::Entries(entries) => self.append(entries, loc)?,
+            Record::SnapshotMark(mark) => self.mark(mark),
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, entries: Vec<Entry>, loc: Loc) -> Result<(), String> {
+        let first = entries[0].index;
+        if !self.anchored || first < self.first {
+            self.reset(first);
+        } else if first > self.last() + 1 {
+            return Err(format!(
+                "entries start at {first}, the log ends at {}",
+                self.last()
+            ));
+        }
+        self.log.truncate((first - self.first) as usize);
+        for (pos, e) in entries.into_iter().enumerate() {
+            let slot = Slot {
+                term: e.term,
+                seg: loc.seg,
+                offset: loc.offset,
+                len: loc.len,
+                pos: pos as u32,
+            };
+            self.log.push_back((slot, e));
+        }
+        Ok(())
+    }
+
+    fn mark(&mut self, mark: SnapshotMark) {
+        if mark.keep {
+            self.drop_through(mark.index);
+        } else {
+            self.reset(mark.index.saturating_add(1));
+        }
+        self.last_mark = Some(mark);
+    }
+
+    fn reset(&mut self, first: u64) {
+        self.anchored = true;
+        self.first = first;
+        self.log.clear();
+    }
+
+    /// Drops known entries at or below `index`.
+    fn drop_through(&mut self, index: u64) {
+        if !self.anchored {
+            return;
+        }
+        let n = index
+            .saturating_add(1)
+            .saturating_sub(self.first)
+            .min(self.log.len() as u64);
+        self.log.drain(..n as usize);
+        self.first += n;
+        if self.log.is_empty() {
+            self.first = self.first.max(index.saturating_add(1));
+        }
+    }
+
+    /// Applies the loaded snapshot and checks the log resumes right after it.
+    fn finish(mut self, snap: Option<&Snapshot>) -> Result<Self, String> {
+        let (index, term) = snap.map_or((0, 0), |s| (s.meta.index, s.meta.term));
+        let next = index.saturating_add(1);
+        let marked = self
+            .last_mark
+            .is_some_and(|m| (m.index, m.term) == (index, term));
+        if snap.is_some() && !marked && self.term_at(index) != Some(term) {
+            self.reset(next);
+        }
+        self.drop_through(index);
+        if !self.anchored || self.log.is_empty() {
+            self.reset(next);
+        }
+        if self.first != next {
+            return Err(format!(
+                "log resumes at index {} but the snapshot covers only up to {index}",
+                self.first
+            ));
+        }
+        Ok(self)
+    }
+}
+
+// ---------------------------------------------------------------- recovery
+
+/// Reads one segment, feeding its records to `replay`; cuts a torn tail of the last.
+fn recover_segment(
+    path: PathBuf,
+    name: u64,
+    is_last: bool,
+    replay: &mut Replay,
+) -> Result<Segment, WalError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .ctx(&path)?;
+    let data = read_all(&mut file, &path)?;
+    let mut at = 0;
+    loop {
+        match codec::read_frame(&data, at) {
+            Ok(None) => break,
+            Ok(Some((rec, next))) => {
+                let loc = Loc {
+                    seg: name,
+                    offset: at as u64,
+                    len: (next - at) as u32,
+                };
+                replay
+                    .apply(rec, loc)
+                    .map_err(|r| corrupt(&path, at as u64, r))?;
+                at = next;
+            }
+            Err(e) => {
+                cut_tail(&path, &file, &data, at, is_last, &e.0)?;
+                break;
+            }
+        }
+    }
+    Ok(Segment {
+        path,
+        file,
+        written: at as u64,
+    })
+}
+
+/// A bad record at `at`: a torn tail (cut it) or corruption (fail).
+fn cut_tail(
+    path: &Path,
+    file: &File,
+    data: &Bytes,
+    at: usize,
+    is_last: bool,
+    reason: &str,
+) -> Result<(), WalError> {
+    if !is_last {
+        return Err(corrupt(
+            path,
+            at as u64,
+            format!("{reason} (in a sealed segment)"),
+        ));
+    }
+    if let Some(p) =
+        (at + 1..data.len()).find(|&p| matches!(codec::read_frame(data, p), Ok(Some(_))))
+    {
+        return Err(corrupt(
+            path,
+            at as u64,
+            format!("{reason}; a valid record follows at offset {p}"),
+        ));
+    }
+    tracing::warn!(
+        path = %path.display(), offset = at, cut_bytes = data.len() - at, %reason,
+        "cutting torn WAL tail"
+    );
+    file.set_len(at as u64).ctx(path)?;
+    file.sync_all().ctx(path)
+}
+
+fn create_dirs(dir: &Path) -> Result<(), WalError> {
+    for sub in [WAL_DIR, SNAP_DIR] {
+        let path = dir.join(sub);
+        fs::create_dir_all(&path).ctx(&path)?;
+    }
+    sync_dir(dir)
+}
+
+fn create_segment(dir: &Path, name: u64) -> Result<Segment, WalError> {
+    let path = segment_path(dir, name);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .ctx(&path)?;
+    sync_dir(&dir.join(WAL_DIR))?;
+    Ok(Segment {
+        path,
+        file,
+        written: 0,
+    })
+}
+
+/// Writes `buf` at the end of `seg` and fdatasyncs. On error also says whether the
+/// store must stop (the file may now hold unknown content).
+fn write_and_sync(seg: &mut Segment, buf: &[u8]) -> Result<(), (WalError, bool)> {
+    if let Err(e) = seg.file.write_all_at(buf, seg.written) {
+        // Undo a partial write so no torn record sits before later ones.
+        let fatal = seg.file.set_len(seg.written).is_err();
+        return Err((io_err(&seg.path, e), fatal));
+    }
+    seg.file
+        .sync_data()
+        .map_err(|e| (io_err(&seg.path, e), true))?;
+    seg.written += buf.len() as u64;
+    Ok(())
+}
+
+impl DiskStore {
+    /// Opens (or creates) the store in `dir`, recovering as the module docs say.
+    /// Segments roll over once they reach `segment_bytes`
+    /// ([`DEFAULT_SEGMENT_BYTES`] in production).
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<DiskStore, WalError> {
+        if segment_bytes == 0 {
+            return Err(WalError::Invalid("segment_bytes must be positive".into()));
+        }
+        create_dirs(dir)?;
+        let snapshot = load_snapshot(&dir.join(SNAP_DIR))?;
+        let names = list(&dir.join(WAL_DIR), parse_segment_name)?;
+        let mut replay = Replay::default();
+        let count = names.len();
+        let mut segments = BTreeMap::new();
+        for (i, (name, path)) in names.into_iter().enumerate() {
+            let is_last = i + 1 == count;
+            segments.insert(name, recover_segment(path, name, is_last, &mut replay)?);
+        }
+        let replay = replay
+            .finish(snapshot.as_ref())
+            .map_err(|r| corrupt(&dir.join(WAL_DIR), 0, r))?;
+        Self::assemble(dir, segment_bytes, segments, replay, snapshot)
+    }
+
+    fn assemble(
+        dir: &Path,
+        segment_bytes: u64,
+        segments: BTreeMap<u64, Segment>,
+        replay: Replay,
+        snapshot: Option<Snapshot>,
+    ) -> Result<DiskStore, WalError> {
+        let (slots, entries) = replay.log.into_iter().unzip();
+        let recovered = Recovered {
+            hard_state: replay.hard_state.clone(),
+            snapshot: snapshot.clone(),
+            entries,
+        };
+        let mut store = DiskStore {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            active: segments.keys().next_back().copied().unwrap_or(0),
+            segments,
+            buf: Vec::new(),
+            slots,
+            hard_state: replay.hard_state,
+            snapshot,
+            recovered,
+            failed: None,
+        };
+        match store.segments.get(&store.active) {
+            None => store.start_segment(store.last_index() + 1)?,
+            Some(seg) if seg.written == 0 => {
+                codec::encode_hard_state(&mut store.buf, &store.hard_state)
+            }
+            Some(_) => {}
+        }
+        Ok(store)
+    }
+
+    /// The data directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn snapshot_index(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
+    }
+
+    fn term_at(&self, index: u64) -> Option<u64> {
+        let i = index.checked_sub(self.snapshot_index() + 1)?;
+        self.slots.get(usize::try_from(i).ok()?).map(|s| s.term)
+    }
+
+    fn check_failed(&self) -> Result<(), WalError> {
+        match &self.failed {
+            None => Ok(()),
+            Some(msg) => Err(io_err(
+                &self.dir,
+                io::Error::other(format!("store failed earlier: {msg}")),
+            )),
+        }
+    }
+
+    /// Creates segment `name`, makes it active and starts it with the hard state.
+    fn start_segment(&mut self, name: u64) -> Result<(), WalError> {
+        let seg = create_segment(&self.dir, name)?;
+        self.segments.insert(name, seg);
+        self.active = name;
+        codec::encode_hard_state(&mut self.buf, &self.hard_state);
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one once it is full.
+    fn maybe_roll(&mut self) -> Result<(), WalError> {
+        let written = self.segments[&self.active].written;
+        if written + (self.buf.len() as u64) < self.segment_bytes {
+            return Ok(());
+        }
+        self.sync()?;
+        let name = (self.last_index() + 1).max(self.active + 1);
+        self.start_segment(name)
+    }
+
+    /// Offset at which the next buffered record will land in the active segment.
+    fn next_offset(&self) -> u64 {
+        self.segments[&self.active].written + self.buf.len() as u64
+    }
+
+    /// Drops every entry at or below `index` (`keep`) or every entry (`!keep`).
+    fn compact(&mut self, index: u64, keep: bool) {
+        if keep {
+            let n = index + 1 - (self.snapshot_index() + 1);
+            self.slots.drain(..n as usize);
+        } else {
+            self.slots.clear();
+        }
+    }
+
+    /// Deletes segments before the one holding the first live entry.
+    fn remove_dead_segments(&mut self) -> Result<(), WalError> {
+        let live_from = self.slots.front().map_or(self.active, |s| s.seg);
+        let dead: Vec<u64> = self.segments.range(..live_from).map(|(k, _)| *k).collect();
+        for name in dead {
+            let seg = self.segments.remove(&name).expect("listed segment");
+            fs::remove_file(&seg.path).ctx(&seg.path)?;
+            sync_dir(&self.dir.join(WAL_DIR))?;
+        }
+        Ok(())
+    }
+
+    /// Reads and decodes the entries record a slot points into.
+    fn read_batch(&self, slot: &Slot) -> Result<Vec<Entry>, WalError> {
+        let seg = self.segments.get(&slot.seg).ok_or_else(|| {
+            corrupt(
+                &segment_path(&self.dir, slot.seg),
+                slot.offset,
+                "segment missing",
+            )
+        })?;
+        let len = slot.len as usize;
+        let bytes = if slot.seg == self.active && slot.offset >= seg.written {
+            let start = (slot.offset - seg.written) as usize;
+            Bytes::copy_from_slice(&self.buf[start..start + len])
+        } else {
+            let mut data = vec![0; len];
+            seg.file
+                .read_exact_at(&mut data, slot.offset)
+                .ctx(&seg.path)?;
+            Bytes::from(data)
+        };
+        match codec::read_frame(&bytes, 0) {
+            Ok(Some((Record::Entries(entries), _))) => Ok(entries),
+            Ok(_) => Err(corrupt(&seg.path, slot.offset, "not an entries record")),
+            Err(e) => Err(corrupt(&seg.path, slot.offset, e.0)),
+        }
+    }
+}
+
+impl LogStore for DiskStore {
+    fn recovered(&self) -> &Recovered {
+        &self.recovered
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), WalError> {
+        self.check_failed()?;
+        validate_append(entries, self.snapshot_index(), self.last_index())?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.maybe_roll()?;
+        let (offset, start) = (self.next_offset(), self.buf.len());
+        codec::encode_entries(&mut self.buf, entries).map_err(|e| WalError::Invalid(e.0))?;
+        let len = (self.buf.len() - start) as u32;
+        self.slots
+            .truncate((entries[0].index - self.snapshot_index() - 1) as usize);
+        for (pos, e) in entries.iter().enumerate() {
+            let slot = Slot {
+                term: e.term,
+                seg: self.active,
+                offset,
+                len,
+                pos: pos as u32,
+            };
+            self.slots.push_back(slot);
+        }
+        Ok(())
+    }
+
+    fn set_hard_state(&mut self, hs: &HardState) -> Result<(), WalError> {
+        self.check_failed()?;
+        if *hs == self.hard_state {
+            return Ok(());
+        }
+        self.maybe_roll()?;
+        codec::encode_hard_state(&mut self.buf, hs);
+        self.hard_state = hs.clone();
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), WalError> {
+        self.check_failed()?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let seg = self.segments.get_mut(&self.active).expect("active segment");
+        match write_and_sync(seg, &self.buf) {
+            Ok(()) => {
+                self.buf.clear();
+                Ok(())
+            }
+            Err((e, fatal)) => {
+                if fatal {
+                    self.failed = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), WalError> {
+        self.check_failed()?;
+        let (index, term) = (snapshot.meta.index, snapshot.meta.term);
+        if index <= self.snapshot_index() {
+            return Ok(());
+        }
+        self.sync()?;
+        let path = write_snapshot_file(&self.dir.join(SNAP_DIR), snapshot)?;
+        let keep = self.term_at(index) == Some(term);
+        self.compact(index, keep);
+        self.snapshot = Some(snapshot.clone());
+        self.maybe_roll()?;
+        codec::encode_snapshot_mark(&mut self.buf, &SnapshotMark { index, term, keep });
+        self.sync()?;
+        self.remove_dead_segments()?;
+        remove_other_snapshots(&self.dir.join(SNAP_DIR), &path)
+    }
+
+    fn snapshot(&self) -> Option<Snapshot> {
+        self.snapshot.clone()
+    }
+
+    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>, WalError> {
+        let first = self.snapshot_index() + 1;
+        if lo < first || lo > hi || hi > self.last_index() + 1 {
+            return Err(WalError::Invalid(format!(
+                "entries({lo}, {hi}) outside the stored log {first}..{}",
+                self.last_index() + 1
+            )));
+        }
+        let mut out = Vec::with_capacity((hi - lo) as usize);
+        let mut batch: Option<((u64, u64), Vec<Entry>)> = None;
+        for index in lo..hi {
+            let slot = self.slots[(index - first) as usize];
+            let key = (slot.seg, slot.offset);
+            if batch.as_ref().map(|b| b.0) != Some(key) {
+                batch = Some((key, self.read_batch(&slot)?));
+            }
+            let entries = &batch.as_ref().expect("just read").1;
+            let entry = entries.get(slot.pos as usize).filter(|e| e.index == index);
+            let entry = entry.ok_or_else(|| {
+                corrupt(
+                    &segment_path(&self.dir, slot.seg),
+                    slot.offset,
+                    "entry not in record",
+                )
+            })?;
+            out.push(entry.clone());
+        }
+        Ok(out)
+    }
+
+    fn last_index(&self) -> u64 {
+        self.snapshot_index() + self.slots.len() as u64
+    }
+}
