@@ -242,7 +242,7 @@ mod tests {
             })
         );
         assert_eq!(sm.apply(&cmd(4, None, "y")), Applied::Message { offset: 1 });
-        let got: Vec<_> = sm.read(0, 10).into_iter().map(|(o, m)| (o, m)).collect();
+        let got: Vec<_> = sm.read(0, 10).into_iter().collect();
         assert_eq!(got, vec![(0, Bytes::from("x")), (1, Bytes::from("y"))]);
     }
 

@@ -6,6 +6,7 @@
 
 use super::api::*;
 use super::controller::{Cmd, Controller, JoinError, Outbound};
+use super::waiters::WriteWaiter;
 use crate::core::*;
 use crate::wal::LogStore;
 use tokio::sync::oneshot;
@@ -77,6 +78,16 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
             None => self.cfg.write_timeout,
         };
         let key = req.idempotency_key.clone();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let waiter = |term, reply, key, duplicate| WriteWaiter {
+            term,
+            w,
+            deadline,
+            reply,
+            duplicate,
+            offset: None,
+            key,
+        };
         if let Some(k) = &key {
             if let Some(l) = self.sm.lookup_key(k) {
                 let acks = self
@@ -95,12 +106,15 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
                 return;
             }
             if let Some((index, term)) = self.waiters.index_of_key(k) {
-                self.park_write(index, term, w, timeout, reply, None, true);
+                self.waiters
+                    .add_write(index, waiter(term, reply, None, true));
                 return;
             }
         }
         match self.raft.propose(Self::encode_command(&req)) {
-            Ok((index, term)) => self.park_write(index, term, w, timeout, reply, key, false),
+            Ok((index, term)) => self
+                .waiters
+                .add_write(index, waiter(term, reply, key, false)),
             Err(e) => {
                 let _ = reply.send(Err(propose_error(e)));
             }

@@ -15,7 +15,7 @@
 //!   never with success.
 
 use super::api::*;
-use super::waiters::{ReadReply, ReadWaiter, Waiters, WriteReply, WriteWaiter};
+use super::waiters::{ReadReply, ReadWaiter, Waiters, WriteReply};
 use crate::core::*;
 use crate::state_machine::{Applied, Command, StateMachine};
 use crate::wal::{LogStore, WalError};
@@ -325,7 +325,7 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
     fn on_tick(&mut self) {
         self.ticks += 1;
         self.raft.tick();
-        if self.raft.is_leader() && self.ticks % 5 == 0 {
+        if self.raft.is_leader() && self.ticks.is_multiple_of(5) {
             self.maybe_promote_learner();
         }
     }
@@ -410,29 +410,6 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
             message: Bytes::from(req.message.clone()),
         }
         .encode()
-    }
-
-    pub(crate) fn park_write(
-        &mut self,
-        index: u64,
-        term: u64,
-        w: usize,
-        timeout: Option<Duration>,
-        reply: WriteReply,
-        key: Option<String>,
-        duplicate: bool,
-    ) {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let waiter = WriteWaiter {
-            term,
-            w,
-            deadline,
-            reply,
-            duplicate,
-            offset: None,
-            key,
-        };
-        self.waiters.add_write(index, waiter);
     }
 
     pub(crate) fn park_read(&mut self, req: ReadRequest, min_index: u64, reply: ReadReply) {

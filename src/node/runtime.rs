@@ -100,7 +100,10 @@ pub async fn run_until(cfg: Config, mut stop: watch::Receiver<bool>) -> Result<(
     };
     std::fs::create_dir_all(&handle.snapshot_dir).map_err(|e| format!("data_dir: {e}"))?;
 
-    let grpc_stop = wait_stopped(stop.clone());
+    // The gRPC server outlives the controller's shutdown: a leader handing over
+    // must still hear its successor.
+    let (grpc_stop_tx, grpc_stop_rx) = watch::channel(false);
+    let grpc_stop = wait_stopped(grpc_stop_rx);
     let inbound: Arc<dyn InboundHandler> = Arc::new(handle.clone());
     let grpc = tokio::spawn(crate::transport::serve(
         grpc_listener,
@@ -156,6 +159,7 @@ pub async fn run_until(cfg: Config, mut stop: watch::Receiver<bool>) -> Result<(
             Ok(())
         }
     };
+    let _ = grpc_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), http).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), grpc).await;
     tracing::info!("stopped");
