@@ -10,6 +10,7 @@
 //!   `c` confirms every round with context `<= c`.
 
 use super::message::Message;
+use super::progress::ProgressState;
 use super::raft::{PendingRead, ProposeError, RaftNode, ReadState, Role};
 use super::types::NodeId;
 
@@ -82,6 +83,15 @@ impl RaftNode {
         pr.last_heard_tick = now;
         pr.probe_sent = false;
         if pr.match_index < last {
+            // Reachable but behind: appends to it may have been lost. Make room for
+            // one more and send it even if it carries no entries, so that a lost
+            // append turns into a rejection (and a probe) instead of a stall.
+            if pr.state == ProgressState::Replicate
+                && !pr.can_send(self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes)
+            {
+                pr.free_first_inflight();
+            }
+            pr.commit_sent = 0;
             self.send_append(from);
         }
         if ctx > 0 && self.membership.is_voter(from) {

@@ -89,6 +89,14 @@ impl Progress {
         }
     }
 
+    /// Forget the oldest append in flight (its reply may never come), making room
+    /// for one more.
+    pub fn free_first_inflight(&mut self) {
+        if let Some((_, bytes)) = self.inflight.pop_front() {
+            self.inflight_bytes -= bytes;
+        }
+    }
+
     /// Record an append carrying entries up to `last` (of `bytes` bytes).
     pub fn sent(&mut self, last: u64, bytes: usize) {
         match self.state {
