@@ -1,0 +1,500 @@
+//! Seeded deterministic simulation of 3- and 5-node clusters over the consensus core.
+//!
+//! Even seeds run 3 voters, odd seeds 5 (plus one spare node that membership changes
+//! may add). Each seed draws its own fault rates and core tuning, then runs a chaos
+//! phase: message drop, delay, reordering and duplication; partitions (random halves,
+//! the leader isolated, one node cut off in one direction, one directed link down);
+//! crashes (now, or inside a `Ready` between the append and the sync, keeping a
+//! random prefix of the unsynced writes) and restarts from storage; membership
+//! changes (add a learner, promote it, remove a voter, the leader included);
+//! leadership transfers; snapshots every few applied entries; client writes and
+//! ReadIndex reads. The checker (tests/common/check.rs) runs on every write, apply,
+//! new leader, and after every tick. Then every fault heals and the cluster must
+//! elect a leader, commit new writes and bring every member to the same applied
+//! sequence within a bounded number of ticks (a node that does nothing fails here).
+//!
+//! `SIM_SEED=<n>` runs one seed and prints its trace on failure (`SIM_TRACE=1` prints
+//! it anyway, `SIM_TRACE=msgs` adds every delivered message); `SIM_SEEDS=<count>`
+//! (and `SIM_SEED_START`) runs a longer soak. The default is `DEFAULT_SEEDS`.
+
+mod common;
+
+use common::{membership, Cluster, Opts, TraceMode};
+use rand::{seq::SliceRandom, Rng};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+const DEFAULT_SEEDS: u64 = 2000;
+/// Ticks of faults per seed, then at most `LIVENESS_TICKS` per liveness stage.
+const CHAOS_TICKS: u64 = 400;
+const LIVENESS_TICKS: u64 = 400;
+
+#[derive(Default, Debug, Clone)]
+struct Totals {
+    seeds3: u64,
+    seeds5: u64,
+    ticks: u64,
+    leaders: u64,
+    acked: u64,
+    applied: u64,
+    reads: u64,
+    crashes: u64,
+    snapshots_sent: u64,
+    snapshots_installed: u64,
+    transfers: u64,
+    conf_changes: u64,
+    msgs: u64,
+}
+
+struct Faults {
+    partition_until: Option<u64>,
+    pool: Vec<String>,
+    min_voters: usize,
+    max_voters: usize,
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("n{i}")).collect()
+}
+
+fn build(seed: u64, mode: TraceMode) -> (Cluster, Faults) {
+    let n = if seed % 2 == 0 { 3 } else { 5 };
+    // Tuning comes from the seed too; the cluster's rng is seeded below.
+    let mut c = Cluster::new(Opts::default(), seed, mode);
+    let r = &mut c.rng;
+    let opts = Opts {
+        heartbeat_ticks: 2,
+        election_ticks_min: 10,
+        election_ticks_max: 20,
+        max_append_entries: r.gen_range(1..=8),
+        max_append_bytes: if r.gen_bool(0.3) { 100 } else { 1 << 20 },
+        max_inflight_msgs: r.gen_range(1..=4),
+        max_inflight_bytes: if r.gen_bool(0.3) { 200 } else { 1 << 20 },
+        pre_vote: r.gen_bool(0.85),
+        check_quorum: true,
+        snapshot_every: r.gen_range(4..=30),
+    };
+    c.net.drop_p = *[0.0, 0.01, 0.05, 0.15].choose(r).unwrap();
+    c.net.dup_p = *[0.0, 0.03].choose(r).unwrap();
+    c.net.max_delay = r.gen_range(0..=3);
+    c.opts = opts;
+    let all = ids(n + 1);
+    let voters: Vec<&str> = all[..n].iter().map(String::as_str).collect();
+    let m = membership(&voters, &[]);
+    for id in &voters {
+        c.add_node(id, Some(common::Boot::with_membership(&m)));
+    }
+    let f = Faults {
+        partition_until: None,
+        pool: all,
+        min_voters: n - 1,
+        max_voters: n + 1,
+    };
+    let d = (c.net.drop_p, c.net.dup_p, c.net.max_delay, c.opts.clone());
+    c.tr.note(|| format!("seed {seed}: {n} voters, drop/dup/delay/opts {d:?}"));
+    (c, f)
+}
+
+fn new_partition(c: &mut Cluster, f: &mut Faults) {
+    let all: Vec<String> = c.nodes.keys().cloned().collect();
+    let kind = c.rng.gen_range(0..4);
+    let dur = c.rng.gen_range(10..80);
+    f.partition_until = Some(c.now + dur);
+    let block = |c: &mut Cluster, a: &str, b: &str| {
+        c.net.blocked.insert((a.to_string(), b.to_string()));
+    };
+    match kind {
+        0 => {
+            // Random halves.
+            let mut s = all.clone();
+            s.shuffle(&mut c.rng);
+            let k = c.rng.gen_range(1..s.len());
+            let (x, y) = s.split_at(k);
+            for a in x {
+                for b in y {
+                    block(c, a, b);
+                    block(c, b, a);
+                }
+            }
+            let (x, y) = (x.to_vec(), y.to_vec());
+            c.tr.note(|| format!("partition: {x:?} | {y:?} for {dur}"));
+        }
+        1 => {
+            let Some(l) = c.leader() else { return };
+            c.isolate(&l);
+        }
+        2 => {
+            // One node cut off in one direction.
+            let a = all.choose(&mut c.rng).unwrap().clone();
+            let outgoing = c.rng.gen_bool(0.5);
+            for b in &all {
+                if *b != a {
+                    if outgoing {
+                        block(c, &a, b);
+                    } else {
+                        block(c, b, &a);
+                    }
+                }
+            }
+            let dir = if outgoing {
+                "sends nothing"
+            } else {
+                "hears nothing"
+            };
+            c.tr.note(|| format!("partition: {a} {dir} for {dur}"));
+        }
+        _ => {
+            let a = all.choose(&mut c.rng).unwrap().clone();
+            let b = all.choose(&mut c.rng).unwrap().clone();
+            block(c, &a, &b);
+            c.tr.note(|| format!("partition: link {a} -> {b} down for {dur}"));
+        }
+    }
+}
+
+fn change_membership(c: &mut Cluster, f: &Faults, leader: &str) {
+    let m = c.raft(leader).membership().clone();
+    let voters: Vec<String> = m.voters().cloned().collect();
+    let learners: Vec<String> = m
+        .members
+        .iter()
+        .filter(|(_, x)| !x.voter)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let outside: Vec<String> = f
+        .pool
+        .iter()
+        .filter(|id| !m.contains(id))
+        .cloned()
+        .collect();
+    let mut next = m.clone();
+    if let Some(l) = learners.first() {
+        if voters.len() < f.max_voters && c.rng.gen_bool(0.7) {
+            next.members.get_mut(l).unwrap().voter = true;
+        } else {
+            next.members.remove(l);
+        }
+    } else if voters.len() > f.min_voters && (outside.is_empty() || c.rng.gen_bool(0.4)) {
+        let v = voters.choose(&mut c.rng).unwrap();
+        next.members.remove(v);
+    } else if let Some(id) = outside.choose(&mut c.rng) {
+        let id = id.clone();
+        next.members.insert(
+            id.clone(),
+            raftlog::core::Member {
+                grpc_addr: format!("{id}:grpc"),
+                http_addr: format!("{id}:http"),
+                voter: false,
+            },
+        );
+        if !c.nodes.contains_key(&id) {
+            c.add_node(&id, None);
+        }
+    } else {
+        return;
+    }
+    let _ = c.change_membership(leader, next);
+}
+
+fn chaos_tick(c: &mut Cluster, f: &mut Faults) {
+    let n_nodes = c.nodes.len();
+    match f.partition_until {
+        Some(t) if c.now >= t => {
+            f.partition_until = None;
+            c.heal();
+        }
+        None if c.rng.gen_bool(0.02) => new_partition(c, f),
+        _ => {}
+    }
+    // Crashes and restarts.
+    let down: Vec<String> = c
+        .nodes
+        .values()
+        .filter(|n| !n.is_up())
+        .map(|n| n.id.clone())
+        .collect();
+    for id in &down {
+        if c.rng.gen_bool(0.05) {
+            c.restart(id);
+        }
+    }
+    if down.len() < n_nodes / 2 && c.rng.gen_bool(0.012) {
+        let up = c.up_ids();
+        let id = up.choose(&mut c.rng).unwrap().clone();
+        if c.rng.gen_bool(0.5) {
+            c.crash(&id);
+        } else {
+            let keep = c.rng.gen_range(0..=2);
+            c.crash_in_next_ready(&id, keep);
+        }
+    }
+    // Admin operations at the leader.
+    if let Some(l) = c.leader() {
+        if c.rng.gen_bool(0.012) {
+            change_membership(c, f, &l);
+        }
+        if c.is_up(&l) && c.rng.gen_bool(0.006) {
+            let to = if c.rng.gen_bool(0.5) {
+                None
+            } else {
+                c.raft(&l)
+                    .membership()
+                    .voters()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .choose(&mut c.rng)
+                    .cloned()
+            };
+            let _ = c.transfer(&l, to.as_deref());
+        }
+    }
+    // Clients: mostly at the leader, sometimes at whoever.
+    let k = c.rng.gen_range(0..3);
+    for _ in 0..k {
+        let target = match c.leader() {
+            Some(l) if c.rng.gen_bool(0.9) => Some(l),
+            _ => c.up_ids().choose(&mut c.rng).cloned(),
+        };
+        if let Some(t) = target {
+            if c.is_up(&t) {
+                let _ = c.propose(&t);
+            }
+        }
+    }
+    if let Some(l) = c.leader() {
+        if c.rng.gen_bool(0.15) {
+            let _ = c.read(&l);
+        }
+    }
+    step(c);
+}
+
+/// One tick: every live node ticks, then due messages are delivered; then the checks.
+fn step(c: &mut Cluster) {
+    c.tick_all();
+    c.deliver_due(4);
+    c.check_all();
+    if c.now % 50 == 0 {
+        c.check_log_matching();
+    }
+}
+
+/// Run `step` until `done` or fail after `LIVENESS_TICKS`.
+fn wait(c: &mut Cluster, what: &str, mut done: impl FnMut(&mut Cluster) -> bool) {
+    let deadline = c.now + LIVENESS_TICKS;
+    while !done(c) {
+        assert!(
+            c.now < deadline,
+            "LIVENESS: no progress after healing: {what} within {LIVENESS_TICKS} ticks"
+        );
+        step(c);
+    }
+}
+
+fn liveness(c: &mut Cluster) {
+    c.heal();
+    c.net.drop_p = 0.0;
+    c.net.dup_p = 0.0;
+    c.net.max_delay = c.net.max_delay.min(1);
+    for id in c.nodes.keys().cloned().collect::<Vec<_>>() {
+        c.nodes.get_mut(&id).unwrap().crash_in_ready = None;
+        if !c.is_up(&id) {
+            c.restart(&id);
+        }
+    }
+    c.tr.note(|| "=== all faults healed: liveness ===".to_string());
+    wait(c, "a leader that committed an entry of its term", |c| {
+        c.leader().is_some_and(|l| {
+            let r = c.raft(&l);
+            r.entry_term(r.commit_index()) == Some(r.term())
+        })
+    });
+    let first_new = c.next_cmd;
+    let mut proposed = 0;
+    wait(c, "3 new writes acknowledged", |c| {
+        let new_acks = c.check.acked.iter().filter(|a| a.cmd >= first_new).count();
+        if new_acks >= 3 {
+            return true;
+        }
+        if proposed < 3 || c.now % 20 == 0 {
+            if let Some(l) = c.leader() {
+                if c.propose(&l).is_ok() {
+                    proposed += 1;
+                }
+            }
+        }
+        false
+    });
+    let l = c.leader().expect("leader");
+    let commit = c.raft(&l).commit_index();
+    let members = c.raft(&l).membership().clone();
+    wait(c, "every member applies every acknowledged write", |c| {
+        let target = commit.max(c.check.max_acked_index);
+        members.members.keys().all(|id| {
+            c.nodes
+                .get(id)
+                .is_some_and(|n| n.sm.applied_index() >= target)
+        })
+    });
+    for id in members.members.keys() {
+        let n = &c.nodes[id];
+        c.check.check_acked_applied(id, &n.sm.applied);
+    }
+    c.check_log_matching();
+}
+
+fn simulate(seed: u64, mode: TraceMode, msgs: bool) -> Cluster {
+    let (mut c, mut f) = build(seed, mode);
+    c.tr.messages = msgs;
+    while c.now < CHAOS_TICKS {
+        chaos_tick(&mut c, &mut f);
+    }
+    liveness(&mut c);
+    c
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number"))
+    })
+}
+
+/// Re-run a failing seed with the trace on and print it.
+fn explain(seed: u64, msg: &str) -> ! {
+    let msgs = std::env::var("SIM_TRACE").is_ok_and(|v| v == "msgs");
+    let trace = trace_of(seed, msgs);
+    let path = std::env::temp_dir().join(format!("raftlog-sim-{seed}.trace"));
+    let _ = std::fs::write(&path, trace.join("\n"));
+    let tail = trace.len().saturating_sub(150);
+    eprintln!(
+        "---- trace of seed {seed} (last 150 of {} lines; all in {}) ----",
+        trace.len(),
+        path.display()
+    );
+    for l in &trace[tail..] {
+        eprintln!("{l}");
+    }
+    panic!(
+        "simulation seed {seed} failed: {msg}\nreproduce: SIM_SEED={seed} cargo test --test sim -- --nocapture"
+    );
+}
+
+/// The trace of a run up to where it ends (or panics).
+fn trace_of(seed: u64, msgs: bool) -> Vec<String> {
+    let shared = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = shared.clone();
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        let (mut c, mut f) = build(seed, TraceMode::Buffer);
+        c.tr.messages = msgs;
+        let flush = |c: &mut Cluster| sink.lock().unwrap().append(&mut c.tr.lines);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            while c.now < CHAOS_TICKS {
+                chaos_tick(&mut c, &mut f);
+                if c.tr.lines.len() > 64 {
+                    flush(&mut c);
+                }
+            }
+            liveness(&mut c);
+        }));
+        flush(&mut c);
+        if let Err(p) = r {
+            sink.lock()
+                .unwrap()
+                .push(format!("PANIC: {}", panic_text(p.as_ref())));
+        }
+    }));
+    let v = shared.lock().unwrap().clone();
+    v
+}
+
+#[test]
+fn simulation() {
+    let seeds: Vec<u64> = match env_u64("SIM_SEED") {
+        Some(s) => vec![s],
+        None => {
+            let start = env_u64("SIM_SEED_START").unwrap_or(0);
+            let count = env_u64("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+            (start..start + count).collect()
+        }
+    };
+    let single = seeds.len() == 1;
+    if single && std::env::var("SIM_TRACE").is_ok() {
+        let msgs = std::env::var("SIM_TRACE").is_ok_and(|v| v == "msgs");
+        for l in trace_of(seeds[0], msgs) {
+            println!("{l}");
+        }
+    }
+    let started = std::time::Instant::now();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failure: Mutex<Option<(u64, String)>> = Mutex::new(None);
+    let totals = Mutex::new(Totals::default());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= seeds.len() || stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let seed = seeds[i];
+                match catch_unwind(AssertUnwindSafe(|| simulate(seed, TraceMode::Off, false))) {
+                    Ok(c) => add_totals(&mut totals.lock().unwrap(), seed, &c),
+                    Err(p) => {
+                        stop.store(true, Ordering::Relaxed);
+                        let mut f = failure.lock().unwrap();
+                        // Report the smallest failing seed seen.
+                        if f.as_ref().is_none_or(|(s, _)| seed < *s) {
+                            *f = Some((seed, panic_text(p.as_ref())));
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some((seed, msg)) = failure.into_inner().unwrap() {
+        explain(seed, &msg);
+    }
+    let t = totals.into_inner().unwrap();
+    println!(
+        "simulation: {} seeds (3 nodes: {}, 5 nodes: {}) in {:.1}s on {threads} threads",
+        seeds.len(),
+        t.seeds3,
+        t.seeds5,
+        started.elapsed().as_secs_f64()
+    );
+    println!("  {t:?}");
+    assert!(
+        t.acked > 0 && t.leaders > 0,
+        "the simulation made no progress"
+    );
+}
+
+fn add_totals(t: &mut Totals, seed: u64, c: &Cluster) {
+    if seed % 2 == 0 {
+        t.seeds3 += 1;
+    } else {
+        t.seeds5 += 1;
+    }
+    t.ticks += c.now;
+    t.leaders += c.check.leaders.len() as u64;
+    t.acked += c.check.acked.len() as u64;
+    t.applied += c.check.history.len() as u64;
+    t.reads += c.stats.reads_served;
+    t.crashes += c.stats.crashes;
+    t.snapshots_sent += c.stats.snapshots_sent;
+    t.snapshots_installed += c.stats.snapshots_installed;
+    t.transfers += c.stats.transfers;
+    t.conf_changes += c.stats.conf_changes;
+    t.msgs += c.net.sent;
+}
