@@ -1,0 +1,394 @@
+//! The gRPC server: thin adapters from the four services to an [`InboundHandler`].
+//!
+//! Invariants:
+//! - every RPC passes the cluster-id check before anything else happens;
+//! - an inbound Raft envelope is pushed to the handler without waiting; the stream
+//!   reader never blocks on the controller, so one slow group cannot stall another;
+//! - on shutdown every long-lived stream (and snapshot transfer) ends by itself, so
+//!   the graceful shutdown cannot hang on a peer that keeps its stream open;
+//! - limits: decoded message size, connections, concurrent RPCs per connection,
+//!   HTTP/2 streams per connection, snapshot size; dead connections are found by
+//!   HTTP/2 keepalive.
+
+use super::convert::{read_index_reply, write_reply};
+use super::pb;
+use super::pb::cluster_server::{Cluster, ClusterServer};
+use super::pb::election_server::{Election, ElectionServer};
+use super::pb::heartbeat_server::{Heartbeat, HeartbeatServer};
+use super::pb::replication_server::{Replication, ReplicationServer};
+use super::snapshot::{self, Transfers};
+use super::{ClusterId, InboundHandler, CLUSTER_HEADER, FROM_HEADER};
+use crate::core::{Envelope, Group};
+use crate::node::api::WriteRequest;
+use futures::Stream;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::Server;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, trace, warn};
+
+/// Server limits and timeouts.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest gRPC message accepted (an append batch, a snapshot chunk).
+    pub max_decoding_message_size: usize,
+    /// Open connections at once; further connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// RPCs served at once on one connection (each long-lived stream holds one).
+    pub concurrency_limit_per_connection: usize,
+    /// HTTP/2 streams a peer may open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 ping interval; a peer that does not answer within the timeout is gone.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Largest snapshot accepted through `InstallSnapshot`.
+    pub max_snapshot_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_decoding_message_size: 64 << 20,
+            max_connections: 1024,
+            concurrency_limit_per_connection: 64,
+            max_concurrent_streams: 128,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(20),
+            max_snapshot_bytes: 64 << 30,
+        }
+    }
+}
+
+/// Serves the control plane on `listener` until `shutdown` completes, with the
+/// default [`ServerConfig`].
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn InboundHandler>,
+    cluster_id: ClusterId,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    serve_with_config(
+        listener,
+        handler,
+        cluster_id,
+        ServerConfig::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the control plane on `listener` until `shutdown` completes.
+pub async fn serve_with_config(
+    listener: TcpListener,
+    handler: Arc<dyn InboundHandler>,
+    cluster_id: ClusterId,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        handler,
+        cluster_id,
+        max_snapshot_bytes: config.max_snapshot_bytes,
+        transfers: Transfers::default(),
+        stop,
+    });
+    let max = config.max_decoding_message_size;
+    let signal = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    Server::builder()
+        .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .add_service(
+            ElectionServer::new(ElectionSvc(shared.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            HeartbeatServer::new(HeartbeatSvc(shared.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            ReplicationServer::new(ReplicationSvc(shared.clone())).max_decoding_message_size(max),
+        )
+        .add_service(ClusterServer::new(ClusterSvc(shared)).max_decoding_message_size(max))
+        .serve_with_incoming_shutdown(incoming(listener, config.max_connections), signal)
+        .await
+}
+
+/// State every service shares.
+pub(crate) struct Shared {
+    pub(crate) handler: Arc<dyn InboundHandler>,
+    cluster_id: ClusterId,
+    pub(crate) max_snapshot_bytes: u64,
+    pub(crate) transfers: Transfers,
+    /// Becomes true when the server shuts down; long-lived streams end then.
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// Which callers may pass the cluster check.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Only callers with our cluster id (or anyone while ours is unknown).
+    SameCluster,
+    /// Also callers that do not know any cluster id yet (a node that is joining).
+    SameOrUnknown,
+}
+
+impl Shared {
+    /// The cluster-id check every RPC starts with.
+    #[allow(clippy::result_large_err)] // tonic's error type, handed straight back to tonic
+    fn check(&self, md: &MetadataMap, admit: Admit) -> Result<(), Status> {
+        let own = self.cluster_id.get();
+        let theirs = header(md, CLUSTER_HEADER);
+        let unknown_ok = theirs.is_empty() && admit == Admit::SameOrUnknown;
+        if own.is_empty() || theirs == own || unknown_ok {
+            return Ok(());
+        }
+        let from = header(md, FROM_HEADER);
+        warn!(%from, their_cluster = %theirs, our_cluster = %own,
+            "refusing control-plane traffic from another cluster");
+        Err(Status::permission_denied(format!(
+            "cluster id mismatch: this node belongs to cluster {own:?}, the request to {theirs:?}"
+        )))
+    }
+
+    /// Hands one inbound envelope to the controller, never waiting.
+    fn deliver(&self, group: Group, pb: pb::Envelope, from: &str) {
+        match Envelope::try_from(pb) {
+            Err(e) => warn!(%from, error = %e, "dropping invalid envelope"),
+            Ok(env) if env.msg.group() != group => {
+                debug!(%from, ?group, msg = ?env.msg.group(), "dropping envelope sent on the wrong stream")
+            }
+            Ok(env) => {
+                if !self.handler.raft(env) {
+                    trace!(%from, ?group, "controller queue full; envelope dropped");
+                }
+            }
+        }
+    }
+
+    /// Reads one group's envelope stream until the peer closes it or we shut down.
+    async fn receive_stream(
+        &self,
+        group: Group,
+        req: Request<Streaming<pb::Envelope>>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.check(req.metadata(), Admit::SameCluster)?;
+        let from = header(req.metadata(), FROM_HEADER);
+        let mut stream = req.into_inner();
+        let mut stop = self.stop.clone();
+        let mut received = 0;
+        while let Some(env) = next_or_stop(&mut stream, &mut stop).await? {
+            received += 1;
+            self.deliver(group, env, &from);
+        }
+        Ok(Response::new(pb::Ack { received }))
+    }
+}
+
+/// The next message of an inbound stream, or `None` when it ends or the server stops.
+pub(crate) async fn next_or_stop<T>(
+    stream: &mut Streaming<T>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<T>, Status> {
+    tokio::select! {
+        msg = stream.message() => msg,
+        _ = stop.wait_for(|stopped| *stopped) => Ok(None),
+    }
+}
+
+/// A metadata value as text; empty when absent or not ASCII.
+pub(crate) fn header(md: &MetadataMap, key: &str) -> String {
+    md.get(key)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+// ------------------------------------------------------------------ services
+
+struct ElectionSvc(Arc<Shared>);
+struct HeartbeatSvc(Arc<Shared>);
+struct ReplicationSvc(Arc<Shared>);
+struct ClusterSvc(Arc<Shared>);
+
+#[tonic::async_trait]
+impl Election for ElectionSvc {
+    async fn stream(
+        &self,
+        req: Request<Streaming<pb::Envelope>>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.0.receive_stream(Group::Election, req).await
+    }
+}
+
+#[tonic::async_trait]
+impl Heartbeat for HeartbeatSvc {
+    async fn stream(
+        &self,
+        req: Request<Streaming<pb::Envelope>>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.0.receive_stream(Group::Heartbeat, req).await
+    }
+}
+
+#[tonic::async_trait]
+impl Replication for ReplicationSvc {
+    async fn stream(
+        &self,
+        req: Request<Streaming<pb::Envelope>>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.0.receive_stream(Group::Replication, req).await
+    }
+
+    type InstallSnapshotStream = ReceiverStream<Result<pb::SnapshotAck, Status>>;
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<Self::InstallSnapshotStream>, Status> {
+        self.0.check(req.metadata(), Admit::SameCluster)?;
+        let acks = snapshot::receive(self.0.clone(), req.into_inner());
+        Ok(Response::new(acks))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterSvc {
+    async fn forward_write(
+        &self,
+        req: Request<pb::WriteRequestPb>,
+    ) -> Result<Response<pb::WriteReplyPb>, Status> {
+        self.0.check(req.metadata(), Admit::SameCluster)?;
+        let write = WriteRequest::try_from(req.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let res = self.0.handler.forward_write(write).await;
+        Ok(Response::new(write_reply(res)))
+    }
+
+    async fn read_index(
+        &self,
+        req: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexReply>, Status> {
+        self.0.check(req.metadata(), Admit::SameCluster)?;
+        let res = self.0.handler.read_index().await;
+        Ok(Response::new(read_index_reply(res)))
+    }
+
+    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
+        self.0.check(req.metadata(), Admit::SameOrUnknown)?;
+        let join = super::JoinRequest::try_from(req.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let outcome = self.0.handler.join(join).await;
+        Ok(Response::new(outcome.into()))
+    }
+
+    async fn status(&self, req: Request<pb::Empty>) -> Result<Response<pb::StatusReply>, Status> {
+        self.0.check(req.metadata(), Admit::SameOrUnknown)?;
+        let json = self.0.handler.status().await;
+        Ok(Response::new(pb::StatusReply { json }))
+    }
+}
+
+// ------------------------------------------------------------------ connections
+
+/// Accepted connections, at most `max` open at once. Accept errors (out of file
+/// descriptors, ...) are logged and retried after a pause, never returned: tonic
+/// would otherwise spin on them.
+fn incoming(
+    listener: TcpListener,
+    max: usize,
+) -> impl Stream<Item = Result<LimitedConn, std::io::Error>> {
+    let limit = Arc::new(Semaphore::new(max.max(1)));
+    futures::stream::unfold((listener, limit), |(listener, limit)| async move {
+        let permit = limit.clone().acquire_owned().await.ok()?;
+        let stream = accept(&listener).await;
+        Some((
+            Ok(LimitedConn {
+                stream,
+                _permit: permit,
+            }),
+            (listener, limit),
+        ))
+    })
+}
+
+async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                // Latency over throughput: heartbeats and votes are tiny.
+                let _ = stream.set_nodelay(true);
+                return stream;
+            }
+            Err(e) => {
+                warn!(error = %e, "accepting a control-plane connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A TCP connection holding one slot of the connection limit until it closes.
+pub(crate) struct LimitedConn {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for LimitedConn {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for LimitedConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
