@@ -38,6 +38,11 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
                 let _ = reply.send(r);
             }
             Cmd::Shutdown { reply } => self.on_shutdown(reply),
+            Cmd::ChangeMember {
+                node_id,
+                member,
+                reply,
+            } => self.on_change_member(node_id, member, reply),
         }
     }
 
@@ -293,6 +298,55 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
                 Ok(())
             }
             Err(e) => fail(format!("cannot add now ({e}); retry")),
+        }
+    }
+
+    /// Membership change asked by an operator; answered when committed.
+    fn on_change_member(
+        &mut self,
+        id: NodeId,
+        member: Option<Member>,
+        reply: super::waiters::WriteReply,
+    ) {
+        if !self.raft.is_leader() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let mut next = self.raft.membership().clone();
+        let changed = match member {
+            Some(m) => next.members.insert(id.clone(), m.clone()).as_ref() != Some(&m),
+            None => next.members.remove(&id).is_some(),
+        };
+        if !changed {
+            let _ = reply.send(Err(ApiError::InvalidRequest(format!(
+                "membership already as asked for {id}"
+            ))));
+            return;
+        }
+        match self.raft.propose_membership(next) {
+            Ok((index, term)) => {
+                tracing::info!(node = %id, index, "membership change proposed");
+                let w = self
+                    .raft
+                    .membership()
+                    .quorum()
+                    .min(self.raft.membership().voter_count())
+                    .max(1);
+                let deadline = self.cfg.write_timeout.map(|t| Instant::now() + t);
+                let waiter = WriteWaiter {
+                    term,
+                    w,
+                    deadline,
+                    reply,
+                    duplicate: false,
+                    offset: None,
+                    key: None,
+                };
+                self.waiters.add_write(index, waiter);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(propose_error(e)));
+            }
         }
     }
 

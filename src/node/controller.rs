@@ -69,6 +69,13 @@ pub enum Cmd {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Add or update (`Some`) or remove (`None`) one member, through the log; the
+    /// reply comes once the change is committed.
+    ChangeMember {
+        node_id: NodeId,
+        member: Option<Member>,
+        reply: WriteReply,
+    },
 }
 
 /// Why a join was refused; `leader` names where to retry.

@@ -67,6 +67,22 @@ impl NodeHandle {
         self.ask(|reply| Cmd::Transfer { to, reply }).await?
     }
 
+    /// Add/update (`Some`) or remove (`None`) a member; returns the change's index.
+    pub async fn change_member(
+        &self,
+        node_id: String,
+        member: Option<crate::core::Member>,
+    ) -> Result<u64, ApiError> {
+        let res = self
+            .ask(|reply| Cmd::ChangeMember {
+                node_id,
+                member,
+                reply,
+            })
+            .await?;
+        res.map(|r| r.index)
+    }
+
     /// Graceful stop: hand leadership over, fail what still waits, stop the loop.
     pub async fn shutdown(&self) {
         let _ = self.ask(|reply| Cmd::Shutdown { reply }).await;
