@@ -56,7 +56,10 @@ fn dev_command(args: DevArgs) -> ExitCode {
 
 /// Runs `fut` on a multi-threaded runtime; an error is printed and exits 1.
 fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("raftlog: cannot start the async runtime: {e}");
@@ -73,7 +76,6 @@ fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> Exit
 }
 
 /// Runs the node until it is stopped.
-// TODO(node runtime): replace the body with `raftlog::node::run(cfg).await`.
 async fn serve(cfg: Config) -> Result<(), String> {
     raftlog::node::run(cfg).await
 }
@@ -81,7 +83,9 @@ async fn serve(cfg: Config) -> Result<(), String> {
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -1,0 +1,162 @@
+//! Request extractors whose rejections are [`ApiError`]s, so that malformed input
+//! gets the API's JSON error shape instead of axum's plain-text rejections (axum
+//! `examples/error-handling`).
+//!
+//! Invariants:
+//! - A body larger than [`HttpLimits::max_body_bytes`] is refused with 413 before
+//!   (Content-Length) or while (streamed) it is read; it is never buffered whole.
+//! - The body is parsed as JSON whatever its Content-Type (`curl -d` sends a form
+//!   type), so only its content decides.
+//! - A query parameter given twice is a 400, not "last one wins".
+
+use axum::async_trait;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Query, Request};
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::HttpLimits;
+use crate::node::api::{ApiError, WriteConcern};
+
+/// A JSON body, read with the size limit from [`HttpLimits`].
+pub struct ApiJson(pub Value);
+
+#[async_trait]
+impl<S> FromRequest<S> for ApiJson
+where
+    S: Send + Sync,
+    HttpLimits: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let limits = HttpLimits::from_ref(state);
+        let max = limits.max_body_bytes();
+        if declared_length(req.headers()).is_some_and(|len| len > max) {
+            return Err(too_large(&limits));
+        }
+        let bytes = read_limited(req.into_body(), max, &limits).await?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| invalid(format!("request body is not valid JSON: {e}")))
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn too_large(limits: &HttpLimits) -> ApiError {
+    ApiError::PayloadTooLarge {
+        limit: limits.max_message_bytes,
+    }
+}
+
+/// Reads the body chunk by chunk, failing as soon as it grows past `max`.
+async fn read_limited(body: Body, max: usize, limits: &HttpLimits) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| invalid(format!("could not read request body: {e}")))?;
+        if buf.len() + chunk.len() > max {
+            return Err(too_large(limits));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The query string as name/value pairs, decoded.
+pub struct ApiQuery(pub QueryParams);
+
+/// Decoded query parameters; see [`QueryParams::get`].
+pub struct QueryParams(Vec<(String, String)>);
+
+#[async_trait]
+impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|e| invalid(format!("bad query string: {}", e.body_text())))?;
+        Ok(ApiQuery(QueryParams(pairs)))
+    }
+}
+
+impl QueryParams {
+    /// The value of `name`, if given once; a 400 if given more than once.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut found = self
+            .0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(invalid(format!(
+                "query parameter {name} is given more than once"
+            )));
+        }
+        Ok(first)
+    }
+
+    /// `name` parsed as a non-negative integer, if given.
+    pub fn get_u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.get(name)?.map(|v| parse_u64(name, v)).transpose()
+    }
+}
+
+/// Parses a non-negative integer parameter, naming it in the error.
+pub fn parse_u64(name: &str, v: &str) -> Result<u64, ApiError> {
+    v.trim()
+        .parse()
+        .map_err(|_| invalid(format!("{name} must be a non-negative integer, got {v:?}")))
+}
+
+/// Parses `w` given as text (query string, or a JSON string).
+pub fn parse_w_str(v: &str) -> Result<WriteConcern, ApiError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "majority" => Ok(WriteConcern::Majority),
+        "all" => Ok(WriteConcern::All),
+        t => t.parse().map(WriteConcern::Count).map_err(|_| bad_w(v)),
+    }
+}
+
+/// Parses `w` from the JSON body: an integer, `"majority"` or `"all"`; `null` is
+/// the same as absent.
+pub fn parse_w_json(v: &Value) -> Result<Option<WriteConcern>, ApiError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => parse_w_str(s).map(Some),
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .map(|n| Some(WriteConcern::Count(n)))
+            .ok_or_else(|| bad_w(&n.to_string())),
+        other => Err(bad_w(&other.to_string())),
+    }
+}
+
+fn bad_w(v: &str) -> ApiError {
+    invalid(format!(
+        "w must be an integer, \"majority\" or \"all\", got {v}"
+    ))
+}
+
+/// Checks a count `w` against the number of voters (1..=voters).
+pub fn check_w(w: WriteConcern, voters: usize) -> Result<(), ApiError> {
+    match w {
+        WriteConcern::Count(n) if n < 1 || n > voters => Err(invalid(format!(
+            "w must be between 1 and {voters} (the number of voters), got {n}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Shorthand for a 400 `invalid_request`.
+pub fn invalid(message: String) -> ApiError {
+    ApiError::InvalidRequest(message)
+}

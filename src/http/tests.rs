@@ -1,0 +1,593 @@
+//! Router tests through `oneshot` with a fake node (axum `examples/testing`).
+
+use super::*;
+use crate::node::api::{
+    ApiError, Consistency, ReadMessage, ReadRequest, ReadResult, Status, WriteConcern,
+    WriteRequest, WriteResult,
+};
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Mutex;
+use tower::ServiceExt;
+
+/// A node that records requests and answers from canned data.
+struct FakeNode {
+    voters: usize,
+    writes: Mutex<Vec<WriteRequest>>,
+    reads: Mutex<Vec<ReadRequest>>,
+    write_error: Mutex<Option<ApiError>>,
+    duplicate: bool,
+    log: Vec<String>,
+    status: Status,
+}
+
+impl FakeNode {
+    fn new() -> Self {
+        FakeNode {
+            voters: 3,
+            writes: Mutex::default(),
+            reads: Mutex::default(),
+            write_error: Mutex::default(),
+            duplicate: false,
+            log: (0..25).map(|i| format!("m{i}")).collect(),
+            status: status("run", Some("n1")),
+        }
+    }
+}
+
+fn status(phase: &str, leader: Option<&str>) -> Status {
+    Status {
+        node_id: "n1".into(),
+        role: "leader".into(),
+        term: 2,
+        leader_id: leader.map(String::from),
+        phase: phase.into(),
+        commit_index: 5,
+        applied_index: 5,
+        last_log_index: 5,
+        members: vec![],
+        health: json!({}),
+    }
+}
+
+impl NodeApi for FakeNode {
+    async fn write(&self, req: WriteRequest) -> Result<WriteResult, ApiError> {
+        self.writes.lock().unwrap().push(req);
+        if let Some(e) = self.write_error.lock().unwrap().clone() {
+            return Err(e);
+        }
+        Ok(WriteResult {
+            offset: 7,
+            index: 9,
+            term: 2,
+            acks: 2,
+            committed: true,
+            duplicate: self.duplicate,
+        })
+    }
+
+    async fn read(&self, req: ReadRequest) -> Result<ReadResult, ApiError> {
+        self.reads.lock().unwrap().push(req.clone());
+        let from = req.from as usize;
+        let end = (from + req.limit.unwrap_or(1000))
+            .min(self.log.len())
+            .max(from);
+        let messages = (from..end)
+            .filter_map(|i| {
+                Some(ReadMessage {
+                    offset: i as u64,
+                    message: self.log.get(i)?.clone(),
+                })
+            })
+            .collect();
+        Ok(ReadResult {
+            messages,
+            next_offset: end as u64,
+        })
+    }
+
+    async fn status(&self) -> Result<Status, ApiError> {
+        Ok(self.status.clone())
+    }
+
+    fn voter_count(&self) -> usize {
+        self.voters
+    }
+}
+
+fn limits() -> HttpLimits {
+    HttpLimits {
+        max_message_bytes: 100,
+        default_read_limit: 10,
+        max_read_limit: 20,
+        max_wait_ms: 1000,
+    }
+}
+
+async fn send(
+    node: &Arc<FakeNode>,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let resp = router(Arc::clone(node), limits())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    (parts.status, parts.headers, json)
+}
+
+fn post(uri: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+async fn post_json(node: &Arc<FakeNode>, uri: &str, body: Value) -> (StatusCode, Value) {
+    let (status, _, json) = send(node, post(uri, body.to_string())).await;
+    (status, json)
+}
+
+/// Asserts the SPEC error shape and returns the code.
+fn code(body: &Value) -> &str {
+    assert!(body["error"]["message"].is_string(), "no message: {body}");
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no code: {body}"))
+}
+
+#[tokio::test]
+async fn write_succeeds_with_201() {
+    let node = Arc::new(FakeNode::new());
+    let (s, body) = post_json(&node, "/v1/messages", json!({"message": "hi", "w": 2})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        body,
+        json!({"offset": 7, "index": 9, "term": 2, "acks": 2, "committed": true})
+    );
+    let w = node.writes.lock().unwrap()[0].clone();
+    assert_eq!(
+        w,
+        WriteRequest {
+            message: "hi".into(),
+            w: Some(WriteConcern::Count(2)),
+            timeout_ms: None,
+            idempotency_key: None
+        }
+    );
+}
+
+#[tokio::test]
+async fn write_passes_query_w_timeout_and_idempotency_key() {
+    let node = Arc::new(FakeNode::new());
+    let req = Request::post("/v1/messages?w=majority&timeout_ms=50")
+        .header("Idempotency-Key", "k-1")
+        .body(Body::from(r#"{"message": "hi"}"#))
+        .unwrap();
+    let (s, _, _) = send(&node, req).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let w = node.writes.lock().unwrap()[0].clone();
+    assert_eq!(w.w, Some(WriteConcern::Majority));
+    assert_eq!(w.timeout_ms, Some(50));
+    assert_eq!(w.idempotency_key.as_deref(), Some("k-1"));
+}
+
+#[tokio::test]
+async fn write_accepts_any_content_type_and_all_w_forms() {
+    let node = Arc::new(FakeNode::new());
+    // `curl -d` sends a form content type; unknown fields are ignored.
+    let req = Request::post("/v1/messages")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(r#"{"message": "", "extra": 1}"#))
+        .unwrap();
+    assert_eq!(send(&node, req).await.0, StatusCode::CREATED);
+    node.writes.lock().unwrap().clear();
+    for w in [
+        json!("all"),
+        json!("Majority"),
+        json!("2"),
+        json!(1),
+        json!(null),
+    ] {
+        let (s, _) = post_json(&node, "/v1/messages", json!({"message": "x", "w": w})).await;
+        assert_eq!(s, StatusCode::CREATED, "w = {w}");
+    }
+    let ws: Vec<_> = node.writes.lock().unwrap().iter().map(|r| r.w).collect();
+    use WriteConcern::*;
+    assert_eq!(
+        ws,
+        vec![
+            Some(All),
+            Some(Majority),
+            Some(Count(2)),
+            Some(Count(1)),
+            None
+        ]
+    );
+}
+
+#[tokio::test]
+async fn duplicate_write_is_200_with_flag() {
+    let node = Arc::new(FakeNode {
+        duplicate: true,
+        ..FakeNode::new()
+    });
+    let (s, body) = post_json(&node, "/v1/messages", json!({"message": "hi"})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["duplicate"], json!(true));
+}
+
+#[tokio::test]
+async fn compat_append_is_200() {
+    let node = Arc::new(FakeNode::new());
+    let (s, body) = post_json(&node, "/api/v1/append", json!({"message": "hi", "w": 1})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["offset"], json!(7));
+    let (s, body) = post_json(&node, "/api/v1/append", json!({"message": 1})).await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+}
+
+#[tokio::test]
+async fn malformed_writes_are_400_invalid_request() {
+    let node = Arc::new(FakeNode::new());
+    let bad_bodies = [
+        "",
+        "not json",
+        "{\"message\": \"x\"",
+        "[1, 2]",
+        "\"message\"",
+        "{}",
+        r#"{"message": null}"#,
+        r#"{"message": 5}"#,
+        r#"{"message": ["a"]}"#,
+        r#"{"message": "x", "w": 0}"#,
+        r#"{"message": "x", "w": 4}"#,
+        r#"{"message": "x", "w": -1}"#,
+        r#"{"message": "x", "w": 1.5}"#,
+        r#"{"message": "x", "w": "most"}"#,
+        r#"{"message": "x", "w": true}"#,
+        r#"{"message": "x", "w": {}}"#,
+    ];
+    for body in bad_bodies {
+        let (s, _, json) = send(&node, post("/v1/messages", body)).await;
+        assert_eq!(
+            (s, code(&json)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "body {body:?}"
+        );
+    }
+    let bad_queries = [
+        "w=0",
+        "w=9",
+        "w=x",
+        "w=1&w=1",
+        "timeout_ms=-1",
+        "timeout_ms=soon",
+    ];
+    for q in bad_queries {
+        let (s, _, json) = send(
+            &node,
+            post(&format!("/v1/messages?{q}"), r#"{"message": "x"}"#),
+        )
+        .await;
+        assert_eq!(
+            (s, code(&json)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "query {q:?}"
+        );
+    }
+    assert!(
+        node.writes.lock().unwrap().is_empty(),
+        "nothing invalid reaches the node"
+    );
+}
+
+#[tokio::test]
+async fn w_in_body_and_query_must_agree() {
+    let node = Arc::new(FakeNode::new());
+    let (s, body) = post_json(&node, "/v1/messages?w=2", json!({"message": "x", "w": 1})).await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("disagree"));
+    let (s, _) = post_json(
+        &node,
+        "/v1/messages?w=majority",
+        json!({"message": "x", "w": "majority"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = post_json(&node, "/v1/messages?w=2", json!({"message": "x", "w": 2})).await;
+    assert_eq!(s, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn bad_idempotency_keys_are_400() {
+    let node = Arc::new(FakeNode::new());
+    let long = "k".repeat(300);
+    for key in ["", "  ", long.as_str()] {
+        let req = Request::post("/v1/messages")
+            .header("Idempotency-Key", key)
+            .body(Body::from(r#"{"message": "x"}"#))
+            .unwrap();
+        let (s, _, json) = send(&node, req).await;
+        assert_eq!(
+            (s, code(&json)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "key {key:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_messages_are_413() {
+    let node = Arc::new(FakeNode::new());
+    let ok = "a".repeat(100);
+    let (s, _) = post_json(&node, "/v1/messages", json!({ "message": ok })).await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Escaping doubles the body, but the decoded message is within the limit.
+    let quotes = "\"".repeat(100);
+    let (s, _) = post_json(&node, "/v1/messages", json!({ "message": quotes })).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let (s, body) = post_json(&node, "/v1/messages", json!({ "message": "a".repeat(101) })).await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    assert_eq!(body["error"]["limit"], json!(100));
+    // A body far over the limit is refused without being parsed.
+    let huge = format!(
+        "{{\"message\": \"{}\"}}",
+        "a".repeat(limits().max_body_bytes())
+    );
+    let (s, _, body) = send(&node, post("/v1/messages", huge.clone())).await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    // Also when streamed without a Content-Length.
+    let chunks = futures::stream::iter(
+        huge.into_bytes()
+            .chunks(4096)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let (s, _, body) = send(&node, post("/api/v1/append", Body::from_stream(chunks))).await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    assert_eq!(node.writes.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn node_errors_map_to_statuses() {
+    let timeout = ApiError::WriteTimeout {
+        offset: 3,
+        index: 4,
+        acks: 1,
+        w: 3,
+    };
+    let cases = [
+        (
+            ApiError::InvalidRequest("x".into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            ApiError::PayloadTooLarge { limit: 1 },
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            ApiError::NoQuorum("x".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_quorum",
+        ),
+        (
+            ApiError::NoLeader { leader_hint: None },
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+        ),
+        (timeout, StatusCode::GATEWAY_TIMEOUT, "write_timeout"),
+        (
+            ApiError::Storage("disk".into()),
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage_error",
+        ),
+        (
+            ApiError::NotFound("x".into()),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            ApiError::ShuttingDown,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+        ),
+        (
+            ApiError::Internal("bug".into()),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+        ),
+    ];
+    for (err, status, expected) in cases {
+        let node = Arc::new(FakeNode::new());
+        *node.write_error.lock().unwrap() = Some(err.clone());
+        let (s, headers, body) = send(&node, post("/v1/messages", r#"{"message": "x"}"#)).await;
+        assert_eq!((s, code(&body)), (status, expected), "{err:?}");
+        let retry = matches!(expected, "no_quorum" | "no_leader" | "shutting_down");
+        assert_eq!(headers.get(header::RETRY_AFTER).is_some(), retry, "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn write_timeout_reports_progress() {
+    let node = Arc::new(FakeNode::new());
+    *node.write_error.lock().unwrap() = Some(ApiError::WriteTimeout {
+        offset: 3,
+        index: 4,
+        acks: 1,
+        w: 3,
+    });
+    let (_, _, body) = send(&node, post("/v1/messages", r#"{"message": "x"}"#)).await;
+    let e = &body["error"];
+    assert_eq!(
+        (e["offset"].clone(), e["index"].clone(), e["acks"].clone()),
+        (json!(3), json!(4), json!(1))
+    );
+}
+
+#[tokio::test]
+async fn reads_pass_parameters_and_clamp() {
+    let node = Arc::new(FakeNode::new());
+    let (s, _, body) = send(&node, get("/v1/messages")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["messages"][0], json!({"offset": 0, "message": "m0"}));
+    assert_eq!(body["next_offset"], json!(10));
+    send(
+        &node,
+        get("/v1/messages?from=5&limit=500&consistency=local&wait_ms=99999"),
+    )
+    .await;
+    let reads = node.reads.lock().unwrap().clone();
+    let default = ReadRequest {
+        from: 0,
+        limit: Some(10),
+        consistency: Consistency::Linearizable,
+        wait_ms: None,
+    };
+    assert_eq!(reads[0], default);
+    let custom = ReadRequest {
+        from: 5,
+        limit: Some(20),
+        consistency: Consistency::Local,
+        wait_ms: Some(1000),
+    };
+    assert_eq!(reads[1], custom);
+}
+
+#[tokio::test]
+async fn bad_read_parameters_are_400() {
+    let node = Arc::new(FakeNode::new());
+    let bad = [
+        "from=-1",
+        "from=x",
+        "limit=0",
+        "limit=ten",
+        "consistency=strong",
+        "wait_ms=1.5",
+        "from=1&from=2",
+        "from=%ZZ",
+    ];
+    for q in bad {
+        let (s, _, body) = send(&node, get(&format!("/v1/messages?{q}"))).await;
+        assert_eq!(
+            (s, code(&body)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "query {q:?}"
+        );
+    }
+    assert!(node.reads.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn compat_messages_pages_through_everything() {
+    let node = Arc::new(FakeNode::new());
+    let (s, _, body) = send(&node, get("/api/v1/messages")).await;
+    assert_eq!(s, StatusCode::OK);
+    let expected: Vec<_> = (0..25).map(|i| format!("m{i}")).collect();
+    assert_eq!(body, json!({ "messages": expected }));
+    let reads = node.reads.lock().unwrap().clone();
+    assert_eq!(reads.len(), 3, "one full page, one short, one empty");
+    assert_eq!(reads[0].consistency, Consistency::Linearizable);
+    assert!(reads[1..]
+        .iter()
+        .all(|r| r.consistency == Consistency::Local));
+}
+
+#[tokio::test]
+async fn status_health_and_ready() {
+    let node = Arc::new(FakeNode::new());
+    let (s, _, body) = send(&node, get("/v1/status")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["node_id"], json!("n1"));
+    assert_eq!(body["phase"], json!("run"));
+    let (s, _, body) = send(&node, get("/health")).await;
+    assert_eq!((s, body), (StatusCode::OK, json!({"status": "ok"})));
+    let (s, _, body) = send(&node, get("/ready")).await;
+    assert_eq!(
+        (s, body["status"].clone()),
+        (StatusCode::OK, json!("ready"))
+    );
+
+    let joining = Arc::new(FakeNode {
+        status: status("data_readiness", Some("n1")),
+        ..FakeNode::new()
+    });
+    let (s, _, body) = send(&joining, get("/ready")).await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    );
+    let leaderless = Arc::new(FakeNode {
+        status: status("run", None),
+        ..FakeNode::new()
+    });
+    let (s, _, body) = send(&leaderless, get("/ready")).await;
+    assert_eq!(
+        (s, body["status"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("not_ready"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json() {
+    let node = Arc::new(FakeNode::new());
+    let (s, _, body) = send(&node, get("/nope")).await;
+    assert_eq!((s, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, _, body) = send(&node, get("/v1/messages/extra")).await;
+    assert_eq!((s, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    for (method, uri) in [
+        (Method::DELETE, "/v1/messages"),
+        (Method::GET, "/api/v1/append"),
+        (Method::POST, "/health"),
+    ] {
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let (s, _, body) = send(&node, req).await;
+        assert_eq!(
+            (s, code(&body)),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            "{method} {uri}"
+        );
+    }
+}
+
+#[test]
+fn limits_come_from_config() {
+    let cfg = crate::config::Config::default();
+    let l = HttpLimits::from_config(&cfg);
+    assert_eq!(l.max_message_bytes, cfg.write.max_message_bytes);
+    assert_eq!(l.max_read_limit, cfg.read.max_limit);
+    assert!(l.max_body_bytes() > 6 * l.max_message_bytes);
+}
