@@ -355,6 +355,15 @@ fn both_followers_stopped_leader_steps_down_and_writes_get_503_with_nothing_appe
             "{msg}: a 503 must carry Retry-After"
         );
     }
+    // Without a leader that has a quorum the node is not ready.
+    let ready = c.get(l, "/ready");
+    assert_eq!(
+        ready.status,
+        503,
+        "/ready on {} without a quorum: {}",
+        c.id(l),
+        ready.body
+    );
     let local = c.log(l, "local");
     assert!(
         local.iter().all(|(_, m)| !m.starts_with("refused")),
@@ -968,6 +977,16 @@ fn sigterm_on_the_leader_exits_zero_and_another_node_leads() {
     let survivors = c.others(l);
     let l2 = c.wait_leader_among(&survivors);
     assert_ne!(l2, l);
+    // The hand-over is visible only in the logs (one line per role change with
+    // its reason): the new leader campaigned because of a leadership transfer,
+    // not after an election timeout.
+    let new_leader_log = tail(&c.info(l2).log_path, 10_000);
+    assert!(
+        new_leader_log.lines().any(|line| line.contains("role change") && line.contains("transfer")),
+        "{} should have become leader through a leadership transfer from {}; its log:\n{new_leader_log}",
+        c.id(l2),
+        c.id(l)
+    );
     let r = c.write_retrying(
         survivors[0],
         "after-term",
