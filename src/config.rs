@@ -949,6 +949,33 @@ mod tests {
     }
 
     #[test]
+    fn join_flag_is_repeatable_and_comma_separated() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let argv = [
+            "raftlog",
+            "--join",
+            "a:1,b:2",
+            "--join=c:3",
+            "--bootstrap=false",
+        ];
+        let args = Cli::try_parse_from(argv).unwrap().serve;
+        assert_eq!(args.join, vec!["a:1", "b:2", "c:3"]);
+        assert_eq!(args.bootstrap, Some(false));
+        let args = Cli::try_parse_from(["raftlog", "--bootstrap", "--node-id", "n1"])
+            .unwrap()
+            .serve;
+        assert_eq!(
+            (args.bootstrap, args.node_id.as_deref()),
+            (Some(true), Some("n1"))
+        );
+    }
+
+    #[test]
     fn bootstrap_flag_overrides() {
         let args = ServeArgs {
             bootstrap: Some(true),
