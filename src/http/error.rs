@@ -98,6 +98,12 @@ impl IntoResponse for ApiError {
             let value = HeaderValue::from_static(RETRY_AFTER_SECS);
             resp.headers_mut().insert(header::RETRY_AFTER, value);
         }
+        if matches!(self, ApiError::PayloadTooLarge { .. }) {
+            // The body may be left unread: tell the client this connection ends here
+            // rather than letting its next request on it fail.
+            let close = HeaderValue::from_static("close");
+            resp.headers_mut().insert(header::CONNECTION, close);
+        }
         resp
     }
 }
