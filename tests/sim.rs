@@ -15,7 +15,8 @@
 //!
 //! `SIM_SEED=<n>` runs one seed and prints its trace on failure (`SIM_TRACE=1` prints
 //! it anyway, `SIM_TRACE=msgs` adds every delivered message); `SIM_SEEDS=<count>`
-//! (and `SIM_SEED_START`) runs a longer soak. The default is `DEFAULT_SEEDS`.
+//! (and `SIM_SEED_START`) runs a longer soak; `SIM_THREADS` overrides the number of
+//! worker threads (default: one per CPU). The default is `DEFAULT_SEEDS`.
 
 mod common;
 
@@ -67,7 +68,7 @@ fn build(seed: u64, mode: TraceMode) -> (Cluster, Faults) {
         heartbeat_ticks: 2,
         election_ticks_min: 10,
         election_ticks_max: 20,
-        max_append_entries: r.gen_range(1..=8),
+        max_append_entries: *[1, 1, 2, 3, 8].choose(r).unwrap(),
         max_append_bytes: if r.gen_bool(0.3) { 100 } else { 1 << 20 },
         max_inflight_msgs: r.gen_range(1..=4),
         max_inflight_bytes: if r.gen_bool(0.3) { 200 } else { 1 << 20 },
@@ -219,9 +220,13 @@ fn chaos_tick(c: &mut Cluster, f: &mut Faults) {
             c.restart(id);
         }
     }
-    if down.len() < n_nodes / 2 && c.rng.gen_bool(0.012) {
+    if down.len() < n_nodes / 2 && c.rng.gen_bool(0.018) {
+        // A third of the crashes hit the leader (when there is one).
         let up = c.up_ids();
-        let id = up.choose(&mut c.rng).unwrap().clone();
+        let id = match c.leader() {
+            Some(l) if c.rng.gen_bool(0.33) => l,
+            _ => up.choose(&mut c.rng).unwrap().clone(),
+        };
         if c.rng.gen_bool(0.5) {
             c.crash(&id);
         } else {
@@ -249,11 +254,18 @@ fn chaos_tick(c: &mut Cluster, f: &mut Faults) {
             let _ = c.transfer(&l, to.as_deref());
         }
     }
-    // Clients: mostly at the leader, sometimes at whoever.
+    // Clients: mostly at a node that believes it leads (a deposed leader that does
+    // not know it yet included: its writes and reads must not be acknowledged or
+    // served wrongly), sometimes at whoever.
+    let leaders: Vec<String> = c
+        .up_ids()
+        .into_iter()
+        .filter(|id| c.raft(id).is_leader())
+        .collect();
     let k = c.rng.gen_range(0..3);
     for _ in 0..k {
-        let target = match c.leader() {
-            Some(l) if c.rng.gen_bool(0.9) => Some(l),
+        let target = match leaders.choose(&mut c.rng) {
+            Some(l) if c.rng.gen_bool(0.9) => Some(l.clone()),
             _ => c.up_ids().choose(&mut c.rng).cloned(),
         };
         if let Some(t) = target {
@@ -262,9 +274,9 @@ fn chaos_tick(c: &mut Cluster, f: &mut Faults) {
             }
         }
     }
-    if let Some(l) = c.leader() {
-        if c.rng.gen_bool(0.15) {
-            let _ = c.read(&l);
+    if let Some(l) = leaders.choose(&mut c.rng) {
+        if c.is_up(l) && c.rng.gen_bool(0.15) {
+            let _ = c.read(l);
         }
     }
     step(c);
@@ -326,6 +338,7 @@ fn liveness(c: &mut Cluster) {
         }
         false
     });
+    wait(c, "a leader", |c| c.leader().is_some());
     let l = c.leader().expect("leader");
     let commit = c.raft(&l).commit_index();
     let members = c.raft(&l).membership().clone();
@@ -434,7 +447,10 @@ fn simulation() {
         }
     }
     let started = std::time::Instant::now();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = env_u64("SIM_THREADS").map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get()),
+        |n| n.max(1) as usize,
+    );
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let failure: Mutex<Option<(u64, String)>> = Mutex::new(None);

@@ -9,8 +9,8 @@
 //! - state machine safety: every applied entry, on every node and across restarts
 //!   and snapshots, agrees with one global history (applied sequences are prefixes
 //!   of one another); committed entries agree with it too;
-//! - leader completeness: a new leader holds every entry of that history and every
-//!   acknowledged write;
+//! - leader completeness: a new leader holds every entry of that history committed
+//!   in an earlier term, and every write acknowledged in an earlier term;
 //! - no acknowledged write lost: a write committed on the leader that proposed it is
 //!   in the history, and (checked by the simulator at the end) in every member's
 //!   applied sequence;
@@ -43,6 +43,10 @@ pub struct Checker {
     registry: HashMap<(u64, u64), (Kind, u64)>,
     /// The committed prefix as far as any node has shown it (index i at i - 1).
     pub history: Vec<Applied>,
+    /// Per history entry: the lowest term of a node seen holding it committed. The
+    /// entry was committed in that term or earlier, so every leader of a higher term
+    /// must hold it (a leader of a lower term may still be elected late).
+    pub commit_terms: Vec<u64>,
     /// Proposals whose fate is not known yet.
     pub pending: Vec<Proposal>,
     /// Writes committed on the leader that proposed them, in acknowledgement order.
@@ -79,15 +83,18 @@ impl Checker {
         }
     }
 
-    /// `a` is committed (what = "committed") or applied on `node`.
-    pub fn on_history(&mut self, node: &str, a: &Applied, what: &str) {
+    /// `a` is committed (what = "committed") or applied on `node`, whose current
+    /// term is `term`.
+    pub fn on_history(&mut self, node: &str, a: &Applied, what: &str, term: u64) {
         let len = self.history.len() as u64;
         if a.index <= len {
-            let h = &self.history[(a.index - 1) as usize];
+            let i = (a.index - 1) as usize;
+            let h = &self.history[i];
             assert!(
                 h == a,
                 "VIOLATION state machine safety: {node} {what} {a} but {h} was committed/applied before"
             );
+            self.commit_terms[i] = self.commit_terms[i].min(term);
         } else {
             assert_eq!(
                 a.index,
@@ -95,13 +102,14 @@ impl Checker {
                 "harness: {node} {what} {a} beyond the known history (len {len})"
             );
             self.history.push(a.clone());
+            self.commit_terms.push(term);
         }
     }
 
     /// A whole applied sequence (after a restart or a snapshot install).
-    pub fn on_state_machine(&mut self, node: &str, applied: &[Applied]) {
+    pub fn on_state_machine(&mut self, node: &str, applied: &[Applied], term: u64) {
         for a in applied {
-            self.on_history(node, a, "restored");
+            self.on_history(node, a, "restored", term);
         }
     }
 
@@ -133,7 +141,12 @@ impl Checker {
                 lookup(i)
             }
         };
-        for h in &self.history {
+        let committed_before = self
+            .history
+            .iter()
+            .zip(&self.commit_terms)
+            .filter(|(_, t)| **t < term);
+        for (h, _) in committed_before {
             let got = get(h.index);
             assert!(
                 got.as_ref() == Some(h),
@@ -141,7 +154,7 @@ impl Checker {
                 got.map_or("nothing".to_string(), |g| g.to_string())
             );
         }
-        for a in &self.acked {
+        for a in self.acked.iter().filter(|a| a.term < term) {
             let got = get(a.index);
             assert!(
                 got.as_ref()

@@ -251,15 +251,17 @@ impl Boot {
     }
 
     /// A log with the given terms after the membership entry (Figures 7 and 8):
-    /// entry `i + 2` has term `terms[i]`; commands are numbered from `cmd_base`.
-    pub fn with_terms(m: &Membership, terms: &[u64], term: u64, cmd_base: u64) -> Boot {
+    /// entry `i + 2` has term `terms[i]` and carries command `index * 1000 + term`
+    /// (so equal `(index, term)` pairs on different nodes are the same entry).
+    pub fn with_terms(m: &Membership, terms: &[u64], term: u64) -> Boot {
         let mut b = Boot::with_membership(m);
         b.hard_state.term = term;
         for (i, t) in terms.iter().enumerate() {
+            let index = i as u64 + 2;
             b.entries.push(Entry {
-                index: i as u64 + 2,
+                index,
                 term: *t,
-                payload: EntryPayload::Command(cmd_bytes(cmd_base + i as u64)),
+                payload: EntryPayload::Command(cmd_bytes(index * 1000 + t)),
             });
         }
         b
@@ -363,7 +365,8 @@ impl Cluster {
             None => (SnapshotMeta::default(), StateMachine::default()),
         };
         assert_eq!(sm.applied_index(), meta.index, "harness: snapshot data");
-        self.check.on_state_machine(id, &sm.applied);
+        self.check
+            .on_state_machine(id, &sm.applied, rec.hard_state.term);
         node.sm = sm;
         node.checked_commit = meta.index;
         node.raft = Some(RaftNode::new(
@@ -435,6 +438,15 @@ impl Cluster {
         if let Some(r) = self.nodes.get_mut(id).and_then(|n| n.raft.as_mut()) {
             r.tick();
             self.drive(id);
+        }
+    }
+
+    /// One tick of time in which only `ids` tick (the others are paused).
+    pub fn tick_some(&mut self, ids: &[&str]) {
+        self.now += 1;
+        self.tr.now = self.now;
+        for id in ids {
+            self.tick(id);
         }
     }
 
@@ -563,6 +575,35 @@ impl Cluster {
         n
     }
 
+    /// Deliver in FIFO order until the network is empty; `f` may rewrite or drop
+    /// (`None`) each message.
+    pub fn deliver_map(&mut self, mut f: impl FnMut(Envelope) -> Option<Envelope>) -> usize {
+        let mut n = 0;
+        while let Some(m) = self.net.queue.pop_front() {
+            n += 1;
+            assert!(n < 1_000_000, "network never went quiet");
+            if let Some(env) = f(m.env) {
+                self.deliver(env);
+            }
+        }
+        n
+    }
+
+    /// Deliver (FIFO, repeatedly) only the messages matching `pred`; the others stay
+    /// queued in order.
+    pub fn deliver_matching(&mut self, mut pred: impl FnMut(&Envelope) -> bool) -> usize {
+        let mut n = 0;
+        loop {
+            let Some(pos) = self.net.queue.iter().position(|m| pred(&m.env)) else {
+                return n;
+            };
+            let m = self.net.queue.remove(pos).unwrap();
+            n += 1;
+            assert!(n < 1_000_000, "network never went quiet");
+            self.deliver(m.env);
+        }
+    }
+
     pub fn deliver_all(&mut self) -> usize {
         self.deliver_filtered(|_| true)
     }
@@ -685,7 +726,7 @@ impl Cluster {
         // 5. apply.
         for e in &rd.committed {
             let a = node.sm.apply(e);
-            check.on_history(id, &a, "applied");
+            check.on_history(id, &a, "applied", raft.term());
         }
         // Reads.
         for rs in &rd.read_states {
@@ -765,7 +806,7 @@ impl Cluster {
     fn check_commits(&mut self, id: &str) {
         let node = self.nodes.get_mut(id).unwrap();
         let Some(r) = node.raft.as_ref() else { return };
-        let commit = r.commit_index();
+        let (commit, term) = (r.commit_index(), r.term());
         let snap = node.snapshot_index();
         for i in (node.checked_commit + 1)..=commit {
             if i <= snap {
@@ -774,7 +815,8 @@ impl Cluster {
             let e = node.stored(i).unwrap_or_else(|| {
                 panic!("VIOLATION durability: {id} committed {i} but has not stored it")
             });
-            self.check.on_history(id, &applied_of(&e), "committed");
+            self.check
+                .on_history(id, &applied_of(&e), "committed", term);
         }
         node.checked_commit = node.checked_commit.max(commit);
     }
@@ -869,7 +911,8 @@ fn install_snapshot(node: &mut Node, snap: &Snapshot, check: &mut Checker) {
         snap.meta.index,
         snap.meta.term
     );
-    check.on_state_machine(&node.id, &sm.applied);
+    let term = node.raft.as_ref().map_or(0, |r| r.term());
+    check.on_state_machine(&node.id, &sm.applied, term);
     node.sm = sm;
     node.checked_commit = node.checked_commit.max(snap.meta.index);
 }

@@ -1,0 +1,733 @@
+//! Scripted scenarios over the consensus core, with readable output
+//! (`cargo test --test scenarios -- --nocapture --test-threads 1` prints each
+//! scenario's trace: role changes, terms, proposals, partitions).
+//!
+//! The election scenarios of the seed design: one node up early leads alone; an
+//! election with votes; a rogue (partitioned) node rejoining; an unhealthy leader
+//! detected by one follower and by several; competing candidates; an old leader
+//! fenced by the term. Then the Raft paper's Figures 7 and 8, and exact-effect tests
+//! of single rules. Every scenario runs under the same checker as the simulator.
+
+mod common;
+
+use common::{membership, sm::Kind, Boot, Cluster, Opts, TraceMode};
+use raftlog::core::{Envelope, Message, ProposeError, Role};
+
+fn header(title: &str) {
+    println!("\n=== {title} ===");
+}
+
+fn cluster(ids: &[&str], opts: Opts, seed: u64) -> Cluster {
+    Cluster::bootstrap(opts, ids, seed, TraceMode::Print)
+}
+
+/// Tick only `ids` (delivering every message after each tick) until `done`.
+fn run_until(
+    c: &mut Cluster,
+    ids: &[&str],
+    max_ticks: u64,
+    mut done: impl FnMut(&Cluster) -> bool,
+) {
+    for _ in 0..max_ticks {
+        if done(c) {
+            return;
+        }
+        c.tick_some(ids);
+        c.deliver_all();
+        c.check_all();
+    }
+    assert!(done(c), "condition not reached within {max_ticks} ticks");
+}
+
+/// Tick every live node `n` times, delivering everything after each tick.
+fn run(c: &mut Cluster, n: u64) {
+    for _ in 0..n {
+        c.tick_all();
+        c.deliver_all();
+        c.check_all();
+    }
+}
+
+/// Only `id` ticks until it leads (the others stay quiet, as if their timers were
+/// longer).
+fn elect(c: &mut Cluster, id: &str) {
+    run_until(c, &[id], 200, |c| c.is_up(id) && c.raft(id).is_leader());
+}
+
+fn is_election(e: &Envelope) -> bool {
+    matches!(
+        e.msg,
+        Message::PreVote { .. }
+            | Message::PreVoteResp { .. }
+            | Message::Vote { .. }
+            | Message::VoteResp { .. }
+    )
+}
+
+/// Like `elect`, but only election messages are delivered: the new leader's first
+/// appends stay queued.
+fn elect_quietly(c: &mut Cluster, id: &str) {
+    for _ in 0..200 {
+        if c.raft(id).is_leader() {
+            return;
+        }
+        c.tick_some(&[id]);
+        c.deliver_matching(is_election);
+        c.check_all();
+    }
+    panic!("{id} did not win");
+}
+
+fn leader_term(c: &Cluster) -> (String, u64) {
+    let l = c.leader().expect("a leader");
+    let t = c.raft(&l).term();
+    (l, t)
+}
+
+fn all_up(c: &Cluster) -> Vec<String> {
+    c.up_ids()
+}
+
+fn ids_of(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Propose `n` writes at `id` and return their (cmd, index, term).
+fn write(c: &mut Cluster, id: &str, n: usize) -> Vec<(u64, u64, u64)> {
+    (0..n).map(|_| c.propose(id).expect("propose")).collect()
+}
+
+fn acked(c: &Cluster, cmd: u64) -> bool {
+    c.check.acked.iter().any(|a| a.cmd == cmd)
+}
+
+// ---- election scenarios ------------------------------------------------------
+
+#[test]
+fn one_node_up_early_becomes_leader_alone() {
+    header("one node up early becomes leader alone, then grows to three");
+    let mut c = cluster(&["n1"], Opts::default(), 1);
+    run_until(&mut c, &["n1"], 100, |c| c.raft("n1").is_leader());
+    let (_, cmd_index, _) = write(&mut c, "n1", 1)[0];
+    c.check_all();
+    assert_eq!(
+        c.raft("n1").commit_index(),
+        cmd_index,
+        "a single voter commits alone"
+    );
+    for id in ["n2", "n3"] {
+        c.add_node(id, None);
+        let mut m = c.raft("n1").membership().clone();
+        m.members.extend(membership(&[], &[id]).members);
+        c.change_membership("n1", m).unwrap();
+        run(&mut c, 5);
+        let mut m = c.raft("n1").membership().clone();
+        m.members.get_mut(id).unwrap().voter = true;
+        c.change_membership("n1", m).unwrap();
+        run(&mut c, 5);
+    }
+    let m = c.raft("n1").membership();
+    assert_eq!(m.voter_count(), 3);
+    assert!(c.raft("n1").is_leader());
+    for id in ["n2", "n3"] {
+        assert_eq!(c.raft(id).leader(), Some(&"n1".to_string()));
+        assert_eq!(c.nodes[id].sm.applied, c.nodes["n1"].sm.applied);
+    }
+}
+
+#[test]
+fn election_with_votes() {
+    header("election with votes");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 2);
+    elect(&mut c, "n1");
+    assert_eq!(c.raft("n1").term(), 2);
+    for id in ["n2", "n3"] {
+        assert_eq!(c.raft(id).hard_state().vote, Some("n1".to_string()));
+        assert_eq!(c.raft(id).term(), 2);
+    }
+    run(&mut c, 5);
+    assert_eq!(c.check.leaders.len(), 1);
+}
+
+#[test]
+fn rogue_partitioned_node_rejoining_does_not_depose_the_leader() {
+    header("rogue node: a partitioned node rejoins (pre-vote on)");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 3);
+    elect(&mut c, "n1");
+    run(&mut c, 5);
+    let (leader, term) = leader_term(&c);
+    c.isolate("n3");
+    run(&mut c, 200);
+    // Pre-vote: n3 campaigned again and again but never bumped its term.
+    assert_eq!(c.raft("n3").term(), term, "pre-vote keeps the rogue's term");
+    write(&mut c, &leader, 3);
+    c.heal();
+    run(&mut c, 50);
+    assert_eq!(
+        leader_term(&c),
+        (leader.clone(), term),
+        "leader and term unchanged"
+    );
+    assert_eq!(c.raft("n3").leader(), Some(&leader));
+    assert_eq!(c.nodes["n3"].sm.applied, c.nodes[&leader].sm.applied);
+
+    header("rogue node without pre-vote: the same partition disrupts the cluster");
+    let opts = Opts {
+        pre_vote: false,
+        ..Opts::default()
+    };
+    let mut c = cluster(&["n1", "n2", "n3"], opts, 3);
+    elect(&mut c, "n1");
+    run(&mut c, 5);
+    let (_, term) = leader_term(&c);
+    c.isolate("n3");
+    run(&mut c, 200);
+    let rogue = c.raft("n3").term();
+    assert!(
+        rogue > term + 5,
+        "without pre-vote the rogue's term runs away"
+    );
+    c.heal();
+    run(&mut c, 100);
+    let (_, new_term) = leader_term(&c);
+    println!("    term went from {term} to {new_term} (rogue had {rogue})");
+    assert!(new_term > term, "the rejoining node forced a new term");
+}
+
+#[test]
+fn unhealthy_leader_detected_by_one_follower() {
+    header("unhealthy leader detected by one follower only (n1 -> n3 link down)");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 4);
+    elect(&mut c, "n1");
+    run(&mut c, 5);
+    let (leader, term) = leader_term(&c);
+    c.net.blocked.insert(("n1".into(), "n3".into()));
+    run(&mut c, 150);
+    // n3 suspects the leader, but n2 still hears it: n3's pre-votes are refused
+    // and the leader, still heard by a majority, stays.
+    assert_eq!(leader_term(&c), (leader.clone(), term));
+    assert_eq!(c.raft("n3").term(), term);
+    let (cmd, _, _) = write(&mut c, &leader, 1)[0];
+    run(&mut c, 5);
+    assert!(acked(&c, cmd), "writes still commit with n1 + n2");
+}
+
+#[test]
+fn unhealthy_leader_detected_by_several() {
+    header("unhealthy leader detected by several: leader isolated, check-quorum");
+    let mut c = cluster(&["n1", "n2", "n3", "n4", "n5"], Opts::default(), 5);
+    elect(&mut c, "n1");
+    run(&mut c, 5);
+    let (_, term) = leader_term(&c);
+    c.isolate("n1");
+    let (cmd, _, _) = write(&mut c, "n1", 1)[0];
+    let others = ["n2", "n3", "n4", "n5"];
+    // Everyone ticks: the followers elect a new leader, and n1 steps down by itself.
+    run_until(&mut c, &["n1", "n2", "n3", "n4", "n5"], 200, |c| {
+        !c.raft("n1").is_leader() && others.iter().any(|id| c.raft(id).is_leader())
+    });
+    let (new_leader, new_term) = leader_term(&c);
+    assert_ne!(new_leader, "n1");
+    assert!(new_term > term);
+    assert_eq!(c.raft("n1").role(), Role::Follower);
+    assert_eq!(c.raft("n1").term(), term, "n1 stepped down on its own");
+    assert!(matches!(
+        c.raft_mut("n1").propose(common::payload_bytes(1)),
+        Err(ProposeError::NotLeader { .. })
+    ));
+    assert!(
+        !acked(&c, cmd),
+        "the isolated leader's write is not acknowledged"
+    );
+    c.heal();
+    run(&mut c, 30);
+    assert_eq!(c.raft("n1").leader(), Some(&new_leader));
+    assert_eq!(c.nodes["n1"].sm.applied, c.nodes[&new_leader].sm.applied);
+    assert!(c.nodes["n1"]
+        .sm
+        .applied
+        .iter()
+        .all(|a| a.kind != Kind::Cmd(cmd)));
+}
+
+#[test]
+fn competing_candidates_split_vote_then_randomized_timeouts() {
+    header("competing candidates: a split vote, resolved by randomized timeouts");
+    let mut c = cluster(&["n1", "n2", "n3", "n4"], Opts::default(), 6);
+    let is_pre =
+        |e: &Envelope| matches!(e.msg, Message::PreVote { .. } | Message::PreVoteResp { .. });
+    // n1 and n2 time out together, both pass pre-vote and become candidates of
+    // term 2 at once.
+    for id in ["n1", "n2"] {
+        for _ in 0..100 {
+            if c.raft(id).role() == Role::PreCandidate {
+                break;
+            }
+            c.tick_some(&[id]);
+        }
+    }
+    c.deliver_matching(is_pre);
+    for id in ["n1", "n2"] {
+        assert_eq!(c.raft(id).role(), Role::Candidate);
+    }
+    assert_eq!((c.raft("n1").term(), c.raft("n2").term()), (2, 2));
+    // n3 hears n1 first, n4 hears n2 first: 2 votes each, no majority of 4.
+    c.deliver_map(|e| {
+        let cross = (e.from == "n1" && e.to == "n4") || (e.from == "n2" && e.to == "n3");
+        (!(cross && matches!(e.msg, Message::Vote { .. }))).then_some(e)
+    });
+    c.check_all();
+    assert!(c.leader().is_none(), "split vote: nobody won term 2");
+    // Everyone ticks; the randomized timeouts make one candidate go first.
+    run_until(&mut c, &["n1", "n2", "n3", "n4"], 200, |c| {
+        c.leader().is_some()
+    });
+    let (l, t) = leader_term(&c);
+    println!("    {l} won term {t}");
+    assert!(t >= 3);
+    assert!(!c.check.leaders.contains_key(&2));
+}
+
+#[test]
+fn old_leader_returning_after_partition_is_fenced_by_term() {
+    header("an old leader returns after a partition and is fenced by the term");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 7);
+    elect(&mut c, "n1");
+    run(&mut c, 5);
+    let (_, old_term) = leader_term(&c);
+    // n1 is cut off (and paused): it still believes it leads and takes writes.
+    c.isolate("n1");
+    let stale = write(&mut c, "n1", 3);
+    run_until(&mut c, &["n2", "n3"], 200, |c| {
+        c.leader().is_some_and(|l| l != "n1")
+    });
+    let (new_leader, new_term) = leader_term(&c);
+    let fresh = write(&mut c, &new_leader, 2);
+    run_until(&mut c, &["n2", "n3"], 20, |c| {
+        fresh.iter().all(|(cmd, _, _)| acked(c, *cmd))
+    });
+    assert!(c.raft("n1").is_leader() && c.raft("n1").term() == old_term);
+    println!("    n1 still believes it leads term {old_term}; {new_leader} leads {new_term}");
+    // n1 wakes up and heals: its appends carry the old term and are refused.
+    c.heal();
+    c.tick_some(&["n1"]);
+    c.tick_some(&["n1"]);
+    c.deliver_all();
+    assert_eq!(c.raft("n1").role(), Role::Follower, "n1 stepped down");
+    assert_eq!(c.raft("n1").term(), new_term);
+    run(&mut c, 10);
+    for (cmd, _, _) in &stale {
+        assert!(!acked(&c, *cmd));
+        assert!(c.nodes["n1"]
+            .sm
+            .applied
+            .iter()
+            .all(|a| a.kind != Kind::Cmd(*cmd)));
+    }
+    assert_eq!(
+        c.log_terms("n1"),
+        c.log_terms(&new_leader),
+        "uncommitted suffix truncated"
+    );
+    assert_eq!(c.nodes["n1"].sm.applied, c.nodes[&new_leader].sm.applied);
+}
+
+// ---- the Raft paper's figures ---------------------------------------------------
+
+#[test]
+fn figure_7_divergent_follower_logs_converge_to_the_leader() {
+    header("Figure 7: divergent follower logs converge to the new leader's (term 8)");
+    // Terms of entries 2.. (entry 1 is the membership, term 1).
+    let logs: [(&str, &[u64]); 7] = [
+        ("s1", &[1, 1, 4, 4, 5, 5, 6, 6, 6]),
+        ("a", &[1, 1, 4, 4, 5, 5, 6, 6]),
+        ("b", &[1, 1, 4]),
+        ("c", &[1, 1, 4, 4, 5, 5, 6, 6, 6, 6]),
+        ("d", &[1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7]),
+        ("e", &[1, 1, 4, 4, 4, 4]),
+        ("f", &[1, 1, 2, 2, 2, 3, 3, 3, 3, 3]),
+    ];
+    let ids: Vec<&str> = logs.iter().map(|(id, _)| *id).collect();
+    let m = membership(&ids, &[]);
+    let mut c = Cluster::new(Opts::default(), 8, TraceMode::Print);
+    for (id, terms) in logs {
+        c.add_node(id, Some(Boot::with_terms(&m, terms, 7)));
+    }
+    c.print_logs();
+    elect(&mut c, "s1");
+    assert_eq!(c.raft("s1").term(), 8);
+    c.deliver_all();
+    run(&mut c, 3);
+    c.print_logs();
+    let want = c.log_terms("s1");
+    assert_eq!(want, vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 8]);
+    for id in ids {
+        assert_eq!(c.log_terms(id), want, "{id} converged");
+        assert_eq!(c.raft(id).commit_index(), 11);
+    }
+    c.check_log_matching();
+}
+
+/// Figure 8 up to (c): S1 leads term 4 and has its term-2 entry (index 2) on a
+/// majority, but not yet its own term-4 entry.
+fn figure_8_until_c(seed: u64) -> Cluster {
+    let ids = ["s1", "s2", "s3", "s4", "s5"];
+    let m = membership(&ids, &[]);
+    let opts = Opts {
+        max_append_entries: 1,
+        ..Opts::default()
+    };
+    let mut c = Cluster::new(opts, seed, TraceMode::Print);
+    c.tr.messages = true;
+    // (a) and (b): S1 led term 2 and reached S2; S5 led term 3 alone.
+    let logs: [(&str, &[u64], u64); 5] = [
+        ("s1", &[2], 2),
+        ("s2", &[2], 2),
+        ("s3", &[], 3),
+        ("s4", &[], 3),
+        ("s5", &[3], 3),
+    ];
+    for (id, terms, term) in logs {
+        c.add_node(id, Some(Boot::with_terms(&m, terms, term)));
+    }
+    // (c): S5 is down; S1 is elected in term 4.
+    c.crash("s5");
+    elect_quietly(&mut c, "s1");
+    assert_eq!(c.raft("s1").term(), 4);
+    // S1 spreads index 2, but its term-4 entry (index 3) reaches nobody: it is
+    // cut from every append that would be accepted.
+    let mut has2 = std::collections::BTreeSet::from(["s2".to_string()]);
+    c.deliver_map(|mut e| {
+        if let Message::AppendResp {
+            success: true,
+            index,
+            ..
+        } = e.msg
+        {
+            if index >= 2 {
+                has2.insert(e.from.clone());
+            }
+        }
+        if let Message::Append { entries, .. } = &mut e.msg {
+            if has2.contains(&e.to) {
+                entries.retain(|x| x.term != 4);
+            }
+        }
+        Some(e)
+    });
+    c.check_all();
+    c.print_logs();
+    c
+}
+
+#[test]
+fn figure_8_an_old_term_entry_on_a_majority_is_not_committed_by_counting() {
+    header("Figure 8: the commit-from-an-older-term trap");
+    let mut c = figure_8_until_c(9);
+    for id in ["s2", "s3", "s4"] {
+        assert_eq!(c.raft("s1").match_index(id), Some(2), "{id} holds index 2");
+    }
+    assert_eq!(
+        c.raft("s1").commit_index(),
+        1,
+        "index 2 (term 2) is on 4 of 5 servers but must not be committed by counting"
+    );
+    // (d): S1 crashes; S5 comes back and wins term 5 with votes from S2, S3, S4.
+    c.crash("s1");
+    c.restart("s5");
+    let others = |e: &Envelope| {
+        e.from != "s5" && matches!(e.msg, Message::PreVote { .. } | Message::Vote { .. })
+    };
+    for _ in 0..300 {
+        if c.raft("s5").is_leader() {
+            break;
+        }
+        c.tick_some(&["s2", "s3", "s4", "s5"]);
+        c.deliver_map(|e| (!others(&e)).then_some(e));
+        c.check_all();
+    }
+    assert!(
+        c.raft("s5").is_leader(),
+        "S5 wins: its last term 3 beats term 2"
+    );
+    run(&mut c, 5);
+    c.restart("s1");
+    run(&mut c, 10);
+    c.print_logs();
+    // S5 overwrote index 2 everywhere, which is safe only because it was never
+    // committed.
+    for id in ["s1", "s2", "s3", "s4", "s5"] {
+        assert_eq!(c.nodes[id].stored(2).unwrap().term, 3, "{id} index 2");
+    }
+    assert_eq!(c.check.history[1].term, 3);
+}
+
+#[test]
+fn figure_8_e_a_current_term_entry_commits_the_older_ones() {
+    header("Figure 8 (e): once S1's term-4 entry is on a majority, index 2 commits");
+    let mut c = figure_8_until_c(10);
+    run(&mut c, 3); // heartbeats let the term-4 entry through now
+    assert_eq!(c.raft("s1").commit_index(), 3);
+    assert_eq!(
+        c.check.history[1].term, 2,
+        "index 2 (term 2) committed with index 3"
+    );
+    c.crash("s1");
+    c.restart("s5");
+    run(&mut c, 200);
+    c.print_logs();
+    assert!(!c.raft("s5").is_leader(), "S5 can no longer win");
+    let (l, _) = leader_term(&c);
+    assert_eq!(c.nodes[&l].stored(2).unwrap().term, 2);
+}
+
+// ---- exact-effect tests ----------------------------------------------------------
+
+#[test]
+fn pre_vote_does_not_bump_terms() {
+    header("pre-vote does not change any term or vote");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 11);
+    for _ in 0..100 {
+        c.tick_some(&["n1"]);
+        if c.raft("n1").role() == Role::PreCandidate {
+            break;
+        }
+    }
+    assert_eq!(c.raft("n1").role(), Role::PreCandidate);
+    assert_eq!(c.raft("n1").term(), 1);
+    assert_eq!(c.raft("n1").hard_state().vote, None);
+    let pre: Vec<_> = c.net.queue.iter().map(|m| m.env.clone()).collect();
+    assert_eq!(pre.len(), 2);
+    for e in &pre {
+        assert!(matches!(e.msg, Message::PreVote { .. }));
+        assert_eq!(e.term, 2, "a pre-vote names the term it would campaign in");
+    }
+    // Grant it, but hold n1's real votes.
+    c.deliver_matching(|e| matches!(e.msg, Message::PreVote { .. } | Message::PreVoteResp { .. }));
+    for id in ["n2", "n3"] {
+        assert_eq!(
+            c.raft(id).term(),
+            1,
+            "{id}: granting a pre-vote changes nothing"
+        );
+        assert_eq!(c.raft(id).hard_state().vote, None);
+    }
+    assert_eq!(c.raft("n1").role(), Role::Candidate);
+    assert_eq!(c.raft("n1").term(), 2);
+}
+
+#[test]
+fn vote_is_persisted_in_the_same_ready_as_the_vote_response() {
+    header("the vote is in the hard state of the Ready that sends the VoteResp");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 12);
+    let vote = Envelope {
+        from: "n1".into(),
+        to: "n2".into(),
+        term: 2,
+        msg: Message::Vote {
+            last_log_index: 1,
+            last_log_term: 1,
+            transfer: false,
+        },
+    };
+    let r = c.raft_mut("n2");
+    r.step(vote);
+    let rd = r.ready();
+    let hs = rd.hard_state.expect("hard state to persist");
+    assert_eq!((hs.term, hs.vote.as_deref()), (2, Some("n1")));
+    assert!(rd
+        .messages
+        .iter()
+        .any(|e| e.to == "n1" && e.msg == Message::VoteResp { granted: true }));
+    println!(
+        "    Ready: hard_state {hs:?} with {} message(s)",
+        rd.messages.len()
+    );
+}
+
+#[test]
+fn fast_backtracking_takes_one_round_trip_per_term() {
+    header("fast backtracking: one rejected append per conflicting term, not per index");
+    let ids = ["n1", "n2", "n3"];
+    let m = membership(&ids, &[]);
+    let mut c = Cluster::new(Opts::default(), 13, TraceMode::Print);
+    c.tr.messages = true;
+    c.add_node("n1", Some(Boot::with_terms(&m, &[2; 10], 4)));
+    c.add_node("n2", Some(Boot::with_terms(&m, &[2; 10], 4)));
+    c.add_node("n3", Some(Boot::with_terms(&m, &[3; 30], 4)));
+    elect_quietly(&mut c, "n1");
+    let mut rejections = 0;
+    c.deliver_map(|e| {
+        if e.from == "n3" && matches!(e.msg, Message::AppendResp { success: false, .. }) {
+            rejections += 1;
+        }
+        Some(e)
+    });
+    c.print_logs();
+    println!("    n3 had 30 conflicting entries; rejections: {rejections}");
+    assert!(rejections <= 2, "{rejections} rejections");
+    assert_eq!(c.log_terms("n3"), c.log_terms("n1"));
+}
+
+#[test]
+fn inflight_bounds_are_respected() {
+    header("pipelined appends stop at max_inflight_msgs per follower");
+    let opts = Opts {
+        max_append_entries: 1,
+        max_inflight_msgs: 2,
+        ..Opts::default()
+    };
+    let mut c = cluster(&["n1", "n2", "n3"], opts, 14);
+    elect(&mut c, "n1");
+    c.deliver_all();
+    run(&mut c, 2);
+    write(&mut c, "n1", 10);
+    let to_n2 = c
+        .net
+        .queue
+        .iter()
+        .filter(|m| {
+            m.env.to == "n2"
+                && matches!(&m.env.msg, Message::Append { entries, .. } if !entries.is_empty())
+        })
+        .count();
+    println!("    10 writes proposed; appends in flight to n2: {to_n2}");
+    assert_eq!(to_n2, 2);
+    c.deliver_all();
+    run(&mut c, 10);
+    assert_eq!(c.raft("n2").last_index(), c.raft("n1").last_index());
+}
+
+#[test]
+fn read_index_waits_for_the_leaders_noop_commit() {
+    header("ReadIndex waits until the new leader committed its no-op");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 15);
+    // Deliver the votes but not the appends.
+    elect_quietly(&mut c, "n1");
+    let noop = c.raft("n1").last_index();
+    assert!(c.raft("n1").commit_index() < noop);
+    let ctx = c.read("n1").unwrap();
+    assert!(
+        c.nodes["n1"].read_started.contains_key(&ctx),
+        "no read state yet"
+    );
+    assert!(
+        c.net
+            .queue
+            .iter()
+            .all(|m| !matches!(m.env.msg, Message::Heartbeat { ctx: x, .. } if x > 0)),
+        "no read round starts before the no-op commits"
+    );
+    c.deliver_all();
+    c.tick_all();
+    c.deliver_all();
+    assert!(!c.nodes["n1"].read_started.contains_key(&ctx), "answered");
+    assert!(c.raft("n1").commit_index() >= noop);
+    assert!(c.stats.reads_served >= 1);
+}
+
+#[test]
+fn leadership_transfer_with_timeout_now() {
+    header("leadership transfer: catch the target up, then TimeoutNow");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 16);
+    elect(&mut c, "n1");
+    run(&mut c, 3);
+    c.transfer("n1", Some("n3")).unwrap();
+    assert_eq!(
+        c.raft_mut("n1").propose(common::payload_bytes(1)),
+        Err(ProposeError::Transferring)
+    );
+    assert!(c
+        .net
+        .queue
+        .iter()
+        .any(|m| m.env.to == "n3" && m.env.msg == Message::TimeoutNow));
+    c.deliver_all();
+    let (l, t) = leader_term(&c);
+    assert_eq!((l.as_str(), t), ("n3", 3));
+    assert_eq!(c.raft("n1").leader(), Some(&"n3".to_string()));
+}
+
+#[test]
+fn learners_do_not_count_for_quorum_or_campaign() {
+    header("learners replicate but neither vote, campaign, nor count for commit");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 17);
+    elect(&mut c, "n1");
+    run(&mut c, 3);
+    for id in ["n4", "n5"] {
+        c.add_node(id, None);
+        let mut m = c.raft("n1").membership().clone();
+        m.members.extend(membership(&[], &[id]).members);
+        c.change_membership("n1", m).unwrap();
+        run(&mut c, 5);
+    }
+    // n2 and n3 unreachable: n1 + two learners hold the entry, which is not enough.
+    c.net.blocked.insert(("n1".into(), "n2".into()));
+    c.net.blocked.insert(("n1".into(), "n3".into()));
+    let (cmd, index, _) = write(&mut c, "n1", 1)[0];
+    c.deliver_all();
+    assert_eq!(c.raft("n4").last_index(), index);
+    assert_eq!(c.raft("n5").last_index(), index);
+    assert_eq!(c.raft("n1").acks(index, c.raft("n1").term()), 1);
+    assert!(c.raft("n1").commit_index() < index, "learners do not count");
+    assert!(!acked(&c, cmd));
+    // A learner cut off from everyone never campaigns.
+    c.heal();
+    c.isolate("n4");
+    run(&mut c, 100);
+    assert_eq!(c.raft("n4").role(), Role::Follower);
+    assert!(acked(&c, cmd));
+}
+
+#[test]
+fn one_membership_change_at_a_time() {
+    header("one membership change at a time, and none before the no-op commits");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 18);
+    elect_quietly(&mut c, "n1");
+    let mut m = c.raft("n1").membership().clone();
+    m.members.extend(membership(&[], &["n4"]).members);
+    assert_eq!(
+        c.change_membership("n1", m.clone()),
+        Err(ProposeError::NotReady)
+    );
+    c.deliver_all();
+    c.add_node("n4", None);
+    c.change_membership("n1", m.clone()).unwrap();
+    let mut m2 = m.clone();
+    m2.members.extend(membership(&[], &["n5"]).members);
+    assert_eq!(
+        c.change_membership("n1", m2.clone()),
+        Err(ProposeError::ChangeInProgress)
+    );
+    let mut two = m.clone();
+    two.members.remove("n2");
+    two.members.remove("n3");
+    c.deliver_all();
+    run(&mut c, 2);
+    assert!(matches!(
+        c.change_membership("n1", two),
+        Err(ProposeError::InvalidChange(_))
+    ));
+    c.add_node("n5", None);
+    c.change_membership("n1", m2).unwrap();
+    run(&mut c, 5);
+    assert_eq!(c.raft("n5").membership().members.len(), 5);
+}
+
+#[test]
+fn removed_leader_steps_down_and_the_rest_elect() {
+    header("removing the leader: it steps down once the change commits");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 19);
+    elect(&mut c, "n1");
+    run(&mut c, 3);
+    let mut m = c.raft("n1").membership().clone();
+    m.members.remove("n1");
+    c.change_membership("n1", m).unwrap();
+    let ids = all_up(&c);
+    run_until(&mut c, &ids_of(&ids), 200, |c| {
+        c.leader().is_some_and(|l| l != "n1")
+    });
+    assert!(!c.raft("n1").is_leader());
+    let (l, _) = leader_term(&c);
+    assert_eq!(c.raft(&l).membership().voter_count(), 2);
+}
