@@ -9,7 +9,11 @@
 //! - while a node hears from a leader (within the minimum election timeout) it
 //!   refuses pre-votes and ignores vote requests that were not asked for by a
 //!   leadership transfer (leader stickiness; check-quorum's counterpart);
-//! - only voters campaign, and only votes from voters of our membership count.
+//! - only voters campaign, and only votes from voters of our membership count. Any
+//!   node answers vote requests, as in etcd: a node that has not yet seen its own
+//!   promotion (or a candidate's) must still be able to help elect a leader, or the
+//!   cluster can deadlock. A removed or learner node is kept from disrupting the
+//!   cluster by pre-vote and the leader lease, not by membership checks.
 
 use super::message::Message;
 use super::raft::{RaftNode, Role};

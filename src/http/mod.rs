@@ -13,6 +13,7 @@
 //! - No request timeout layer: a write legitimately waits up to its `timeout_ms`
 //!   (or forever with 0), and reads long-poll up to `wait_ms`.
 
+mod cluster;
 pub mod error;
 pub mod extract;
 mod handlers;
@@ -107,6 +108,18 @@ pub fn router<N: NodeApi>(node: Arc<N>, limits: HttpLimits) -> Router {
         .route("/v1/status", get(status::<N>))
         .route("/health", get(health))
         .route("/ready", get(ready::<N>))
+        .route(
+            "/v1/cluster/members",
+            get(cluster::list::<N>).post(cluster::add::<N>),
+        )
+        .route(
+            "/v1/cluster/members/:node_id",
+            axum::routing::delete(cluster::remove::<N>),
+        )
+        .route(
+            "/v1/cluster/transfer-leadership",
+            post(cluster::transfer::<N>),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState { node, limits })

@@ -151,4 +151,38 @@ pub trait NodeApi: Send + Sync + 'static {
     fn status(&self) -> impl Future<Output = Result<Status, ApiError>> + Send;
     /// Number of voters now (bounds `w`).
     fn voter_count(&self) -> usize;
+    /// Add or update (`Some`) or remove (`None`) one member through the log;
+    /// returns the index of the committed change.
+    fn change_member(
+        &self,
+        node_id: String,
+        member: Option<MemberSpec>,
+    ) -> impl Future<Output = Result<u64, ApiError>> + Send {
+        let _ = (node_id, member);
+        async {
+            Err(ApiError::Internal(
+                "membership changes are not supported here".into(),
+            ))
+        }
+    }
+    /// Hand leadership to `to` (or the most caught-up voter); returns the target.
+    fn transfer_leadership(
+        &self,
+        to: Option<String>,
+    ) -> impl Future<Output = Result<String, ApiError>> + Send {
+        let _ = to;
+        async {
+            Err(ApiError::Internal(
+                "leadership transfer is not supported here".into(),
+            ))
+        }
+    }
+}
+
+/// A member as an operator describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberSpec {
+    pub grpc_addr: String,
+    pub http_addr: String,
+    pub voter: bool,
 }

@@ -120,6 +120,8 @@ pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) ticks: u64,
     /// Addresses known before the membership is (the leader that let us join).
     pub seed_peers: BTreeMap<NodeId, String>,
+    /// Non-members we warned about, and when (rate-limits the log line).
+    strangers: std::collections::HashMap<NodeId, Instant>,
 }
 
 impl<S: LogStore, O: Outbound> Controller<S, O> {
@@ -150,6 +152,7 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
             shutdown: None,
             ticks: 0,
             seed_peers: BTreeMap::new(),
+            strangers: Default::default(),
         })
     }
 
@@ -166,7 +169,7 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.on_tick(),
-                Some(env) = raft_rx.recv() => self.raft.step(env),
+                Some(env) = raft_rx.recv() => self.step(env),
                 cmd = rx.recv() => match cmd {
                     Some(c) => self.handle(c),
                     None => break,
@@ -174,7 +177,7 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
             }
             // Peer messages first: they carry acks that answer waiting writes.
             while let Ok(env) = raft_rx.try_recv() {
-                self.raft.step(env);
+                self.step(env);
             }
             for _ in 0..MAX_BATCH {
                 match rx.try_recv() {
@@ -196,6 +199,24 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
             let _ = reply.send(());
         }
         Ok(())
+    }
+
+    /// A peer message into the core; messages from strangers are noted (the core
+    /// itself keeps a removed node from disrupting the cluster).
+    fn step(&mut self, env: Envelope) {
+        let m = self.raft.membership();
+        if !m.members.is_empty()
+            && !m.contains(&env.from)
+            && !self.seed_peers.contains_key(&env.from)
+        {
+            let now = Instant::now();
+            let last = self.strangers.get(&env.from).copied();
+            if last.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10)) {
+                tracing::warn!(from = %env.from, "message from a node that is not a member of this cluster (removed?)");
+                self.strangers.insert(env.from.clone(), now);
+            }
+        }
+        self.raft.step(env);
     }
 
     fn after_turn(&mut self) -> Result<(), WalError> {
@@ -263,6 +284,13 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
     fn apply(&mut self, e: &Entry) {
         let applied = self.sm.apply(e);
         if let EntryPayload::Membership(m) = &e.payload {
+            let me = self.raft.id();
+            if self.applied_membership.contains(me) && !m.contains(me) {
+                tracing::warn!(
+                    index = e.index,
+                    "this node was removed from the cluster; it will not vote or lead again"
+                );
+            }
             self.applied_membership = m.clone();
         }
         for mut w in self.waiters.take_writes(e.index) {

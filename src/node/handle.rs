@@ -132,6 +132,23 @@ impl NodeApi for NodeHandle {
         self.status_now().await
     }
 
+    async fn change_member(
+        &self,
+        node_id: String,
+        member: Option<MemberSpec>,
+    ) -> Result<u64, ApiError> {
+        let member = member.map(|m| crate::core::Member {
+            grpc_addr: m.grpc_addr,
+            http_addr: m.http_addr,
+            voter: m.voter,
+        });
+        NodeHandle::change_member(self, node_id, member).await
+    }
+
+    async fn transfer_leadership(&self, to: Option<String>) -> Result<String, ApiError> {
+        self.transfer(to).await
+    }
+
     fn voter_count(&self) -> usize {
         // A node that does not know the membership yet lets the leader judge `w`.
         match self.shared.voters.load(Ordering::Relaxed) {
