@@ -60,7 +60,7 @@ fn ids(n: usize) -> Vec<String> {
 }
 
 fn build(seed: u64, mode: TraceMode) -> (Cluster, Faults) {
-    let n = if seed % 2 == 0 { 3 } else { 5 };
+    let n = if seed.is_multiple_of(2) { 3 } else { 5 };
     // Tuning comes from the seed too; the cluster's rng is seeded below.
     let mut c = Cluster::new(Opts::default(), seed, mode);
     let r = &mut c.rng;
@@ -287,7 +287,7 @@ fn step(c: &mut Cluster) {
     c.tick_all();
     c.deliver_due(4);
     c.check_all();
-    if c.now % 50 == 0 {
+    if c.now.is_multiple_of(50) {
         c.check_log_matching();
     }
 }
@@ -329,7 +329,7 @@ fn liveness(c: &mut Cluster) {
         if new_acks >= 3 {
             return true;
         }
-        if proposed < 3 || c.now % 20 == 0 {
+        if proposed < 3 || c.now.is_multiple_of(20) {
             if let Some(l) = c.leader() {
                 if c.propose(&l).is_ok() {
                     proposed += 1;
@@ -497,7 +497,7 @@ fn simulation() {
 }
 
 fn add_totals(t: &mut Totals, seed: u64, c: &Cluster) {
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         t.seeds3 += 1;
     } else {
         t.seeds5 += 1;
