@@ -104,7 +104,10 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("no quorum: {0}")]
     NoQuorum(String),
-    #[error("no leader is known")]
+    #[error("{}", match leader_hint {
+        Some(h) => format!("this node is not the leader; the leader is at {h}"),
+        None => "no leader is known".to_string(),
+    })]
     NoLeader { leader_hint: Option<String> },
     #[error("write not acknowledged by {w} voters within the timeout ({acks} so far)")]
     WriteTimeout {

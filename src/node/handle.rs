@@ -83,6 +83,26 @@ impl NodeHandle {
         res.map(|r| r.index)
     }
 
+    /// Admin calls are not forwarded: replace the internal gRPC hint by the
+    /// leader's HTTP address, so the operator (or script) retries there.
+    async fn http_hint<T>(&self, res: Result<T, ApiError>) -> Result<T, ApiError> {
+        let Err(ApiError::NoLeader {
+            leader_hint: Some(_),
+        }) = &res
+        else {
+            return res;
+        };
+        let status = self.status_now().await?;
+        let leader = status.leader_id.as_deref();
+        let http = status
+            .members
+            .iter()
+            .find(|m| Some(m.node_id.as_str()) == leader);
+        Err(ApiError::NoLeader {
+            leader_hint: http.map(|m| m.http_addr.clone()),
+        })
+    }
+
     /// Graceful stop: hand leadership over, fail what still waits, stop the loop.
     pub async fn shutdown(&self) {
         let _ = self.ask(|reply| Cmd::Shutdown { reply }).await;
@@ -142,11 +162,13 @@ impl NodeApi for NodeHandle {
             http_addr: m.http_addr,
             voter: m.voter,
         });
-        NodeHandle::change_member(self, node_id, member).await
+        let res = NodeHandle::change_member(self, node_id, member).await;
+        self.http_hint(res).await
     }
 
     async fn transfer_leadership(&self, to: Option<String>) -> Result<String, ApiError> {
-        self.transfer(to).await
+        let res = self.transfer(to).await;
+        self.http_hint(res).await
     }
 
     fn voter_count(&self) -> usize {
