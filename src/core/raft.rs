@@ -1,7 +1,7 @@
 //! `RaftNode`: the public face of the core. State, construction, the event entry
 //! points (`tick`, `step`, `propose`, ...) and `Ready`, the batch of effects the
-//! driver carries out: persist hard state, snapshot and entries, then send the
-//! messages, then apply the committed entries.
+//! driver carries out: persist the snapshot, the entries and then the hard state,
+//! then send the messages, then apply the committed entries.
 
 use super::log::RaftLog;
 use super::message::{Envelope, Message};
@@ -100,12 +100,16 @@ pub struct RoleChange {
 /// Effects for the driver, in the order it must carry them out.
 #[derive(Debug, Default)]
 pub struct Ready {
-    /// 1. Persist when set (with the entries below, before any message leaves).
+    /// 3. Persist when set, after the snapshot and the entries and made durable by
+    ///    the same sync, before any message leaves. Its `commit` may point into
+    ///    `entries`, and a store that crashes keeps only a prefix of the calls made
+    ///    since its last sync (`LogStore`): a hard state written before the entries
+    ///    could survive without them and commit a stale suffix on restart.
     pub hard_state: Option<HardState>,
-    /// 2. Install this snapshot (storage and state machine) before the entries.
+    /// 1. Install this snapshot (storage and state machine) first.
     pub snapshot: Option<Snapshot>,
-    /// 3. Append these; `entries[0].index` may cut off a suffix (see `LogStore`).
-    ///    Then call `on_persisted(last.index, last.term)`.
+    /// 2. Append these; `entries[0].index` may cut off a suffix (see `LogStore`).
+    ///    Once they are durable, call `on_persisted(last.index, last.term)`.
     pub entries: Vec<Entry>,
     /// 4. Send once 1-3 are durable. `Snapshot` messages need their data attached.
     pub messages: Vec<Envelope>,
