@@ -50,6 +50,10 @@ struct Totals {
 
 struct Faults {
     partition_until: Option<u64>,
+    /// The highest leader term seen, and a pending "cut off the new leader at tick
+    /// t" (a flapping leader: its no-op may not reach a majority).
+    leader_term: u64,
+    isolate_at: Option<(u64, String)>,
     pool: Vec<String>,
     min_voters: usize,
     max_voters: usize,
@@ -88,6 +92,8 @@ fn build(seed: u64, mode: TraceMode) -> (Cluster, Faults) {
     }
     let f = Faults {
         partition_until: None,
+        leader_term: 0,
+        isolate_at: None,
         pool: all,
         min_voters: n - 1,
         max_voters: n + 1,
@@ -207,6 +213,26 @@ fn chaos_tick(c: &mut Cluster, f: &mut Faults) {
         }
         None if c.rng.gen_bool(0.02) => new_partition(c, f),
         _ => {}
+    }
+    // Now and then a freshly elected leader is cut off a few ticks after winning.
+    if let Some(l) = c.leader() {
+        let t = c.raft(&l).term();
+        if t > f.leader_term {
+            f.leader_term = t;
+            if f.partition_until.is_none() && c.rng.gen_bool(0.25) {
+                let at = c.now + c.rng.gen_range(0..=3);
+                f.isolate_at = Some((at, l));
+            }
+        }
+    }
+    if let Some((at, l)) = f.isolate_at.clone() {
+        if c.now >= at {
+            f.isolate_at = None;
+            if f.partition_until.is_none() {
+                f.partition_until = Some(c.now + c.rng.gen_range(10..60));
+                c.isolate(&l);
+            }
+        }
     }
     // Crashes and restarts.
     let down: Vec<String> = c

@@ -3,8 +3,8 @@
 //! (`tests/scenarios.rs`).
 //!
 //! Each node is a `RaftNode`, a `MemStore` (crashes lose what was not synced) and a
-//! test state machine. The driver follows the core's contract exactly: persist the
-//! hard state, install a snapshot, append entries, sync, `on_persisted`, send, apply,
+//! test state machine. The driver follows the core's contract exactly: install a
+//! snapshot, append entries, persist the hard state, sync, `on_persisted`, send, apply,
 //! and snapshot the state machine every `snapshot_every` applied entries (then
 //! `compact`). The network is a queue of envelopes with a delivery time; it can drop,
 //! delay, reorder and duplicate, and block any directed pair of nodes. Everything
@@ -668,10 +668,8 @@ impl Cluster {
                 new_leader_terms.push(rc.term);
             }
         }
-        // 1. hard state, 2. snapshot, 3. entries.
-        if let Some(hs) = &rd.hard_state {
-            node.store.set_hard_state(hs).unwrap();
-        }
+        // 1. snapshot, 2. entries, 3. hard state (its commit may point into the
+        // entries, so it must not survive a crash without them).
         if let Some(snap) = &rd.snapshot {
             install_snapshot(node, snap, check);
             stats.snapshots_installed += 1;
@@ -690,6 +688,9 @@ impl Cluster {
                 .append(&rd.entries)
                 .unwrap_or_else(|e| panic!("VIOLATION storage: {id} append refused: {e}"));
             check.on_stored(id, &rd.entries, prev);
+        }
+        if let Some(hs) = &rd.hard_state {
+            node.store.set_hard_state(hs).unwrap();
         }
         if let Some(keep) = node.crash_in_ready.take() {
             let pending = node.store.pending_ops();
