@@ -293,6 +293,8 @@ struct Proc {
     child: Option<Child>,
     stopped: bool,
     starts: u32,
+    /// Start without `--bootstrap` / `--join` (see [`Cluster::set_plain_start`]).
+    plain: bool,
 }
 
 /// Why a start did not produce a serving node.
@@ -367,6 +369,133 @@ impl Cluster {
         }
         c.wait_all_voters();
         c
+    }
+
+    /// A cluster with no node yet, [`fast_env`] timing plus `extra_env`; nodes
+    /// come with [`Cluster::add_node`] (or [`Cluster::add_node_info`] and a start).
+    pub fn empty(extra_env: &[(&str, &str)]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("raftlog-cluster-")
+            .tempdir()
+            .expect("tempdir");
+        let mut env = fast_env();
+        env.push(("NO_COLOR".into(), "1".into()));
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let client = Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(REQUEST_TIMEOUT)
+            .pool_max_idle_per_host(16)
+            .build()
+            .expect("http client");
+        Cluster {
+            dir,
+            infos: Vec::new(),
+            procs: Vec::new(),
+            env,
+            client,
+        }
+    }
+
+    /// Describes node `n{len+1}` (fresh ports, its own data dir and log) without
+    /// starting it; `join` `None` founds (`--bootstrap`), `Some(addrs)` joins
+    /// (`--join=<addrs>`, comma separated for several). Returns its index.
+    pub fn add_node_info(&mut self, join: Option<String>) -> usize {
+        let i = self.infos.len();
+        let ports = free_ports(2);
+        let id = format!("n{}", i + 1);
+        self.infos.push(NodeInfo {
+            http_port: ports[0],
+            grpc_port: ports[1],
+            data_dir: self.dir.path().join(&id),
+            log_path: self.dir.path().join(format!("{id}.log")),
+            id,
+            join,
+        });
+        self.procs.push(Mutex::new(Proc::default()));
+        i
+    }
+
+    /// Adds node `n{len+1}` and starts it on an empty data dir, waiting until its
+    /// HTTP API answers (for a joiner: once a leader has accepted it). Returns its
+    /// index.
+    pub fn add_node(&mut self, join: Option<String>) -> usize {
+        let i = self.add_node_info(join);
+        self.first_start(i);
+        i
+    }
+
+    /// Changes how node `i` starts next time (`None`: `--bootstrap`).
+    pub fn set_join(&mut self, i: usize, join: Option<String>) {
+        self.infos[i].join = join;
+    }
+
+    /// With `plain`, node `i` is (re)started with neither `--bootstrap` nor
+    /// `--join` (a node recovering from its data dir needs neither).
+    pub fn set_plain_start(&self, i: usize, plain: bool) {
+        self.proc(i).plain = plain;
+    }
+
+    /// First start of node `i` without waiting for its HTTP API (a joiner serves
+    /// HTTP only once accepted): returns once the process has bound its ports
+    /// (its log says "starting" after the harness's start marker). A port clash
+    /// re-picks ports and data dir, as for any first start.
+    pub fn spawn_detached(&mut self, i: usize) {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            assert!(
+                self.proc(i).child.is_none(),
+                "{} is already running",
+                self.infos[i].id
+            );
+            let child = self.spawn(i);
+            {
+                let mut p = self.proc(i);
+                p.child = Some(child);
+                p.stopped = false;
+            }
+            let id = self.infos[i].id.clone();
+            let path = self.infos[i].log_path.clone();
+            let outcome = wait_for(&format!("{id} to bind its ports"), LONG, || {
+                if let Some(status) = self.exited(i) {
+                    return Some(Err(status));
+                }
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let since = text
+                    .rfind("===== harness: start #")
+                    .map_or(text.as_str(), |k| &text[k..]);
+                since.contains("starting").then_some(Ok(()))
+            });
+            match outcome {
+                Ok(()) => return,
+                Err(status) => {
+                    last = tail(&path, 20);
+                    if !last.contains("in use") {
+                        panic!("{id} exited early ({status}); log:\n{last}");
+                    }
+                    let ports = free_ports(2);
+                    self.infos[i].http_port = ports[0];
+                    self.infos[i].grpc_port = ports[1];
+                    let _ = std::fs::remove_dir_all(&self.infos[i].data_dir);
+                }
+            }
+        }
+        panic!("{} could not get free ports: {last}", self.infos[i].id);
+    }
+
+    /// Reaps node `i` if its process has exited; its exit status then.
+    pub fn exited(&self, i: usize) -> Option<ExitStatus> {
+        let mut p = self.proc(i);
+        match p.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => {
+                p.child = None;
+                Some(status)
+            }
+            _ => None,
+        }
     }
 
     /// Number of nodes.
@@ -495,7 +624,9 @@ impl Cluster {
             .arg(format!("--data-dir={}", info.data_dir.display()))
             .arg(format!("--http-addr={}", info.http_addr()))
             .arg(format!("--grpc-addr={}", info.grpc_addr()));
+        let plain = self.proc(i).plain;
         match &info.join {
+            _ if plain => {}
             None => {
                 cmd.arg("--bootstrap");
             }
