@@ -64,6 +64,41 @@ pub struct Config {
     pub wal: WalConfig,
     /// Logging output.
     pub log: LogConfig,
+    /// When this node considers itself unfit to lead.
+    pub health: HealthConfig,
+    /// Operator drills and tests.
+    pub debug: DebugConfig,
+}
+
+/// `[health]`: thresholds of the health manager.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// The disk is unhealthy when the p99 of recent fsyncs exceeds this.
+    pub fsync_p99_max_ms: u64,
+    /// A leader whose disk stays unhealthy this long hands leadership over.
+    pub unhealthy_window_ms: u64,
+    /// The disk is unhealthy when the data dir's filesystem has less free space.
+    pub min_free_bytes: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            fsync_p99_max_ms: 500,
+            unhealthy_window_ms: 3000,
+            min_free_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `[debug]`: off by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Enables `/v1/debug/faults` (fsync latency and failure, dropped or delayed
+    /// messages to a named peer). The endpoint does not exist when false.
+    pub fault_injection: bool,
 }
 
 /// `[raft]`: consensus timing and replication flow control.
@@ -289,6 +324,8 @@ impl Default for Config {
             snapshot: SnapshotConfig::default(),
             wal: WalConfig::default(),
             log: LogConfig::default(),
+            health: HealthConfig::default(),
+            debug: DebugConfig::default(),
         }
     }
 }

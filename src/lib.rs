@@ -9,6 +9,7 @@ pub mod config;
 pub mod core;
 pub mod dev;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod state_machine;
 pub mod transport;

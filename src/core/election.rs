@@ -24,7 +24,8 @@ impl RaftNode {
         self.election_elapsed += 1;
         // The only voter need not wait for a timeout: nobody else can lead.
         let alone = self.membership.voter_count() == 1;
-        if self.is_voter() && (alone || self.election_elapsed >= self.randomized_timeout) {
+        let timeout = self.randomized_timeout * if self.degraded { 3 } else { 1 };
+        if self.is_voter() && (alone || self.election_elapsed >= timeout) {
             self.reset_election_timeout();
             if self.cfg.pre_vote {
                 self.campaign_pre();

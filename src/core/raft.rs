@@ -150,6 +150,9 @@ pub struct RaftNode {
     /// Reads asked before the leader committed an entry of its own term.
     pub(crate) queued_reads: Vec<u64>,
     pub(crate) needs_broadcast: bool,
+    /// Our disk is unhealthy: wait longer before campaigning (a healthy node
+    /// should win instead).
+    pub(crate) degraded: bool,
     // Outputs.
     pub(crate) msgs: Vec<Envelope>,
     pub(crate) read_states: Vec<ReadState>,
@@ -187,6 +190,7 @@ impl RaftNode {
             pending_reads: Vec::new(),
             queued_reads: Vec::new(),
             needs_broadcast: false,
+            degraded: false,
             msgs: Vec::new(),
             read_states: Vec::new(),
             role_changes: Vec::new(),
@@ -244,6 +248,15 @@ impl RaftNode {
             vote: self.vote.clone(),
             commit: self.log.committed,
         }
+    }
+    /// Mark this node's disk unhealthy (or healthy again). A degraded node waits
+    /// three election timeouts before campaigning.
+    pub fn set_degraded(&mut self, degraded: bool) {
+        self.degraded = degraded;
+    }
+    /// Is a leadership transfer in progress?
+    pub fn transferring(&self) -> bool {
+        self.transferee.is_some()
     }
     /// The entry at `index`, if it is in the in-memory log.
     pub fn entry(&self, index: u64) -> Option<&Entry> {

@@ -14,6 +14,7 @@
 //!   (or forever with 0), and reads long-poll up to `wait_ms`.
 
 mod cluster;
+pub mod ops;
 pub mod error;
 pub mod extract;
 mod handlers;

@@ -70,6 +70,10 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
+        if let Some(e) = self.health.storage_error() {
+            let _ = reply.send(Err(ApiError::Storage(format!("writes refused: {e}"))));
+            return;
+        }
         let w = match self.resolve_w(req.w) {
             Ok(w) => w,
             Err(e) => {
@@ -364,36 +368,35 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
     pub(crate) fn status(&self) -> Status {
         let r = &self.raft;
         let me = r.id().clone();
-        let tick_ms = self.cfg.tick.as_millis() as u64;
+        let mut unreachable = Vec::new();
         let members = r
             .membership()
             .members
             .iter()
             .map(|(id, m)| {
-                let heard = if *id == me {
-                    Some(0)
+                let seen = if *id == me {
+                    Some((true, 0))
                 } else {
-                    r.ticks_since_heard(id)
+                    self.peer_reachable(id)
                 };
+                if seen.is_some_and(|(ok, _)| !ok) {
+                    unreachable.push(id.clone());
+                }
                 MemberStatus {
                     node_id: id.clone(),
                     grpc_addr: m.grpc_addr.clone(),
                     http_addr: m.http_addr.clone(),
                     voter: m.voter,
                     match_index: r.match_index(id),
-                    reachable: heard.map(|t| t * tick_ms < 3 * 1000),
-                    last_heartbeat_ms: heard.map(|t| t * tick_ms),
+                    reachable: seen.map(|(ok, _)| ok),
+                    last_heartbeat_ms: seen.map(|(_, ms)| ms),
                 }
             })
             .collect();
-        let role = if r.role() == Role::Follower && !r.is_voter() {
-            "learner"
-        } else {
-            r.role().as_str()
-        };
+        let apply_lag = r.commit_index().saturating_sub(self.sm.applied_index());
         Status {
             node_id: me,
-            role: role.into(),
+            role: self.role_name().into(),
             term: r.term(),
             leader_id: r.leader().cloned(),
             phase: self.phase().into(),
@@ -401,7 +404,7 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
             applied_index: self.sm.applied_index(),
             last_log_index: r.last_index(),
             members,
-            health: serde_json::json!({"status": "ok"}),
+            health: self.health.report(apply_lag, &unreachable),
         }
     }
 

@@ -94,8 +94,17 @@ pub struct ControllerConfig {
     pub default_read_limit: usize,
     pub max_read_limit: usize,
     pub max_wait: Duration,
+    pub heartbeat: Duration,
     pub snapshot_every: u64,
     pub idempotency_window: usize,
+}
+
+/// The health manager, metrics and fault switch a controller reports to.
+pub struct Observability {
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub health: super::health::Health,
+    /// `Some` only when `[debug] fault_injection = true`.
+    pub faults: Option<super::faults::FaultSwitch>,
 }
 
 /// State the handles read without asking the controller.
@@ -120,6 +129,12 @@ pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) ticks: u64,
     /// Addresses known before the membership is (the leader that let us join).
     pub seed_peers: BTreeMap<NodeId, String>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) health: super::health::Health,
+    pub(crate) faults: Option<super::faults::FaultSwitch>,
+    /// A Ready that could not be persisted (disk full), retried every turn.
+    pub(crate) stalled: Option<Ready>,
+    pub(crate) seen: super::observe::PeerSeen,
     /// Non-members we warned about, and when (rate-limits the log line).
     strangers: std::collections::HashMap<NodeId, Instant>,
 }
@@ -131,6 +146,7 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
         out: O,
         cfg: ControllerConfig,
         shared: Arc<Shared>,
+        obs: Observability,
     ) -> Result<Self, String> {
         let mut sm = StateMachine::new(cfg.idempotency_window);
         let mut applied_membership = Membership::default();
@@ -153,6 +169,11 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
             ticks: 0,
             seed_peers: BTreeMap::new(),
             strangers: Default::default(),
+            metrics: obs.metrics,
+            health: obs.health,
+            faults: obs.faults,
+            stalled: None,
+            seen: Default::default(),
         })
     }
 
@@ -216,12 +237,16 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
                 self.strangers.insert(env.from.clone(), now);
             }
         }
+        self.saw_message(&env);
         self.raft.step(env);
     }
 
     fn after_turn(&mut self) -> Result<(), WalError> {
         self.flush_read_index_batch();
-        while self.raft.has_ready() {
+        if let Some(rd) = self.stalled.take() {
+            self.carry_out(rd)?;
+        }
+        while self.stalled.is_none() && self.raft.has_ready() {
             let rd = self.raft.ready();
             self.carry_out(rd)?;
         }
@@ -233,13 +258,25 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
     }
 
     fn carry_out(&mut self, rd: Ready) -> Result<(), WalError> {
-        for rc in &rd.role_changes {
-            tracing::info!(role = rc.role.as_str(), term = rc.term, leader = ?rc.leader, reason = rc.reason, "role change");
-        }
         if rd.role_changes.iter().any(|rc| rc.role != Role::Leader) && !self.raft.is_leader() {
             self.lost_leadership();
         }
-        self.persist(&rd)?;
+        match self.persist(&rd) {
+            Ok(()) => self.storage_recovered(),
+            Err(e) if e.is_no_space() => {
+                // Keep this Ready and retry it on later turns; nothing leaves the
+                // node and no new write is accepted until it is durable.
+                self.metrics.storage_errors.inc();
+                if self.health.storage_error().is_none() {
+                    tracing::error!(error = %e, "disk full: writes refused until space returns");
+                }
+                self.health.set_storage_error(Some(e.to_string()));
+                self.stalled = Some(rd);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        self.note_role_changes(&rd.role_changes);
         for mut env in rd.messages {
             if let Message::Snapshot { snapshot } = &mut env.msg {
                 match self.store.snapshot() {
@@ -247,6 +284,7 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
                     None => continue,
                 }
             }
+            self.sending(&env);
             self.out.send(env);
         }
         for e in &rd.committed {
@@ -268,17 +306,50 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
         }
         if !rd.entries.is_empty() {
             self.store.append(&rd.entries)?;
+            self.metrics.wal_entries.inc_by(rd.entries.len() as u64);
+            let bytes: usize = rd.entries.iter().map(Entry::size).sum();
+            self.metrics.wal_bytes.inc_by(bytes as u64);
         }
         if let Some(hs) = &rd.hard_state {
             self.store.set_hard_state(hs)?;
         }
         if !rd.entries.is_empty() || rd.hard_state.is_some() {
-            self.store.sync()?;
+            self.sync()?;
         }
         if let Some(last) = rd.entries.last() {
             self.raft.on_persisted(last.index, last.term);
         }
         Ok(())
+    }
+
+    /// One WAL sync, timed (and slowed or failed when fault injection says so).
+    fn sync(&mut self) -> Result<(), WalError> {
+        let started = std::time::Instant::now();
+        if let Some(f) = &self.faults {
+            let f = f.get();
+            if f.fsync_fail {
+                let source = std::io::Error::from_raw_os_error(libc::ENOSPC);
+                return Err(WalError::Io {
+                    path: "(fault injection)".into(),
+                    source,
+                });
+            }
+            if f.fsync_delay_ms > 0 {
+                std::thread::sleep(Duration::from_millis(f.fsync_delay_ms));
+            }
+        }
+        self.store.sync()?;
+        let took = started.elapsed();
+        self.health.record_fsync(took);
+        self.metrics.fsync_seconds.observe(took.as_secs_f64());
+        Ok(())
+    }
+
+    fn storage_recovered(&mut self) {
+        if self.health.storage_error().is_some() {
+            tracing::info!("storage writes succeed again; accepting writes");
+            self.health.set_storage_error(None);
+        }
     }
 
     fn apply(&mut self, e: &Entry) {
@@ -360,6 +431,8 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
     fn on_tick(&mut self) {
         self.ticks += 1;
         self.raft.tick();
+        self.health_tick();
+        self.update_metrics();
         if self.raft.is_leader() && self.ticks.is_multiple_of(5) {
             self.maybe_promote_learner();
         }

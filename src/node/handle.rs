@@ -274,7 +274,7 @@ impl InboundHandler for NodeHandle {
     }
 }
 
-impl super::controller::Outbound for Arc<Peers> {
+impl super::controller::Outbound for Peers {
     fn send(&self, env: Envelope) {
         Peers::send(self, env)
     }

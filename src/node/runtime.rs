@@ -7,11 +7,14 @@
 //! drained, exit 0.
 
 use super::bootstrap::{self, StartMode};
-use super::controller::{Controller, ControllerConfig, Shared};
+use super::controller::{Controller, ControllerConfig, Observability, Shared};
+use super::faults::{FaultSwitch, FaultyOutbound};
 use super::handle::NodeHandle;
+use super::health::Health;
 use crate::config::Config;
 use crate::core::{RaftConfig, RaftNode};
 use crate::http::{router, HttpLimits};
+use crate::metrics::Metrics;
 use crate::transport::{ClusterId, InboundHandler, JoinRequest, Peers, PeersConfig};
 use crate::wal::LogStore;
 use rand::Rng;
@@ -50,6 +53,7 @@ fn controller_config(cfg: &Config, tick: Duration) -> ControllerConfig {
         default_read_limit: cfg.read.default_limit,
         max_read_limit: cfg.read.max_limit,
         max_wait: Duration::from_millis(cfg.read.max_wait_ms),
+        heartbeat: Duration::from_millis(cfg.raft.heartbeat_interval_ms),
         snapshot_every: cfg.snapshot.every_entries,
         idempotency_window: cfg.write.idempotency_window,
     }
@@ -127,17 +131,29 @@ pub async fn run_until(cfg: Config, mut stop: watch::Receiver<bool>) -> Result<(
         rec.entries,
         rand::thread_rng().gen(),
     );
-    let mut controller = Controller::new(
-        raft,
-        store,
-        peers.clone(),
-        controller_config(&cfg, tick),
-        shared,
-    )?;
+    let metrics = Arc::new(Metrics::new());
+    let faults = cfg.debug.fault_injection.then(FaultSwitch::default);
+    if faults.is_some() {
+        tracing::warn!(
+            "fault injection is enabled ([debug] fault_injection): for tests and drills only"
+        );
+    }
+    let obs = Observability {
+        metrics: metrics.clone(),
+        health: Health::new(cfg.health.clone(), cfg.data_dir.clone()),
+        faults: faults.clone(),
+    };
+    let out = FaultyOutbound {
+        inner: peers.clone(),
+        faults: faults.clone(),
+    };
+    let mut controller =
+        Controller::new(raft, store, out, controller_config(&cfg, tick), shared, obs)?;
     controller.seed_peers = seed_peers;
     let ctl = tokio::spawn(controller.run(raft_rx, cmd_rx));
 
     let app = router(Arc::new(handle.clone()), HttpLimits::from_config(&cfg));
+    let app = crate::http::ops::with_ops(app, metrics, faults);
     let http_stop = wait_stopped(stop.clone());
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)

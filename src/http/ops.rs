@@ -1,0 +1,74 @@
+//! Operations routes added around the client API: `/metrics` (Prometheus text),
+//! per-request metrics (route, method, status, latency), and, only when fault
+//! injection is enabled in the config, `/v1/debug/faults`.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::extract::invalid;
+use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::node::api::ApiError;
+use crate::node::faults::{FaultSwitch, Faults};
+
+/// `app` plus `/metrics`, request metrics, and the fault switch when given.
+pub fn with_ops(app: Router, metrics: Arc<Metrics>, faults: Option<FaultSwitch>) -> Router {
+    let mut ops = Router::new().route("/metrics", get(render).with_state(metrics.clone()));
+    if let Some(f) = faults {
+        ops = ops.route(
+            "/v1/debug/faults",
+            get(get_faults).post(set_faults).with_state(f),
+        );
+    }
+    app.merge(ops)
+        .layer(middleware::from_fn_with_state(metrics, track))
+}
+
+async fn render(State(m): State<Arc<Metrics>>) -> Response {
+    let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, ct)], m.render()).into_response()
+}
+
+async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let secs = started.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    m.http_requests
+        .get_or_create(&HttpLabels {
+            route: route.clone(),
+            method,
+            status,
+        })
+        .inc();
+    m.http_seconds
+        .get_or_create(&RouteLabels { route })
+        .observe(secs);
+    resp
+}
+
+async fn get_faults(State(f): State<FaultSwitch>) -> Json<Faults> {
+    Json(f.get())
+}
+
+async fn set_faults(
+    State(f): State<FaultSwitch>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let faults: Faults =
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("invalid faults: {e}")))?;
+    tracing::warn!(?faults, "fault injection changed");
+    f.set(faults.clone());
+    Ok((StatusCode::OK, Json(faults)).into_response())
+}

@@ -1,0 +1,231 @@
+//! Metrics in Prometheus text format (`GET /metrics`), with the official
+//! `prometheus-client` crate.
+//!
+//! One `Metrics` value per node, shared by the controller (consensus and storage
+//! figures, updated once per loop turn) and the HTTP layer (requests by route and
+//! status, with latency). Updating a metric is an atomic operation: nothing here
+//! takes a lock on the write path except family lookups.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub role: Family<RoleLabels, Gauge>,
+    pub term: Gauge,
+    pub leader_changes: Counter,
+    pub elections_started: Counter,
+    pub elections_won: Counter,
+    pub commit_index: Gauge,
+    pub applied_index: Gauge,
+    pub last_index: Gauge,
+    pub peer_match_index: Family<PeerLabels, Gauge>,
+    pub peer_lag: Family<PeerLabels, Gauge>,
+    pub peer_reachable: Family<PeerLabels, Gauge>,
+    pub peer_heartbeat_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    pub fsync_seconds: Histogram,
+    pub wal_bytes: Counter,
+    pub wal_entries: Counter,
+    pub snapshots: Counter,
+    pub snapshot_seconds: Histogram,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub write_waits: Counter,
+    pub write_timeouts: Counter,
+    pub storage_errors: Counter,
+    pub messages_dropped: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("raftlog");
+        let m = Metrics {
+            role: Family::default(),
+            term: Gauge::default(),
+            leader_changes: Counter::default(),
+            elections_started: Counter::default(),
+            elections_won: Counter::default(),
+            commit_index: Gauge::default(),
+            applied_index: Gauge::default(),
+            last_index: Gauge::default(),
+            peer_match_index: Family::default(),
+            peer_lag: Family::default(),
+            peer_reachable: Family::default(),
+            peer_heartbeat_rtt: Family::default(),
+            fsync_seconds: latency_histogram(),
+            wal_bytes: Counter::default(),
+            wal_entries: Counter::default(),
+            snapshots: Counter::default(),
+            snapshot_seconds: latency_histogram(),
+            http_requests: Family::default(),
+            http_seconds: Family::new_with_constructor(latency_histogram),
+            write_waits: Counter::default(),
+            write_timeouts: Counter::default(),
+            storage_errors: Counter::default(),
+            messages_dropped: Gauge::default(),
+            registry: Registry::default(),
+        };
+        r.register("role", "1 for this node's current role", m.role.clone());
+        r.register("term", "Current Raft term", m.term.clone());
+        r.register(
+            "leader_changes",
+            "Times the known leader changed",
+            m.leader_changes.clone(),
+        );
+        r.register(
+            "elections_started",
+            "Elections this node started",
+            m.elections_started.clone(),
+        );
+        r.register(
+            "elections_won",
+            "Elections this node won",
+            m.elections_won.clone(),
+        );
+        r.register(
+            "commit_index",
+            "Highest committed log index",
+            m.commit_index.clone(),
+        );
+        r.register(
+            "applied_index",
+            "Highest applied log index",
+            m.applied_index.clone(),
+        );
+        r.register(
+            "last_log_index",
+            "Last index in this node's log",
+            m.last_index.clone(),
+        );
+        r.register(
+            "peer_match_index",
+            "Leader's view of each peer's match index",
+            m.peer_match_index.clone(),
+        );
+        r.register(
+            "peer_lag_entries",
+            "Entries each peer is behind the leader",
+            m.peer_lag.clone(),
+        );
+        r.register(
+            "peer_reachable",
+            "1 when the peer was heard from recently",
+            m.peer_reachable.clone(),
+        );
+        r.register(
+            "peer_heartbeat_rtt_seconds",
+            "Last heartbeat round trip per peer",
+            m.peer_heartbeat_rtt.clone(),
+        );
+        r.register(
+            "wal_fsync_seconds",
+            "WAL fsync latency",
+            m.fsync_seconds.clone(),
+        );
+        r.register(
+            "wal_bytes",
+            "Bytes of entries appended to the WAL",
+            m.wal_bytes.clone(),
+        );
+        r.register(
+            "wal_entries",
+            "Entries appended to the WAL",
+            m.wal_entries.clone(),
+        );
+        r.register("snapshots", "Snapshots taken", m.snapshots.clone());
+        r.register(
+            "snapshot_seconds",
+            "Time to take a snapshot",
+            m.snapshot_seconds.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "http_request_seconds",
+            "HTTP request latency by route",
+            m.http_seconds.clone(),
+        );
+        r.register(
+            "write_concern_waits",
+            "Writes that waited for their write concern",
+            m.write_waits.clone(),
+        );
+        r.register(
+            "write_concern_timeouts",
+            "Writes answered 504 write_timeout",
+            m.write_timeouts.clone(),
+        );
+        r.register(
+            "storage_errors",
+            "Failed WAL writes or syncs",
+            m.storage_errors.clone(),
+        );
+        r.register(
+            "transport_messages_dropped",
+            "Peer messages dropped (full queue, unknown peer)",
+            m.messages_dropped.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Set the role gauge: 1 for `role`, 0 for the others.
+    pub fn set_role(&self, role: &str) {
+        for r in ["leader", "follower", "candidate", "learner"] {
+            let v = i64::from(r == role);
+            self.role
+                .get_or_create(&RoleLabels { role: r.into() })
+                .set(v);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Fault injection for tests and operators' drills. Off unless the config says
+//! `[debug] fault_injection = true`; then `/v1/debug/faults` reads and sets it.
+//!
+//! - `fsync_delay_ms`: every WAL sync takes this much longer (a slow disk);
+//! - `fsync_fail`: every WAL write fails with ENOSPC (a full disk);
+//! - `drop_to`: Raft messages to these peers are dropped;
+//! - `delay_to_ms`: Raft messages to a peer are delayed (order may change).
+
+use crate::core::{Envelope, NodeId};
+use crate::node::controller::Outbound;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    pub fsync_delay_ms: u64,
+    pub fsync_fail: bool,
+    pub drop_to: BTreeSet<NodeId>,
+    pub delay_to_ms: BTreeMap<NodeId, u64>,
+}
+
+/// Shared, switchable faults.
+#[derive(Clone, Default)]
+pub struct FaultSwitch(Arc<RwLock<Faults>>);
+
+impl FaultSwitch {
+    pub fn get(&self) -> Faults {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub fn set(&self, f: Faults) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+}
+
+/// An `Outbound` that applies the message faults (when enabled) before the real
+/// transport. With fault injection off it adds nothing but a branch.
+pub struct FaultyOutbound<O> {
+    pub inner: Arc<O>,
+    pub faults: Option<FaultSwitch>,
+}
+
+impl<O: Outbound + Sync> Outbound for FaultyOutbound<O> {
+    fn send(&self, env: Envelope) {
+        let Some(faults) = &self.faults else {
+            return self.inner.send(env);
+        };
+        let (drop, delay) = {
+            let f = faults.0.read().unwrap_or_else(|e| e.into_inner());
+            (
+                f.drop_to.contains(&env.to),
+                f.delay_to_ms.get(&env.to).copied(),
+            )
+        };
+        if drop {
+            return;
+        }
+        match delay {
+            Some(ms) if ms > 0 => {
+                let inner = self.inner.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    inner.send(env);
+                });
+            }
+            _ => self.inner.send(env),
+        }
+    }
+
+    fn set_peers(&self, peers: BTreeMap<NodeId, String>) {
+        self.inner.set_peers(peers)
+    }
+}

@@ -1,0 +1,137 @@
+//! The heartbeat and health managers' side of the controller: when each peer was
+//! last heard from and its heartbeat round trip, health checks that may hand
+//! leadership over, role-change accounting, and metrics updates. None of this
+//! decides anything about consensus; it observes and, at most, asks the core for a
+//! leadership transfer or to delay its own elections.
+
+use super::controller::{Controller, Outbound};
+use crate::core::{Envelope, Message, Role, RoleChange};
+use crate::metrics::PeerLabels;
+use crate::wal::LogStore;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What the controller tracks per peer.
+#[derive(Default)]
+pub struct PeerSeen {
+    /// Last message received from each peer.
+    pub last_heard: HashMap<String, Instant>,
+    /// First unanswered heartbeat sent to each peer.
+    pub hb_sent: HashMap<String, Instant>,
+    /// Last heartbeat round trip per peer.
+    pub rtt: HashMap<String, Duration>,
+    pub last_leader: Option<String>,
+}
+
+/// How often (in ticks) health is re-checked.
+const HEALTH_EVERY_TICKS: u64 = 10;
+
+impl<S: LogStore, O: Outbound> Controller<S, O> {
+    pub(crate) fn saw_message(&mut self, env: &Envelope) {
+        let now = Instant::now();
+        self.seen.last_heard.insert(env.from.clone(), now);
+        if let Message::HeartbeatResp { .. } = env.msg {
+            if let Some(sent) = self.seen.hb_sent.remove(&env.from) {
+                let rtt = now.duration_since(sent);
+                self.seen.rtt.insert(env.from.clone(), rtt);
+                let labels = PeerLabels {
+                    peer: env.from.clone(),
+                };
+                self.metrics
+                    .peer_heartbeat_rtt
+                    .get_or_create(&labels)
+                    .set(rtt.as_secs_f64());
+            }
+        }
+    }
+
+    pub(crate) fn sending(&mut self, env: &Envelope) {
+        if let Message::Heartbeat { .. } = env.msg {
+            self.seen
+                .hb_sent
+                .entry(env.to.clone())
+                .or_insert_with(Instant::now);
+        }
+    }
+
+    /// Is `peer` reachable? `None` when we never heard from it.
+    pub(crate) fn peer_reachable(&self, peer: &str) -> Option<(bool, u64)> {
+        let t = self.seen.last_heard.get(peer)?;
+        let ago = t.elapsed();
+        let limit = (self.cfg.heartbeat * 5).max(Duration::from_millis(500));
+        Some((ago <= limit, ago.as_millis() as u64))
+    }
+
+    pub(crate) fn note_role_changes(&mut self, changes: &[RoleChange]) {
+        for rc in changes {
+            tracing::info!(role = rc.role.as_str(), term = rc.term, leader = ?rc.leader, reason = rc.reason, "role change");
+            if rc.role == Role::Candidate && rc.reason == "election timeout" {
+                self.metrics.elections_started.inc();
+            }
+            if rc.role == Role::Leader && rc.reason == "won election" {
+                self.metrics.elections_won.inc();
+            }
+            if rc.leader.is_some() && rc.leader != self.seen.last_leader {
+                self.metrics.leader_changes.inc();
+                self.seen.last_leader = rc.leader.clone();
+            }
+        }
+    }
+
+    /// Health check; a leader whose disk stays unhealthy hands leadership over.
+    pub(crate) fn health_tick(&mut self) {
+        if !self.ticks.is_multiple_of(HEALTH_EVERY_TICKS) {
+            return;
+        }
+        self.health.check();
+        self.raft.set_degraded(self.health.disk_degraded());
+        let others = self.raft.membership().voter_count() > 1;
+        if self.raft.is_leader()
+            && others
+            && !self.raft.transferring()
+            && self.health.unfit_to_lead()
+        {
+            let why = self.health.disk_problems().join("; ");
+            match self.raft.transfer_leadership(None) {
+                Ok(to) => {
+                    tracing::warn!(to = %to, reason = %why, "disk unhealthy: handing leadership over")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, reason = %why, "disk unhealthy but no transfer possible")
+                }
+            }
+        }
+    }
+
+    pub(crate) fn update_metrics(&self) {
+        let m = &self.metrics;
+        let r = &self.raft;
+        m.term.set(r.term() as i64);
+        m.commit_index.set(r.commit_index() as i64);
+        m.applied_index.set(self.sm.applied_index() as i64);
+        m.last_index.set(r.last_index() as i64);
+        m.set_role(self.role_name());
+        let last = r.last_index();
+        for id in r.membership().members.keys().filter(|id| *id != r.id()) {
+            let labels = PeerLabels { peer: id.clone() };
+            if let Some(mi) = r.match_index(id) {
+                m.peer_match_index.get_or_create(&labels).set(mi as i64);
+                m.peer_lag
+                    .get_or_create(&labels)
+                    .set(last.saturating_sub(mi) as i64);
+            }
+            let reach = self.peer_reachable(id).is_some_and(|(ok, _)| ok);
+            m.peer_reachable
+                .get_or_create(&labels)
+                .set(i64::from(reach));
+        }
+    }
+
+    pub(crate) fn role_name(&self) -> &'static str {
+        if self.raft.role() == Role::Follower && !self.raft.is_voter() {
+            "learner"
+        } else {
+            self.raft.role().as_str()
+        }
+    }
+}
