@@ -5,7 +5,8 @@
 //! phase: message drop, delay, reordering and duplication; partitions (random halves,
 //! the leader isolated, one node cut off in one direction, one directed link down);
 //! crashes (now, or inside a `Ready` between the append and the sync, keeping a
-//! random prefix of the unsynced writes) and restarts from storage; membership
+//! random prefix of the unsynced writes) and restarts from storage; pauses (a
+//! stopped process that resumes later, maybe still believing it leads); membership
 //! changes (add a learner, promote it, remove a voter, the leader included);
 //! leadership transfers; snapshots every few applied entries; client writes and
 //! ReadIndex reads. The checker (tests/common/check.rs) runs on every write, apply,
@@ -260,6 +261,24 @@ fn chaos_tick(c: &mut Cluster, f: &mut Faults) {
             c.crash_in_next_ready(&id, keep);
         }
     }
+    // Pauses (a stopped process: no ticks, no receiving), half of them the leader,
+    // which may come back believing it still leads.
+    let paused: Vec<String> = c.paused.iter().cloned().collect();
+    for id in paused {
+        if c.rng.gen_bool(0.05) {
+            c.paused.remove(&id);
+            c.tr.note(|| format!("{id}: resumed"));
+        }
+    }
+    if c.paused.is_empty() && c.rng.gen_bool(0.015) {
+        let up = c.up_ids();
+        let id = match c.leader() {
+            Some(l) if c.rng.gen_bool(0.5) => l,
+            _ => up.choose(&mut c.rng).unwrap().clone(),
+        };
+        c.tr.note(|| format!("{id}: paused"));
+        c.paused.insert(id);
+    }
     // Admin operations at the leader.
     if let Some(l) = c.leader() {
         if c.rng.gen_bool(0.012) {
@@ -332,6 +351,7 @@ fn wait(c: &mut Cluster, what: &str, mut done: impl FnMut(&mut Cluster) -> bool)
 
 fn liveness(c: &mut Cluster) {
     c.heal();
+    c.paused.clear();
     c.net.drop_p = 0.0;
     c.net.dup_p = 0.0;
     c.net.max_delay = c.net.max_delay.min(1);

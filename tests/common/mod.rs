@@ -289,6 +289,9 @@ pub struct Cluster {
     pub check: Checker,
     pub tr: Tracer,
     pub stats: Stats,
+    /// Nodes frozen in time (a stopped process): they neither tick nor receive; what
+    /// is sent to them waits in the network.
+    pub paused: BTreeSet<NodeId>,
     next_ctx: u64,
     pub next_cmd: u64,
 }
@@ -309,6 +312,7 @@ impl Cluster {
                 messages: false,
             },
             stats: Stats::default(),
+            paused: BTreeSet::new(),
             next_ctx: 0,
             next_cmd: 1,
         }
@@ -415,19 +419,20 @@ impl Cluster {
         self.nodes.get_mut(id).unwrap().raft.as_mut().expect("down")
     }
 
+    /// Running nodes (up and not paused), sorted.
     pub fn up_ids(&self) -> Vec<NodeId> {
         self.nodes
             .values()
-            .filter(|n| n.is_up())
+            .filter(|n| n.is_up() && !self.paused.contains(&n.id))
             .map(|n| n.id.clone())
             .collect()
     }
 
-    /// The live leader with the highest term.
+    /// The running leader with the highest term.
     pub fn leader(&self) -> Option<NodeId> {
         self.nodes
             .values()
-            .filter(|n| n.is_up() && n.raft().is_leader())
+            .filter(|n| n.is_up() && !self.paused.contains(&n.id) && n.raft().is_leader())
             .max_by_key(|n| n.raft().term())
             .map(|n| n.id.clone())
     }
@@ -540,8 +545,12 @@ impl Cluster {
     pub fn deliver_due(&mut self, rounds: usize) {
         for _ in 0..rounds {
             let now = self.now;
-            let (mut due, rest): (Vec<_>, Vec<_>) =
-                self.net.queue.drain(..).partition(|m| m.at <= now);
+            let paused = &self.paused;
+            let (mut due, rest): (Vec<_>, Vec<_>) = self
+                .net
+                .queue
+                .drain(..)
+                .partition(|m| m.at <= now && !paused.contains(&m.env.to));
             self.net.queue = rest.into();
             if due.is_empty() {
                 return;
