@@ -813,7 +813,7 @@ fn interrupted_snapshot_transfer_completes_after_restart() {
             // Cheap test for "already done" (no HTTP: a joiner's API is not
             // served until it is accepted, and the poll must stay tight).
             polls += 1;
-            let done = polls % 50 == 0 && log_count(&c, j, "snapshot received") > 0;
+            let done = polls.is_multiple_of(50) && log_count(&c, j, "snapshot received") > 0;
             if done || Instant::now() > deadline {
                 c.kill(j);
                 break;
