@@ -1,4 +1,5 @@
-//! The `raftlog` binary: `serve` runs one node, `dev` a local cluster of them.
+//! The `raftlog` binary: `serve` runs one node, `dev` a local cluster of them,
+//! `bench` loads a running cluster.
 //!
 //! Invariants:
 //! - An invalid config exits with code 2 before anything starts, printing one line
@@ -9,6 +10,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+use raftlog::bench::{self, BenchArgs};
 use raftlog::config::{self, Config, LogFormat, ServeArgs};
 use raftlog::dev::{self, DevArgs};
 
@@ -29,12 +31,15 @@ enum Command {
     Serve(ServeArgs),
     /// Run a local cluster of N `serve` processes on loopback.
     Dev(DevArgs),
+    /// Load-test a running cluster over its HTTP API and print latency percentiles.
+    Bench(BenchArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve_command(&args),
         Command::Dev(args) => dev_command(args),
+        Command::Bench(args) => run_async(bench::run(args)),
     }
 }
 

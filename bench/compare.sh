@@ -1,0 +1,460 @@
+#!/usr/bin/env bash
+# raftlog vs etcd 3.4, side by side on this machine, in one run.
+#
+#   bench/compare.sh [compare|scale|all]      (default: compare)
+#
+# compare: starts a 3-member etcd 3.4 cluster (../shared/bench/etcd-cluster.sh) and a
+#   3-node raftlog cluster (target/release/raftlog serve, loopback, temp data dirs),
+#   drives the leader of each with oha at each concurrency in $CONCURRENCY with
+#   $SIZE-byte values: durable writes (raftlog POST /v1/messages?w=majority; etcd
+#   POST /v3/kv/put through its JSON gateway), then linearizable reads (raftlog
+#   GET /v1/messages?from=<recent>&limit=1; etcd POST /v3/kv/range, serializable
+#   false). $REPS repetitions of $DURATION each; the table shows the median of the
+#   repetitions for every figure, and CPU seconds per 1,000 requests summed over the
+#   three server processes (utime+stime from /proc/<pid>/stat around each run).
+#   Both clusters stay up for the whole run and the runs alternate between them
+#   (etcd first on odd repetitions, raftlog first on even ones), so a change in the
+#   machine's background load hits both alike; the idle cluster only heartbeats.
+# scale: raftlog only, with `raftlog bench`: throughput vs message size at
+#   concurrency 64, 3 vs 5 nodes, and restart time vs log size.
+#
+# Environment: DURATION (10s) REPS (3) CONCURRENCY ("1 16 64 256") SIZE (100)
+#   SCALE_SIZES ("100 1024 16384 262144") RESTART_COUNTS ("10000 100000")
+#   BENCH_RAFTLOG_BIN (default: cargo build --release, target/release/raftlog; not
+#   RAFTLOG_*, which the nodes would read as config) RAFTLOG_* (passed to the nodes)
+#   SHARED_DIR (default: <repo>/../shared) RESULTS (output file) KEEP=1 keeps the
+#   temp dir. Installs etcd (apt) and oha (cargo install, ~8 min) when missing.
+# Output: the tables on stdout, also written to bench/results/<mode>-<UTC time>.md.
+set -euo pipefail
+
+MODE=${1:-compare}
+case $MODE in compare | scale | all) ;; *)
+  echo "usage: $0 [compare|scale|all]" >&2
+  exit 2
+  ;;
+esac
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHARED=${SHARED_DIR:-$ROOT/../shared}
+ETCD_SH=$SHARED/bench/etcd-cluster.sh
+DURATION=${DURATION:-10s}
+REPS=${REPS:-3}
+CONCURRENCY=${CONCURRENCY:-"1 16 64 256"}
+SIZE=${SIZE:-100}
+SCALE_SIZES=${SCALE_SIZES:-"100 1024 16384 262144"}
+RESTART_COUNTS=${RESTART_COUNTS:-"10000 100000"}
+RL_HTTP_BASE=${RL_HTTP_BASE:-23180} # node i: HTTP 23180+i, gRPC 23170+i
+RL_GRPC_BASE=${RL_GRPC_BASE:-23170}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS=${RESULTS:-$ROOT/bench/results/$MODE-$STAMP.md}
+WORK=$(mktemp -d /tmp/raftlog-compare.XXXXXX)
+export ETCD_BENCH_DIR=$WORK/etcd
+CLK_TCK=$(getconf CLK_TCK)
+RL_PIDS=()
+ETCD_UP=0
+
+log() { echo "[$(date +%T)] $*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+# ----- cleanup -------------------------------------------------------------------------
+
+stop_raftlog() {
+  local p
+  for p in "${RL_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${RL_PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  RL_PIDS=()
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_raftlog
+  if [[ $ETCD_UP == 1 ]]; then "$ETCD_SH" stop >/dev/null 2>&1 || true; fi
+  if [[ ${KEEP:-0} == 1 || $rc != 0 ]]; then
+    log "logs and data kept in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ----- prerequisites -------------------------------------------------------------------
+
+need_tools() {
+  command -v python3 >/dev/null || die "python3 is needed"
+  command -v curl >/dev/null || die "curl is needed"
+  if [[ $MODE != scale ]]; then
+    if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+      log "installing etcd-server and etcd-client with apt"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
+    fi
+    [[ -x $ETCD_SH ]] || [[ -f $ETCD_SH ]] || die "$ETCD_SH not found (set SHARED_DIR)"
+    export PATH=$PATH:$HOME/.cargo/bin
+    if ! command -v oha >/dev/null; then
+      log "installing oha with cargo install --locked (takes about 8 minutes)"
+      cargo install oha --locked
+    fi
+  fi
+  if [[ -n ${BENCH_RAFTLOG_BIN:-} ]]; then
+    BIN=$BENCH_RAFTLOG_BIN
+  else
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet)
+    BIN=$ROOT/target/release/raftlog
+  fi
+  [[ -x $BIN ]] || die "$BIN is not executable"
+}
+
+# ----- raftlog cluster -----------------------------------------------------------------
+
+rl_http() { echo "127.0.0.1:$((RL_HTTP_BASE + $1))"; }
+rl_grpc() { echo "127.0.0.1:$((RL_GRPC_BASE + $1))"; }
+
+# start_rl_node I N DIR: node I of N; node 1 bootstraps, the others join through it
+# (a node whose data dir already holds state restarts from it either way).
+start_rl_node() {
+  local i=$1 dir=$2 role=--bootstrap
+  [[ $i == 1 ]] || role=--join=$(rl_grpc 1)
+  mkdir -p "$dir/n$i"
+  RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --node-id "n$i" --data-dir "$dir/n$i" \
+    --http-addr "$(rl_http "$i")" --grpc-addr "$(rl_grpc "$i")" "$role" \
+    </dev/null >>"$dir/n$i.log" 2>&1 &
+  RL_PIDS[i]=$!
+}
+
+# ready_all N: every node answers /ready with 200 and the leader lists N voters.
+ready_all() {
+  local n=$1 i
+  for i in $(seq 1 "$n"); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' -m 1 "http://$(rl_http "$i")/ready") == 200 ]] || return 1
+  done
+  local leader
+  leader=$(rl_leader "$n") || return 1
+  curl -s -m 1 "http://$leader/v1/status" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+ms = s["members"]
+sys.exit(0 if len(ms) == int(sys.argv[1]) and all(m["voter"] for m in ms) else 1)' "$n"
+}
+
+wait_ready() {
+  local n=$1 what=$2
+  for _ in $(seq 1 600); do
+    ready_all "$n" && return 0
+    sleep 0.05
+  done
+  die "raftlog $what: not ready with $n voters after 30 s (logs in $WORK)"
+}
+
+# start_raftlog N DIR: an N-node cluster, each node started once the previous is
+# ready (so joins go through a running leader).
+start_raftlog() {
+  local n=$1 dir=$2 i
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  for i in $(seq 1 "$n"); do
+    start_rl_node "$i" "$dir"
+    wait_ready_node "$i"
+  done
+  wait_ready "$n" "start"
+}
+
+wait_ready_node() {
+  for _ in $(seq 1 600); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' -m 1 "http://$(rl_http "$1")/ready") == 200 ]] && return 0
+    sleep 0.05
+  done
+  die "raftlog node n$1 not ready after 30 s (logs in $WORK)"
+}
+
+# rl_leader N: HTTP address of the node that says it leads.
+rl_leader() {
+  local i
+  for i in $(seq 1 "$1"); do
+    if curl -s -m 1 "http://$(rl_http "$i")/v1/status" | grep -q '"role":"leader"'; then
+      rl_http "$i"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# ----- measuring -----------------------------------------------------------------------
+
+# cpu_ticks PID...: utime+stime of the processes, in clock ticks.
+cpu_ticks() {
+  local t=0 p
+  for p in "$@"; do
+    t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+
+# run_oha OUT PIDS URL oha-args...: one timed run; writes oha's JSON to OUT and
+# prints the server CPU seconds it cost.
+run_oha() {
+  local out=$1 pids=$2 url=$3
+  shift 3
+  local before after
+  # shellcheck disable=SC2086 # a list of pids
+  before=$(cpu_ticks $pids)
+  oha --no-tui --output-format json -w -z "$DURATION" "$@" "$url" >"$out" 2>"$out.err" || true
+  # shellcheck disable=SC2086
+  after=$(cpu_ticks $pids)
+  python3 -c "print(($after - $before) / $CLK_TCK)"
+}
+
+b64() { printf '%s' "$1" | base64 -w0; }
+
+VALUE=$(head -c "$SIZE" /dev/zero | tr '\0' 'x')
+ETCD_KEY=$(b64 bench/key)
+ETCD_PUT_BODY="{\"key\":\"$ETCD_KEY\",\"value\":\"$(b64 "$VALUE")\"}"
+ETCD_RANGE_BODY="{\"key\":\"$ETCD_KEY\"}"
+RL_WRITE_BODY="{\"message\":\"$VALUE\"}"
+
+# measure OP SYS C REP: one run, appended to $WORK/runs.tsv.
+measure() {
+  local op=$1 sys=$2 c=$3 rep=$4 out=$WORK/oha-$1-$2-c$3-r$4.json cpu
+  case $sys/$op in
+    etcd/write) cpu=$(run_oha "$out" "$ETCD_PIDS" "$ETCD_URL/v3/kv/put" -c "$c" -m POST -T application/json -d "$ETCD_PUT_BODY") ;;
+    etcd/read) cpu=$(run_oha "$out" "$ETCD_PIDS" "$ETCD_URL/v3/kv/range" -c "$c" -m POST -T application/json -d "$ETCD_RANGE_BODY") ;;
+    raftlog/write) cpu=$(run_oha "$out" "$RL_PIDS_STR" "http://$RL_LEADER/v1/messages?w=majority" -c "$c" -m POST -T application/json -d "$RL_WRITE_BODY") ;;
+    raftlog/read) cpu=$(run_oha "$out" "$RL_PIDS_STR" "http://$RL_LEADER/v1/messages?from=$RL_READ_FROM&limit=1" -c "$c") ;;
+  esac
+  python3 - "$out" "$op" "$sys" "$c" "$rep" "$cpu" >>"$WORK/runs.tsv" <<'EOF'
+import json, sys
+out, op, sysname, c, rep, cpu = sys.argv[1:]
+try:
+    j = json.load(open(out))
+except Exception:
+    j = {}
+codes = j.get("statusCodeDistribution", {})
+ok = sum(n for s, n in codes.items() if s.startswith("2"))
+bad = sum(codes.values()) - ok + sum(j.get("errorDistribution", {}).values())
+lat = j.get("latencyPercentiles", {})
+rps = j.get("summary", {}).get("requestsPerSec") or 0
+# oha's req/s counts every answer; scale it to the successful ones.
+total = sum(codes.values())
+rps_ok = rps * ok / total if total else 0
+cpu_k = float(cpu) / ok * 1000 if ok else float("nan")
+print("\t".join(map(str, [op, sysname, c, rep, round(rps_ok, 1),
+    round((lat.get("p50") or 0) * 1000, 3), round((lat.get("p99") or 0) * 1000, 3),
+    ok, bad, round(float(cpu), 3), round(cpu_k, 4)])))
+EOF
+  tail -n1 "$WORK/runs.tsv" | awk -F'\t' '{ printf "  %-5s %-7s c=%-3s rep %s: %9.1f req/s  p50 %7.2f ms  p99 %7.2f ms  ok %d  errors %d  cpu %.2f s (%.3f s/1k)\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }' >&2
+}
+
+compare_table() {
+  python3 - "$WORK/runs.tsv" <<'EOF'
+import sys, statistics, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    op, s, c, rep, rps, p50, p99, ok, bad, cpu, cpuk = line.rstrip("\n").split("\t")
+    rows[(op, s, int(c))].append((float(rps), float(p50), float(p99), int(bad), float(cpuk)))
+def med(op, s, c, k):
+    v = [r[k] for r in rows.get((op, s, c), [])]
+    return statistics.median(v) if v else float("nan")
+def errs(op, s, c):
+    return sum(r[3] for r in rows.get((op, s, c), []))
+for op, title in (("write", "Durable writes (raftlog w=majority, etcd put)"),
+                  ("read", "Linearizable reads (raftlog GET /v1/messages, etcd range)")):
+    cs = sorted({c for (o, _, c) in rows if o == op})
+    if not cs:
+        continue
+    print(f"### {title}\n")
+    print("| clients | etcd req/s | raftlog req/s | ratio | etcd p50 ms | raftlog p50 ms | etcd p99 ms | raftlog p99 ms | etcd CPU s/1k | raftlog CPU s/1k | CPU ratio | errors e/r |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in cs:
+        e, r = (lambda k: med(op, "etcd", c, k)), (lambda k: med(op, "raftlog", c, k))
+        print(f"| {c} | {e(0):,.0f} | {r(0):,.0f} | {r(0)/e(0):.2f}x | {e(1):.2f} | {r(1):.2f} | "
+              f"{e(2):.2f} | {r(2):.2f} | {e(4):.3f} | {r(4):.3f} | {r(4)/e(4):.2f} | "
+              f"{errs(op, 'etcd', c)}/{errs(op, 'raftlog', c)} |")
+    print()
+print("Each figure is the median of the repetitions; ratio = raftlog/etcd req/s; CPU = "
+      "utime+stime of the three server processes per 1,000 successful requests; "
+      "errors = non-2xx answers and failed requests summed over the repetitions.")
+EOF
+}
+
+setup_text() {
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); mode: $MODE; DURATION=$DURATION REPS=$REPS CONCURRENCY=\"$CONCURRENCY\" SIZE=$SIZE"
+  echo "- machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr); data dirs on $(df -T "$WORK" | awk 'NR==2{print $2}') ($WORK)"
+  echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- raftlog: $("$BIN" --version) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (+uncommitted changes)'), release build, default config (heartbeat 100 ms, election timeout 1-2 s, snapshot every 10,000 entries, 64 MiB WAL segments), w=majority, every node fdatasyncs before it acks"
+  if [[ $MODE != scale ]]; then
+    echo "- etcd: $(etcd --version | head -1 | sed 's/etcd Version: //') (Debian etcd-server), 3 members via $(basename "$ETCD_SH"), default flags (fsync on every commit batch)"
+    echo "- load generator: $(oha --version), HTTP/1.1 keep-alive, one connection per client, -w (requests in flight at the deadline finish)"
+  fi
+}
+
+# ----- modes ---------------------------------------------------------------------------
+
+do_compare() {
+  log "starting etcd (3 members)"
+  "$ETCD_SH" start >&2
+  ETCD_UP=1
+  ETCD_URL=$("$ETCD_SH" leader)
+  ETCD_PIDS=$(tr '\n' ' ' <"$ETCD_BENCH_DIR/pids")
+  log "etcd leader $ETCD_URL, pids $ETCD_PIDS"
+
+  log "starting raftlog (3 nodes)"
+  start_raftlog 3 "$WORK/raftlog"
+  RL_LEADER=$(rl_leader 3) || die "no raftlog leader"
+  RL_PIDS_STR="${RL_PIDS[*]}"
+  log "raftlog leader $RL_LEADER, pids $RL_PIDS_STR"
+
+  : >"$WORK/runs.tsv"
+  log "warm-up: 2 s at 16 clients on each"
+  local saved=$DURATION
+  DURATION=2s
+  measure write etcd 16 0 && measure write raftlog 16 0
+  DURATION=$saved
+  : >"$WORK/runs.tsv"
+
+  local op c rep sys order
+  for op in write read; do
+    if [[ $op == read ]]; then
+      RL_READ_FROM=$(curl -s -X POST -H 'content-type: application/json' -d "$RL_WRITE_BODY" \
+        "http://$RL_LEADER/v1/messages?w=majority" | python3 -c 'import json,sys; print(json.load(sys.stdin)["offset"])')
+      curl -s -X POST -d "$ETCD_PUT_BODY" "$ETCD_URL/v3/kv/put" >/dev/null
+    fi
+    for c in $CONCURRENCY; do
+      for rep in $(seq 1 "$REPS"); do
+        if ((rep % 2)); then order="etcd raftlog"; else order="raftlog etcd"; fi
+        for sys in $order; do measure "$op" "$sys" "$c" "$rep"; done
+      done
+    done
+  done
+  compare_table >"$WORK/compare.md"
+}
+
+# bench_json OUT ARGS...: one `raftlog bench` run, JSON summary to OUT.
+bench_json() {
+  local out=$1
+  shift
+  "$BIN" bench --json --quiet "$@" >"$out"
+}
+
+do_scale() {
+  local out=$WORK/scale.md s n count
+  {
+    echo "### Throughput vs message size (raftlog bench, 3 nodes, 64 clients, w=majority, $DURATION)"
+    echo
+    echo "| message | writes/s | MB/s | p50 ms | p99 ms | errors |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+  } >"$out"
+  log "scale: message sizes on 3 nodes"
+  start_raftlog 3 "$WORK/scale3"
+  local leader
+  leader=$(rl_leader 3)
+  for s in $SCALE_SIZES; do
+    bench_json "$WORK/size-$s.json" --addr "$leader" -c 64 -d "$DURATION" -s "$s"
+    python3 - "$WORK/size-$s.json" "$s" >>"$out" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1])); s = int(sys.argv[2]); w = j["writes"]
+size = f"{s // 1024} KiB" if s >= 1024 else f"{s} B"
+print(f"| {size} | {w['per_sec']:,.0f} | {w['per_sec'] * s / 1e6:.1f} | {w['latency_ms']['p50']:.2f} | {w['latency_ms']['p99']:.2f} | {j['errors']} |")
+EOF
+    tail -n1 "$out" >&2
+  done
+  echo >>"$out"
+
+  log "scale: 3 vs 5 nodes"
+  {
+    echo "### 3 vs 5 nodes (raftlog bench, ${SIZE}-byte messages, w=majority, $DURATION)"
+    echo
+    echo "| nodes | clients | writes/s | p50 ms | p99 ms |"
+    echo "|---:|---:|---:|---:|---:|"
+  } >>"$out"
+  for n in 3 5; do
+    stop_raftlog
+    start_raftlog "$n" "$WORK/nodes$n"
+    leader=$(rl_leader "$n")
+    for c in 1 64; do
+      bench_json "$WORK/nodes$n-c$c.json" --addr "$leader" -c "$c" -d "$DURATION" -s "$SIZE"
+      python3 - "$WORK/nodes$n-c$c.json" "$n" "$c" >>"$out" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1])); w = j["writes"]
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {w['per_sec']:,.0f} | {w['latency_ms']['p50']:.2f} | {w['latency_ms']['p99']:.2f} |")
+EOF
+      tail -n1 "$out" >&2
+    done
+  done
+  echo >>"$out"
+
+  log "scale: restart time vs log size"
+  {
+    echo "### Restart time vs log size (3 nodes, ${SIZE}-byte messages, default snapshot.every_entries)"
+    echo
+    echo "| messages written | data dir per node | follower restart to /ready | whole-cluster restart to /ready on all |"
+    echo "|---:|---:|---:|---:|"
+  } >>"$out"
+  for count in $RESTART_COUNTS; do
+    stop_raftlog
+    start_raftlog 3 "$WORK/restart$count"
+    leader=$(rl_leader 3)
+    bench_json "$WORK/fill-$count.json" --addr "$leader" -c 64 -n "$count" -s "$SIZE"
+    local follower=3 t0 t1 t2 du
+    [[ $leader == "$(rl_http 3)" ]] && follower=2
+    du=$(du -sh "$WORK/restart$count/n$follower" | cut -f1)
+    kill "${RL_PIDS[$follower]}"
+    wait "${RL_PIDS[$follower]}" 2>/dev/null || true
+    t0=$(date +%s.%N)
+    start_rl_node "$follower" "$WORK/restart$count"
+    wait_ready_node "$follower"
+    t1=$(date +%s.%N)
+    stop_raftlog
+    t2=$(date +%s.%N)
+    for n in 1 2 3; do start_rl_node "$n" "$WORK/restart$count"; done
+    wait_ready 3 "restart"
+    local t3
+    t3=$(date +%s.%N)
+    python3 -c "print(f'| {int($count):,} | $du | {($t1-$t0)*1000:.0f} ms | {($t3-$t2)*1000:.0f} ms |')" >>"$out"
+    tail -n1 "$out" >&2
+  done
+  echo >>"$out"
+  echo "Restart times are wall-clock from spawning the process(es) to /ready answering 200 (polled every 50 ms); the whole-cluster figure includes an election." >>"$out"
+  stop_raftlog
+}
+
+# ----- main ----------------------------------------------------------------------------
+
+need_tools
+mkdir -p "$(dirname "$RESULTS")"
+{
+  echo "## bench/compare.sh $MODE"
+  echo
+  echo "Command: \`DURATION=$DURATION REPS=$REPS bench/compare.sh $MODE\`"
+  echo
+  setup_text
+  echo
+} >"$WORK/header.md"
+case $MODE in
+  compare) do_compare ;;
+  scale) do_scale ;;
+  all) do_compare && stop_raftlog && do_scale ;;
+esac
+{
+  cat "$WORK/header.md"
+  [[ -f $WORK/compare.md ]] && cat "$WORK/compare.md" && echo
+  [[ -f $WORK/scale.md ]] && cat "$WORK/scale.md"
+  if [[ -f $WORK/runs.tsv ]]; then
+    echo
+    echo "<details><summary>Every run (op, system, clients, repetition, req/s, p50 ms, p99 ms, ok, errors, server CPU s, CPU s/1k)</summary>"
+    echo
+    echo '```'
+    cat "$WORK/runs.tsv"
+    echo '```'
+    echo "</details>"
+  fi
+} | tee "$RESULTS"
+log "results saved to $RESULTS"
