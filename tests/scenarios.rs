@@ -221,6 +221,8 @@ fn unhealthy_leader_detected_by_several() {
     let (_, term) = leader_term(&c);
     c.isolate("n1");
     let (cmd, _, _) = write(&mut c, "n1", 1)[0];
+    // A read at the cut-off leader waits for a quorum that never answers.
+    let ctx = c.read("n1").unwrap();
     let others = ["n2", "n3", "n4", "n5"];
     // Everyone ticks: the followers elect a new leader, and n1 steps down by itself.
     run_until(&mut c, &["n1", "n2", "n3", "n4", "n5"], 200, |c| {
@@ -238,6 +240,10 @@ fn unhealthy_leader_detected_by_several() {
     assert!(
         !acked(&c, cmd),
         "the isolated leader's write is not acknowledged"
+    );
+    assert!(
+        c.nodes["n1"].read_started.contains_key(&ctx) && c.stats.reads_served == 0,
+        "the isolated leader served no read"
     );
     c.heal();
     run(&mut c, 30);
@@ -308,15 +314,26 @@ fn old_leader_returning_after_partition_is_fenced_by_term() {
     });
     assert!(c.raft("n1").is_leader() && c.raft("n1").term() == old_term);
     println!("    n1 still believes it leads term {old_term}; {new_leader} leads {new_term}");
-    // n1 wakes up and heals: its appends carry the old term and are refused.
+    // n1 wakes up and heals; a client write makes it send appends of its old term.
+    // The others refuse them, answering with their term, and n1 steps down.
     c.heal();
-    c.tick_some(&["n1"]);
-    c.tick_some(&["n1"]);
-    c.deliver_all();
+    let late = write(&mut c, "n1", 1);
+    let mut refusals = 0;
+    c.deliver_map(|e| {
+        if e.to == "n1" {
+            if let Message::AppendResp { success, .. } = e.msg {
+                assert!(!success, "{} accepted an append of the old term", e.from);
+                assert_eq!(e.term, new_term);
+                refusals += 1;
+            }
+        }
+        Some(e)
+    });
+    assert!(refusals >= 1, "the old leader's appends were refused");
     assert_eq!(c.raft("n1").role(), Role::Follower, "n1 stepped down");
     assert_eq!(c.raft("n1").term(), new_term);
     run(&mut c, 10);
-    for (cmd, _, _) in &stale {
+    for (cmd, _, _) in stale.iter().chain(&late) {
         assert!(!acked(&c, *cmd));
         assert!(c.nodes["n1"]
             .sm
@@ -730,4 +747,121 @@ fn removed_leader_steps_down_and_the_rest_elect() {
     assert!(!c.raft("n1").is_leader());
     let (l, _) = leader_term(&c);
     assert_eq!(c.raft(&l).membership().voter_count(), 2);
+}
+
+#[test]
+fn votes_and_pre_votes_need_an_up_to_date_log() {
+    header("a vote or pre-vote goes only to a candidate whose log is as up to date");
+    let ids = ["n1", "n2", "n3"];
+    let m = membership(&ids, &[]);
+    let mut c = Cluster::new(Opts::default(), 20, TraceMode::Print);
+    c.add_node("n1", Some(Boot::with_terms(&m, &[2, 2], 2)));
+    c.add_node("n2", Some(Boot::with_terms(&m, &[2], 2)));
+    c.add_node("n3", Some(Boot::with_terms(&m, &[3], 3)));
+    let ask = |c: &mut Cluster, from: &str, pre: bool| {
+        let r = c.raft(from);
+        let (last_log_index, last_log_term) = (r.last_index(), r.last_term());
+        let msg = if pre {
+            Message::PreVote {
+                last_log_index,
+                last_log_term,
+            }
+        } else {
+            Message::Vote {
+                last_log_index,
+                last_log_term,
+                transfer: false,
+            }
+        };
+        let r = c.raft_mut("n1");
+        r.step(Envelope {
+            from: from.into(),
+            to: "n1".into(),
+            term: 4,
+            msg,
+        });
+        let rd = r.ready();
+        let granted = rd.messages.iter().any(|e| {
+            matches!(
+                e.msg,
+                Message::VoteResp { granted: true } | Message::PreVoteResp { granted: true }
+            )
+        });
+        println!("    n1 (last 3@t2) asked by {from} (last {last_log_index}@t{last_log_term}), pre-vote {pre}: granted {granted}");
+        granted
+    };
+    // Pre-votes change no term, so they go first; then the real votes of term 4.
+    assert!(!ask(&mut c, "n2", true), "shorter log, same last term");
+    assert!(
+        ask(&mut c, "n3", true),
+        "a higher last term wins even when shorter"
+    );
+    assert!(!ask(&mut c, "n2", false), "shorter log, same last term");
+    assert!(
+        ask(&mut c, "n3", false),
+        "a higher last term wins even when shorter"
+    );
+}
+
+#[test]
+fn a_follower_commits_only_what_matches_the_leader() {
+    header("a follower commits at most up to the last entry the append verified");
+    let ids = ["n1", "n2", "n3"];
+    let m = membership(&ids, &[]);
+    let mut c = Cluster::new(Opts::default(), 21, TraceMode::Print);
+    // n2 holds 2@t2 (as the leader does) followed by entries the leader never had.
+    c.add_node("n2", Some(Boot::with_terms(&m, &[2, 2, 2], 3)));
+    let r = c.raft_mut("n2");
+    let entry = raftlog::core::Entry {
+        index: 2,
+        term: 2,
+        payload: raftlog::core::EntryPayload::Command(common::payload_bytes(2002)),
+    };
+    let msg = Message::Append {
+        prev_index: 1,
+        prev_term: 1,
+        entries: vec![entry],
+        commit: 4,
+    };
+    r.step(Envelope {
+        from: "n1".into(),
+        to: "n2".into(),
+        term: 3,
+        msg,
+    });
+    println!(
+        "    append prev 1@t1 [2@t2] commit 4 -> n2 commit {}",
+        r.commit_index()
+    );
+    assert_eq!(
+        r.commit_index(),
+        2,
+        "entries 3 and 4 were not checked against the leader"
+    );
+}
+
+#[test]
+fn a_leader_counts_itself_only_once_its_own_write_is_durable() {
+    header("the leader's own copy counts for commit only after on_persisted");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 22);
+    elect(&mut c, "n1");
+    run(&mut c, 3);
+    // Drive by hand: the leader's Ready is not persisted yet.
+    let (index, term) = c.raft_mut("n1").propose(common::payload_bytes(7)).unwrap();
+    let rd = c.raft_mut("n1").ready();
+    let append = rd.messages.into_iter().find(|e| e.to == "n2").unwrap();
+    let n2 = c.raft_mut("n2");
+    n2.step(append);
+    let rd2 = n2.ready();
+    let last = rd2.entries.last().unwrap();
+    n2.on_persisted(last.index, last.term);
+    let resp = rd2.messages.into_iter().find(|e| e.to == "n1").unwrap();
+    c.raft_mut("n1").step(resp);
+    println!(
+        "    n2 acknowledged {index}; n1 not yet durable: commit {}",
+        c.raft("n1").commit_index()
+    );
+    assert!(c.raft("n1").commit_index() < index);
+    c.raft_mut("n1").on_persisted(index, term);
+    assert_eq!(c.raft("n1").commit_index(), index);
 }
