@@ -403,13 +403,16 @@ fn liveness(c: &mut Cluster) {
     c.check_log_matching();
 }
 
-fn simulate(seed: u64, mode: TraceMode, msgs: bool) -> Cluster {
-    let (mut c, mut f) = build(seed, mode);
-    c.tr.messages = msgs;
+fn run(c: &mut Cluster, f: &mut Faults) {
     while c.now < CHAOS_TICKS {
-        chaos_tick(&mut c, &mut f);
+        chaos_tick(c, f);
     }
-    liveness(&mut c);
+    liveness(c);
+}
+
+fn simulate(seed: u64) -> Cluster {
+    let (mut c, mut f) = build(seed, TraceMode::Off);
+    run(&mut c, &mut f);
     c
 }
 
@@ -449,30 +452,14 @@ fn explain(seed: u64, msg: &str) -> ! {
 
 /// The trace of a run up to where it ends (or panics).
 fn trace_of(seed: u64, msgs: bool) -> Vec<String> {
-    let shared = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = shared.clone();
-    let _ = catch_unwind(AssertUnwindSafe(move || {
-        let (mut c, mut f) = build(seed, TraceMode::Buffer);
-        c.tr.messages = msgs;
-        let flush = |c: &mut Cluster| sink.lock().unwrap().append(&mut c.tr.lines);
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            while c.now < CHAOS_TICKS {
-                chaos_tick(&mut c, &mut f);
-                if c.tr.lines.len() > 64 {
-                    flush(&mut c);
-                }
-            }
-            liveness(&mut c);
-        }));
-        flush(&mut c);
-        if let Err(p) = r {
-            sink.lock()
-                .unwrap()
-                .push(format!("PANIC: {}", panic_text(p.as_ref())));
-        }
-    }));
-    let v = shared.lock().unwrap().clone();
-    v
+    let (mut c, mut f) = build(seed, TraceMode::Buffer);
+    c.tr.messages = msgs;
+    let r = catch_unwind(AssertUnwindSafe(|| run(&mut c, &mut f)));
+    let mut lines = std::mem::take(&mut c.tr.lines);
+    if let Err(p) = r {
+        lines.push(format!("PANIC: {}", panic_text(p.as_ref())));
+    }
+    lines
 }
 
 #[test]
@@ -509,7 +496,7 @@ fn simulation() {
                     return;
                 }
                 let seed = seeds[i];
-                match catch_unwind(AssertUnwindSafe(|| simulate(seed, TraceMode::Off, false))) {
+                match catch_unwind(AssertUnwindSafe(|| simulate(seed))) {
                     Ok(c) => add_totals(&mut totals.lock().unwrap(), seed, &c),
                     Err(p) => {
                         stop.store(true, Ordering::Relaxed);

@@ -24,7 +24,7 @@ use raftlog::core::{
 };
 use raftlog::wal::{LogStore, MemStore};
 use rand::{rngs::SmallRng, seq::SliceRandom, Rng, SeedableRng};
-use sm::{applied_of, cmd_bytes, Applied, StateMachine};
+use sm::{applied_of, cmd_bytes, StateMachine};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Core tuning and driver behaviour for one cluster.
@@ -954,8 +954,4 @@ pub fn short(m: &Message) -> String {
 
 pub fn payload_bytes(id: u64) -> Bytes {
     cmd_bytes(id)
-}
-
-pub fn applied_kinds(sm: &[Applied]) -> Vec<String> {
-    sm.iter().map(|a| a.to_string()).collect()
 }
