@@ -16,10 +16,15 @@
 #   (etcd first on odd repetitions, raftlog first on even ones), so a change in the
 #   machine's background load hits both alike; the idle cluster only heartbeats.
 # scale: raftlog only, with `raftlog bench`: throughput vs message size at
-#   concurrency 64, 3 vs 5 nodes, and restart time vs log size.
+#   concurrency 64, 3 vs 5 nodes, restart time vs log size, and with a big log
+#   ($BIG_LOG_MIB MiB): RSS per node, restart time, and how fast a new member
+#   catches up (snapshot transfer).
 #
 # Environment: DURATION (10s) REPS (3) CONCURRENCY ("1 16 64 256") SIZE (100)
 #   SCALE_SIZES ("100 1024 16384 262144") RESTART_COUNTS ("10000 100000")
+#   BIG_LOG_MIB (512: the log written in 64 KiB messages for RSS, restart and
+#   new-member catch-up; 0 skips it) BIG_SNAPSHOT_EVERY (4096: snapshot.every_entries
+#   there, so that the restart and the new member start from a recent snapshot)
 #   BENCH_RAFTLOG_BIN (default: cargo build --release, target/release/raftlog; not
 #   RAFTLOG_*, which the nodes would read as config) RAFTLOG_* (passed to the nodes)
 #   SHARED_DIR (default: <repo>/../shared) RESULTS (output file) KEEP=1 keeps the
@@ -43,6 +48,8 @@ CONCURRENCY=${CONCURRENCY:-"1 16 64 256"}
 SIZE=${SIZE:-100}
 SCALE_SIZES=${SCALE_SIZES:-"100 1024 16384 262144"}
 RESTART_COUNTS=${RESTART_COUNTS:-"10000 100000"}
+BIG_LOG_MIB=${BIG_LOG_MIB:-512}
+BIG_SNAPSHOT_EVERY=${BIG_SNAPSHOT_EVERY:-4096}
 RL_HTTP_BASE=${RL_HTTP_BASE:-23180} # node i: HTTP 23180+i, gRPC 23170+i
 RL_GRPC_BASE=${RL_GRPC_BASE:-23170}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -289,7 +296,7 @@ setup_text() {
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); mode: $MODE; DURATION=$DURATION REPS=$REPS CONCURRENCY=\"$CONCURRENCY\" SIZE=$SIZE"
   echo "- machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr); data dirs on $(df -T "$WORK" | awk 'NR==2{print $2}') ($WORK)"
   echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "- raftlog: $("$BIN" --version) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (+uncommitted changes)'), release build, default config (heartbeat 100 ms, election timeout 1-2 s, snapshot every 10,000 entries, 64 MiB WAL segments), w=majority, every node fdatasyncs before it acks"
+  echo "- raftlog: $("$BIN" --version) ($BIN) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (+uncommitted changes)'), release build, default config (heartbeat 100 ms, election timeout 1-2 s, snapshot every 10,000 entries, 64 MiB WAL segments), w=majority, every node fdatasyncs before it acks"
   if [[ $MODE != scale ]]; then
     echo "- etcd: $(etcd --version | head -1 | sed 's/etcd Version: //') (Debian etcd-server), 3 members via $(basename "$ETCD_SH"), default flags (fsync on every commit batch)"
     echo "- load generator: $(oha --version), HTTP/1.1 keep-alive, one connection per client, -w (requests in flight at the deadline finish)"
@@ -421,9 +428,68 @@ EOF
     python3 -c "print(f'| {int($count):,} | $du | {($t1-$t0)*1000:.0f} ms | {($t3-$t2)*1000:.0f} ms |')" >>"$out"
     tail -n1 "$out" >&2
   done
-  echo >>"$out"
-  echo "Restart times are wall-clock from spawning the process(es) to /ready answering 200 (polled every 50 ms); the whole-cluster figure includes an election." >>"$out"
+  {
+    echo
+    echo "Restart times are wall-clock from spawning the process(es) to /ready answering 200 (polled every 50 ms); the whole-cluster figure includes an election."
+    echo
+  } >>"$out"
   stop_raftlog
+  if [[ $BIG_LOG_MIB -gt 0 ]]; then big_log "$out"; fi
+  stop_raftlog
+}
+
+rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+
+# big_log OUT: a log of $BIG_LOG_MIB MiB in 64 KiB messages on 3 nodes; RSS per
+# node, a follower's restart, and a fourth node joining (it gets the snapshot).
+big_log() {
+  local out=$1 msg=65536 count dir=$WORK/big leader follower t0 t1 t2 t3 i
+  count=$((BIG_LOG_MIB * 1024 * 1024 / msg))
+  log "scale: big log, $count messages of 64 KiB, snapshot every $BIG_SNAPSHOT_EVERY entries"
+  export RAFTLOG_SNAPSHOT__EVERY_ENTRIES=$BIG_SNAPSHOT_EVERY
+  start_raftlog 3 "$dir"
+  leader=$(rl_leader 3)
+  bench_json "$WORK/big-fill.json" --addr "$leader" -c 16 -n "$count" -s "$msg"
+  local rss=() du=()
+  for i in 1 2 3; do
+    rss+=("$(rss_mib "${RL_PIDS[$i]}")")
+    du+=("$(du -sm "$dir/n$i" | cut -f1)")
+  done
+  follower=3
+  [[ $leader == "$(rl_http 3)" ]] && follower=2
+  kill "${RL_PIDS[$follower]}"
+  wait "${RL_PIDS[$follower]}" 2>/dev/null || true
+  t0=$(date +%s.%N)
+  start_rl_node "$follower" "$dir"
+  wait_ready_node "$follower"
+  t1=$(date +%s.%N)
+  local rss_after
+  rss_after=$(rss_mib "${RL_PIDS[$follower]}")
+  t2=$(date +%s.%N)
+  start_rl_node 4 "$dir"
+  wait_ready 4 "join of a fourth node"
+  t3=$(date +%s.%N)
+  local du4
+  du4=$(du -sm "$dir/n4" | cut -f1)
+  unset RAFTLOG_SNAPSHOT__EVERY_ENTRIES
+  {
+    echo "### A ${BIG_LOG_MIB} MiB log ($count messages of 64 KiB, 3 nodes, snapshot every $BIG_SNAPSHOT_EVERY entries)"
+    echo
+    echo "| fill (16 clients) | data dir per node | RSS per node after fill | follower restart to /ready | its RSS after restart | new 4th node to ready voter | its data dir | catch-up rate |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    python3 - "$WORK/big-fill.json" <<EOF
+import json, sys
+j = json.load(open(sys.argv[1])); w = j["writes"]
+t01, t23 = $t1 - $t0, $t3 - $t2
+print(f"| {w['per_sec']:,.0f} writes/s, {w['per_sec'] * $msg / 2**20:.0f} MiB/s | ${du[0]}/${du[1]}/${du[2]} MiB "
+      f"| ${rss[0]}/${rss[1]}/${rss[2]} MiB | {t01 * 1000:.0f} ms | $rss_after MiB | {t23:.1f} s | $du4 MiB "
+      f"| {$du4 / t23:.0f} MiB/s |")
+EOF
+    echo
+    echo "The catch-up time runs from spawning the fourth node to /ready on all four with four voters; it includes the join, the snapshot transfer and the log tail."
+    echo
+  } >>"$out"
+  tail -n5 "$out" >&2
 }
 
 # ----- main ----------------------------------------------------------------------------
