@@ -80,6 +80,19 @@ pub enum Message {
 }
 
 impl Message {
+    /// Must this message wait until the hard state and entries of the `Ready` it
+    /// came with are durable? Vote requests and answers depend on the persisted term
+    /// and vote; append answers claim entries are on disk. Heartbeats, a leader's
+    /// appends and snapshots, pre-votes and TimeoutNow do not: a leader's term was
+    /// durable before it could win, and a leader counts its own copy of an entry
+    /// only after its own fsync (Raft thesis 10.2.1).
+    pub fn needs_durability(&self) -> bool {
+        matches!(
+            self,
+            Message::Vote { .. } | Message::VoteResp { .. } | Message::AppendResp { .. }
+        )
+    }
+
     pub fn group(&self) -> Group {
         match self {
             Message::PreVote { .. }

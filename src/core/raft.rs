@@ -355,6 +355,19 @@ impl RaftNode {
             || self.hard_state() != self.last_hard_state
     }
 
+    /// Messages that may leave before the pending `Ready` is durable (see
+    /// [`Message::needs_durability`]), taken out of the next `Ready`. Lets the
+    /// driver keep heartbeats and appends flowing while an fsync is in progress.
+    pub fn take_early_messages(&mut self) -> Vec<Envelope> {
+        if self.needs_broadcast {
+            self.needs_broadcast = false;
+            self.broadcast_append();
+        }
+        self.msgs
+            .extract_if(.., |m| !m.msg.needs_durability())
+            .collect()
+    }
+
     /// Collect every pending effect. See [`Ready`] for the order to carry them out.
     pub fn ready(&mut self) -> Ready {
         if self.needs_broadcast {

@@ -12,7 +12,7 @@ use crate::wal::LogStore;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-impl<S: LogStore, O: Outbound> Controller<S, O> {
+impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     pub(crate) fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Write { req, reply } => self.on_write(req, reply),
@@ -70,8 +70,8 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
-        if let Some(e) = self.health.storage_error() {
-            let _ = reply.send(Err(ApiError::Storage(format!("writes refused: {e}"))));
+        if let Some(e) = self.storage_refusal() {
+            let _ = reply.send(Err(e));
             return;
         }
         let w = match self.resolve_w(req.w) {

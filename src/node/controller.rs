@@ -15,6 +15,7 @@
 //!   never with success.
 
 use super::api::*;
+use super::persist::{self, InFlight};
 use super::waiters::{ReadReply, ReadWaiter, Waiters, WriteReply};
 use crate::core::*;
 use crate::state_machine::{Applied, Command, StateMachine};
@@ -115,7 +116,11 @@ pub struct Shared {
 
 pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) raft: RaftNode,
-    pub(crate) store: S,
+    /// Home when no persistence job runs (see `persist`).
+    pub(crate) store: Option<S>,
+    /// The latest snapshot (attached to `Snapshot` messages).
+    pub(crate) latest_snapshot: Option<Snapshot>,
+    pub(crate) stall_retry_at: Instant,
     pub(crate) sm: StateMachine,
     pub(crate) out: O,
     pub(crate) cfg: ControllerConfig,
@@ -139,7 +144,7 @@ pub struct Controller<S: LogStore, O: Outbound> {
     strangers: std::collections::HashMap<NodeId, Instant>,
 }
 
-impl<S: LogStore, O: Outbound> Controller<S, O> {
+impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     pub fn new(
         raft: RaftNode,
         store: S,
@@ -150,13 +155,16 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
     ) -> Result<Self, String> {
         let mut sm = StateMachine::new(cfg.idempotency_window);
         let mut applied_membership = Membership::default();
-        if let Some(snap) = store.snapshot() {
+        let latest_snapshot = store.snapshot();
+        if let Some(snap) = &latest_snapshot {
             sm.restore(snap.data.clone())?;
             applied_membership = snap.meta.membership.clone();
         }
         Ok(Controller {
             raft,
-            store,
+            store: Some(store),
+            latest_snapshot,
+            stall_retry_at: Instant::now(),
             sm,
             out,
             cfg,
@@ -186,9 +194,15 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
     ) -> Result<(), String> {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.after_turn().map_err(|e| e.to_string())?;
+        let mut job: InFlight<S> = None;
+        let fatal = |e: WalError| {
+            tracing::error!(error = %e, "fatal storage error; stopping the node");
+            e.to_string()
+        };
+        self.after_turn(&mut job).map_err(fatal)?;
         loop {
             tokio::select! {
+                done = persist::join(&mut job) => self.persisted(done).map_err(fatal)?,
                 _ = ticker.tick() => self.on_tick(),
                 Some(env) = raft_rx.recv() => self.step(env),
                 cmd = rx.recv() => match cmd {
@@ -206,10 +220,9 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.after_turn() {
-                tracing::error!(error = %e, "fatal storage error; stopping the node");
+            if let Err(e) = self.after_turn(&mut job) {
                 self.waiters.fail_all(ApiError::Storage(e.to_string()));
-                return Err(e.to_string());
+                return Err(fatal(e));
             }
             if self.shutdown_done() {
                 break;
@@ -241,118 +254,19 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
         self.raft.step(env);
     }
 
-    fn after_turn(&mut self) -> Result<(), WalError> {
+    fn after_turn(&mut self, job: &mut InFlight<S>) -> Result<(), WalError> {
         self.flush_read_index_batch();
-        if let Some(rd) = self.stalled.take() {
-            self.carry_out(rd)?;
+        self.drive_ready(job)?;
+        if job.is_none() {
+            self.maybe_snapshot()?;
         }
-        while self.stalled.is_none() && self.raft.has_ready() {
-            let rd = self.raft.ready();
-            self.carry_out(rd)?;
-        }
-        self.maybe_snapshot()?;
         self.sync_peers();
         self.check_writes();
         self.check_reads();
         Ok(())
     }
 
-    fn carry_out(&mut self, rd: Ready) -> Result<(), WalError> {
-        if rd.role_changes.iter().any(|rc| rc.role != Role::Leader) && !self.raft.is_leader() {
-            self.lost_leadership();
-        }
-        match self.persist(&rd) {
-            Ok(()) => self.storage_recovered(),
-            Err(e) if e.is_no_space() => {
-                // Keep this Ready and retry it on later turns; nothing leaves the
-                // node and no new write is accepted until it is durable.
-                self.metrics.storage_errors.inc();
-                if self.health.storage_error().is_none() {
-                    tracing::error!(error = %e, "disk full: writes refused until space returns");
-                }
-                self.health.set_storage_error(Some(e.to_string()));
-                self.stalled = Some(rd);
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
-        self.note_role_changes(&rd.role_changes);
-        for mut env in rd.messages {
-            if let Message::Snapshot { snapshot } = &mut env.msg {
-                match self.store.snapshot() {
-                    Some(s) => *snapshot = s,
-                    None => continue,
-                }
-            }
-            self.sending(&env);
-            self.out.send(env);
-        }
-        for e in &rd.committed {
-            self.apply(e);
-        }
-        for rs in rd.read_states {
-            self.answer_read_index(rs);
-        }
-        Ok(())
-    }
-
-    fn persist(&mut self, rd: &Ready) -> Result<(), WalError> {
-        if let Some(s) = &rd.snapshot {
-            self.store.install_snapshot(s)?;
-            if let Err(e) = self.sm.restore(s.data.clone()) {
-                return Err(WalError::Invalid(format!("snapshot from leader: {e}")));
-            }
-            self.applied_membership = s.meta.membership.clone();
-        }
-        if !rd.entries.is_empty() {
-            self.store.append(&rd.entries)?;
-            self.metrics.wal_entries.inc_by(rd.entries.len() as u64);
-            let bytes: usize = rd.entries.iter().map(Entry::size).sum();
-            self.metrics.wal_bytes.inc_by(bytes as u64);
-        }
-        if let Some(hs) = &rd.hard_state {
-            self.store.set_hard_state(hs)?;
-        }
-        if !rd.entries.is_empty() || rd.hard_state.is_some() {
-            self.sync()?;
-        }
-        if let Some(last) = rd.entries.last() {
-            self.raft.on_persisted(last.index, last.term);
-        }
-        Ok(())
-    }
-
-    /// One WAL sync, timed (and slowed or failed when fault injection says so).
-    fn sync(&mut self) -> Result<(), WalError> {
-        let started = std::time::Instant::now();
-        if let Some(f) = &self.faults {
-            let f = f.get();
-            if f.fsync_fail {
-                let source = std::io::Error::from_raw_os_error(libc::ENOSPC);
-                return Err(WalError::Io {
-                    path: "(fault injection)".into(),
-                    source,
-                });
-            }
-            if f.fsync_delay_ms > 0 {
-                std::thread::sleep(Duration::from_millis(f.fsync_delay_ms));
-            }
-        }
-        self.store.sync()?;
-        let took = started.elapsed();
-        self.health.record_fsync(took);
-        self.metrics.fsync_seconds.observe(took.as_secs_f64());
-        Ok(())
-    }
-
-    fn storage_recovered(&mut self) {
-        if self.health.storage_error().is_some() {
-            tracing::info!("storage writes succeed again; accepting writes");
-            self.health.set_storage_error(None);
-        }
-    }
-
-    fn apply(&mut self, e: &Entry) {
+    pub(crate) fn apply(&mut self, e: &Entry) {
         let applied = self.sm.apply(e);
         if let EntryPayload::Membership(m) = &e.payload {
             let me = self.raft.id();
@@ -396,12 +310,21 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
             term,
             membership: self.applied_membership.clone(),
         };
+        let Some(store) = self.store.as_mut() else {
+            return Ok(());
+        };
         let started = std::time::Instant::now();
-        self.store.install_snapshot(&Snapshot {
+        let snap = Snapshot {
             meta: meta.clone(),
             data: self.sm.snapshot(),
-        })?;
+        };
+        store.install_snapshot(&snap)?;
+        self.latest_snapshot = Some(snap);
         self.raft.compact(meta);
+        self.metrics.snapshots.inc();
+        self.metrics
+            .snapshot_seconds
+            .observe(started.elapsed().as_secs_f64());
         tracing::info!(
             index = applied,
             ms = started.elapsed().as_millis() as u64,
@@ -483,7 +406,7 @@ impl<S: LogStore, O: Outbound> Controller<S, O> {
         }
     }
 
-    fn lost_leadership(&mut self) {
+    pub(crate) fn lost_leadership(&mut self) {
         for (_, rs) in std::mem::take(&mut self.waiters.read_index) {
             for r in rs {
                 let _ = r.send(Err(self.not_leader()));

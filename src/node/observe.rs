@@ -26,7 +26,7 @@ pub struct PeerSeen {
 /// How often (in ticks) health is re-checked.
 const HEALTH_EVERY_TICKS: u64 = 10;
 
-impl<S: LogStore, O: Outbound> Controller<S, O> {
+impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     pub(crate) fn saw_message(&mut self, env: &Envelope) {
         let now = Instant::now();
         self.seen.last_heard.insert(env.from.clone(), now);

@@ -1,0 +1,227 @@
+//! The wal manager's place in the controller loop: each `Ready`'s durable part
+//! (snapshot, entries, hard state, one fsync) runs on a blocking thread while the
+//! controller goes on ticking, stepping and queueing proposals (group commit: the
+//! next `Ready` collects everything that arrived meanwhile).
+//!
+//! Invariants:
+//! - messages that depend on durable state (`Message::needs_durability`: vote
+//!   requests and answers, append answers) leave only after the `Ready` that
+//!   produced them is durable; the others (heartbeats, a leader's appends, pre-votes)
+//!   leave at once, so a slow disk never delays a heartbeat and the leader writes its
+//!   log in parallel with its followers (Raft thesis 10.2.1);
+//! - at most one `Ready` is being persisted at a time, so they reach the disk in
+//!   order, and `on_persisted` is called in order;
+//! - committed entries are applied only after their `Ready` is durable;
+//! - a full disk keeps the `Ready` and retries it; any other storage error stops
+//!   the node.
+
+use super::controller::{Controller, Outbound};
+use super::faults::Faults;
+use crate::core::{Entry, Envelope, Message, Ready, Snapshot};
+use crate::node::api::ApiError;
+use crate::wal::{LogStore, WalError};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// A persistence job's result: the store comes back with the Ready.
+pub struct Persisted<S> {
+    store: S,
+    rd: Ready,
+    result: Result<Option<Duration>, WalError>,
+}
+
+pub type InFlight<S> = Option<JoinHandle<Persisted<S>>>;
+
+/// Wait for the job in flight (never completes when there is none).
+pub async fn join<S>(job: &mut InFlight<S>) -> Persisted<S> {
+    match job {
+        Some(h) => {
+            let r = h.await;
+            *job = None;
+            r.expect("persistence task panicked")
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The blocking part: write and fsync. Returns how long the fsync took.
+fn write_durable<S: LogStore>(
+    store: &mut S,
+    rd: &Ready,
+    faults: &Faults,
+) -> Result<Option<Duration>, WalError> {
+    if let Some(s) = &rd.snapshot {
+        store.install_snapshot(s)?;
+    }
+    if !rd.entries.is_empty() {
+        store.append(&rd.entries)?;
+    }
+    if let Some(hs) = &rd.hard_state {
+        store.set_hard_state(hs)?;
+    }
+    if rd.entries.is_empty() && rd.hard_state.is_none() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    if faults.fsync_fail {
+        let source = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let path = "(fault injection)".into();
+        return Err(WalError::Io { path, source });
+    }
+    if faults.fsync_delay_ms > 0 {
+        std::thread::sleep(Duration::from_millis(faults.fsync_delay_ms));
+    }
+    store.sync()?;
+    Ok(Some(started.elapsed()))
+}
+
+fn needs_disk(rd: &Ready) -> bool {
+    rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some()
+}
+
+impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
+    /// Carry out Readies until one needs the disk; start that one in the background.
+    pub(crate) fn drive_ready(&mut self, job: &mut InFlight<S>) -> Result<(), WalError> {
+        if job.is_some() {
+            for env in self.raft.take_early_messages() {
+                self.send_out(env);
+            }
+            return Ok(());
+        }
+        if let Some(rd) = self.stalled.take() {
+            if Instant::now() < self.stall_retry_at {
+                self.stalled = Some(rd);
+                return Ok(());
+            }
+            return self.start(rd, job);
+        }
+        while self.raft.has_ready() {
+            let mut rd = self.raft.ready();
+            let early: Vec<Envelope> = rd
+                .messages
+                .extract_if(.., |m| !m.msg.needs_durability())
+                .collect();
+            for env in early {
+                self.send_out(env);
+            }
+            if needs_disk(&rd) {
+                return self.start(rd, job);
+            }
+            self.finish(rd);
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, rd: Ready, job: &mut InFlight<S>) -> Result<(), WalError> {
+        let mut store = self.store.take().expect("store is home when no job runs");
+        let faults = self.faults.as_ref().map(|f| f.get()).unwrap_or_default();
+        *job = Some(tokio::task::spawn_blocking(move || {
+            let result = write_durable(&mut store, &rd, &faults);
+            Persisted { store, rd, result }
+        }));
+        Ok(())
+    }
+
+    /// The job finished: on success, the Ready's held effects go out.
+    pub(crate) fn persisted(&mut self, done: Persisted<S>) -> Result<(), WalError> {
+        self.store = Some(done.store);
+        match done.result {
+            Ok(fsync) => {
+                if let Some(took) = fsync {
+                    self.health.record_fsync(took);
+                    self.metrics.fsync_seconds.observe(took.as_secs_f64());
+                }
+                self.storage_ok();
+                self.finish_durable(done.rd)
+            }
+            Err(e) if e.is_no_space() => {
+                self.storage_full(&e);
+                self.stalled = Some(done.rd);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn finish_durable(&mut self, rd: Ready) -> Result<(), WalError> {
+        if let Some(s) = &rd.snapshot {
+            self.sm
+                .restore(s.data.clone())
+                .map_err(|e| WalError::Invalid(format!("snapshot from leader: {e}")))?;
+            self.applied_membership = s.meta.membership.clone();
+            self.latest_snapshot = Some(s.clone());
+        }
+        let n = rd.entries.len() as u64;
+        self.metrics.wal_entries.inc_by(n);
+        self.metrics
+            .wal_bytes
+            .inc_by(rd.entries.iter().map(Entry::size).sum::<usize>() as u64);
+        if let Some(last) = rd.entries.last() {
+            self.raft.on_persisted(last.index, last.term);
+        }
+        self.finish(rd);
+        Ok(())
+    }
+
+    /// Everything after durability: held messages, applying, read answers.
+    fn finish(&mut self, rd: Ready) {
+        if rd
+            .role_changes
+            .iter()
+            .any(|rc| rc.role != crate::core::Role::Leader)
+            && !self.raft.is_leader()
+        {
+            self.lost_leadership();
+        }
+        self.note_role_changes(&rd.role_changes);
+        for env in rd.messages {
+            self.send_out(env);
+        }
+        for e in &rd.committed {
+            self.apply(e);
+        }
+        for rs in rd.read_states {
+            self.answer_read_index(rs);
+        }
+    }
+
+    /// Send one message; a snapshot gets the bytes of our latest snapshot.
+    fn send_out(&mut self, mut env: Envelope) {
+        if let Message::Snapshot { snapshot } = &mut env.msg {
+            match &self.latest_snapshot {
+                Some(s) => {
+                    *snapshot = Snapshot {
+                        meta: s.meta.clone(),
+                        data: s.data.clone(),
+                    }
+                }
+                None => return,
+            }
+        }
+        self.sending(&env);
+        self.out.send(env);
+    }
+
+    fn storage_full(&mut self, e: &WalError) {
+        self.metrics.storage_errors.inc();
+        if self.health.storage_error().is_none() {
+            tracing::error!(error = %e, "disk full: writes refused until space returns");
+        }
+        self.health.set_storage_error(Some(e.to_string()));
+        self.stall_retry_at = Instant::now() + Duration::from_millis(200);
+    }
+
+    fn storage_ok(&mut self) {
+        if self.health.storage_error().is_some() {
+            tracing::info!("storage writes succeed again; accepting writes");
+            self.health.set_storage_error(None);
+        }
+    }
+
+    /// The error a write gets while the disk refuses writes.
+    pub(crate) fn storage_refusal(&self) -> Option<ApiError> {
+        let e = self.health.storage_error()?;
+        Some(ApiError::Storage(format!("writes refused: {e}")))
+    }
+}
