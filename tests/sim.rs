@@ -215,13 +215,14 @@ fn chaos_tick(c: &mut Cluster, f: &mut Faults) {
         None if c.rng.gen_bool(0.02) => new_partition(c, f),
         _ => {}
     }
-    // Now and then a freshly elected leader is cut off a few ticks after winning.
+    // Now and then a freshly elected leader is cut off, or crashes, a few ticks
+    // after winning (a flapping leader: its no-op may not reach a majority).
     if let Some(l) = c.leader() {
         let t = c.raft(&l).term();
         if t > f.leader_term {
             f.leader_term = t;
-            if f.partition_until.is_none() && c.rng.gen_bool(0.25) {
-                let at = c.now + c.rng.gen_range(0..=3);
+            if f.partition_until.is_none() && c.rng.gen_bool(0.4) {
+                let at = c.now + c.rng.gen_range(0..=2);
                 f.isolate_at = Some((at, l));
             }
         }
@@ -229,7 +230,10 @@ fn chaos_tick(c: &mut Cluster, f: &mut Faults) {
     if let Some((at, l)) = f.isolate_at.clone() {
         if c.now >= at {
             f.isolate_at = None;
-            if f.partition_until.is_none() {
+            let down = c.nodes.len() - c.up_ids().len();
+            if c.rng.gen_bool(0.3) && c.is_up(&l) && down < c.nodes.len() / 2 {
+                c.crash_in_next_ready(&l, 0);
+            } else if f.partition_until.is_none() {
                 f.partition_until = Some(c.now + c.rng.gen_range(10..60));
                 c.isolate(&l);
             }
