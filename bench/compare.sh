@@ -54,7 +54,7 @@ RL_HTTP_BASE=${RL_HTTP_BASE:-23180} # node i: HTTP 23180+i, gRPC 23170+i
 RL_GRPC_BASE=${RL_GRPC_BASE:-23170}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${RESULTS:-$ROOT/bench/results/$MODE-$STAMP.md}
-WORK=$(mktemp -d /tmp/raftlog-compare.XXXXXX)
+WORK=$(mktemp -d /tmp/rlcmp.XXXXXX)
 export ETCD_BENCH_DIR=$WORK/etcd
 CLK_TCK=$(getconf CLK_TCK)
 RL_PIDS=()
@@ -119,6 +119,11 @@ need_tools() {
     BIN=$ROOT/target/release/raftlog
   fi
   [[ -x $BIN ]] || die "$BIN is not executable"
+  # The nodes run from a copy named rlnode, so that another job on this machine
+  # that kills its own "raftlog" processes by name does not take ours down.
+  mkdir -p "$WORK/bin"
+  cp "$BIN" "$WORK/bin/rlnode"
+  NODE_BIN=$WORK/bin/rlnode
 }
 
 # ----- raftlog cluster -----------------------------------------------------------------
@@ -132,7 +137,7 @@ start_rl_node() {
   local i=$1 dir=$2 role=--bootstrap
   [[ $i == 1 ]] || role=--join=$(rl_grpc 1)
   mkdir -p "$dir/n$i"
-  RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --node-id "n$i" --data-dir "$dir/n$i" \
+  RUST_LOG=${RUST_LOG:-warn} "$NODE_BIN" serve --node-id "n$i" --data-dir "$dir/n$i" \
     --http-addr "$(rl_http "$i")" --grpc-addr "$(rl_grpc "$i")" "$role" \
     </dev/null >>"$dir/n$i.log" 2>&1 &
   RL_PIDS[i]=$!
@@ -201,6 +206,7 @@ rl_leader() {
 cpu_ticks() {
   local t=0 p
   for p in "$@"; do
+    [[ -r /proc/$p/stat ]] || die "server process $p has died (logs in $WORK)"
     t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")))
   done
   echo "$t"
