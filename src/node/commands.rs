@@ -6,7 +6,7 @@
 
 use super::api::*;
 use super::controller::{Cmd, Controller, JoinError, Outbound};
-use super::waiters::WriteWaiter;
+use super::waiters::{RawRead, WriteWaiter};
 use crate::core::*;
 use crate::wal::LogStore;
 use tokio::sync::oneshot;
@@ -38,6 +38,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 let _ = reply.send(r);
             }
             Cmd::Shutdown { reply } => self.on_shutdown(reply),
+            Cmd::AddPeers { peers } => {
+                self.known_peers.extend(peers);
+                self.peers_sent = None;
+            }
             Cmd::ChangeMember {
                 node_id,
                 member,
@@ -209,17 +213,11 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             let next_offset = msgs
                 .last()
                 .map_or(r.req.from.min(self.sm.next_offset()), |(o, _)| o + 1);
-            let messages = msgs
-                .into_iter()
-                .map(|(offset, m)| ReadMessage {
-                    offset,
-                    message: String::from_utf8_lossy(&m).into_owned(),
-                })
-                .collect();
-            let _ = r.reply.send(Ok(ReadResult {
-                messages,
+            let raw = RawRead {
+                messages: msgs,
                 next_offset,
-            }));
+            };
+            let _ = r.reply.send(Ok(raw));
         }
     }
 

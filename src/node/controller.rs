@@ -70,6 +70,10 @@ pub enum Cmd {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Addresses learned outside the log (the leader that accepted our join).
+    AddPeers {
+        peers: BTreeMap<NodeId, String>,
+    },
     /// Add or update (`Some`) or remove (`None`) one member, through the log; the
     /// reply comes once the change is committed.
     ChangeMember {
@@ -132,8 +136,10 @@ pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) peers_sent: Option<Membership>,
     pub(crate) shutdown: Option<(Instant, oneshot::Sender<()>)>,
     pub(crate) ticks: u64,
-    /// Addresses known before the membership is (the leader that let us join).
-    pub seed_peers: BTreeMap<NodeId, String>,
+    /// Every address we know: the leader that let us join, and every member of
+    /// every membership we have seen. Never shrinks, so we can still answer a
+    /// leader that is removing itself, or one we know only from a join.
+    pub known_peers: BTreeMap<NodeId, String>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) health: super::health::Health,
     pub(crate) faults: Option<super::faults::FaultSwitch>,
@@ -175,7 +181,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             peers_sent: None,
             shutdown: None,
             ticks: 0,
-            seed_peers: BTreeMap::new(),
+            known_peers: BTreeMap::new(),
             strangers: Default::default(),
             metrics: obs.metrics,
             health: obs.health,
@@ -239,10 +245,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     /// itself keeps a removed node from disrupting the cluster).
     fn step(&mut self, env: Envelope) {
         let m = self.raft.membership();
-        if !m.members.is_empty()
-            && !m.contains(&env.from)
-            && !self.seed_peers.contains_key(&env.from)
-        {
+        if !m.members.is_empty() && !m.contains(&env.from) {
             let now = Instant::now();
             let last = self.strangers.get(&env.from).copied();
             if last.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10)) {
@@ -340,12 +343,12 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             return;
         }
         let me = self.raft.id().clone();
-        let mut peers: BTreeMap<NodeId, String> = self.seed_peers.clone();
-        peers.extend(
-            m.members
-                .iter()
-                .map(|(id, mm)| (id.clone(), mm.grpc_addr.clone())),
-        );
+        let addrs = m
+            .members
+            .iter()
+            .map(|(id, mm)| (id.clone(), mm.grpc_addr.clone()));
+        self.known_peers.extend(addrs);
+        let mut peers = self.known_peers.clone();
         peers.remove(&me);
         self.out.set_peers(peers);
         self.peers_sent = Some(m.clone());

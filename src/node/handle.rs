@@ -47,12 +47,14 @@ impl NodeHandle {
     }
 
     async fn read_at(&self, req: ReadRequest, min_index: u64) -> Result<ReadResult, ApiError> {
-        self.ask(|reply| Cmd::Read {
-            req,
-            min_index,
-            reply,
-        })
-        .await?
+        let raw = self
+            .ask(|reply| Cmd::Read {
+                req,
+                min_index,
+                reply,
+            })
+            .await??;
+        Ok(raw.into_result())
     }
 
     async fn read_index_local(&self) -> Result<u64, ApiError> {

@@ -7,7 +7,7 @@
 //! drained, exit 0.
 
 use super::bootstrap::{self, StartMode};
-use super::controller::{Controller, ControllerConfig, Observability, Shared};
+use super::controller::{Cmd, Controller, ControllerConfig, Observability, Shared};
 use super::faults::{FaultSwitch, FaultyOutbound};
 use super::handle::NodeHandle;
 use super::health::Health;
@@ -79,7 +79,7 @@ async fn wait_for_signal() {
 }
 
 /// Run the node until `stop` turns true.
-pub async fn run_until(cfg: Config, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), String> {
     let http_listener = bind(&cfg.http_addr, "http_addr").await?;
     let grpc_listener = bind(&cfg.grpc_addr, "grpc_addr").await?;
     let (store, mode, cluster_id) = bootstrap::open(&cfg)?;
@@ -116,11 +116,6 @@ pub async fn run_until(cfg: Config, mut stop: watch::Receiver<bool>) -> Result<(
         grpc_stop,
     ));
 
-    let seed_peers = match mode {
-        StartMode::Join => join(&cfg, &peers, &cluster_id, &mut stop).await?,
-        _ => Default::default(),
-    };
-
     let tick = Duration::from_millis((cfg.raft.heartbeat_interval_ms / 2).clamp(1, 50));
     let rec = store.recovered().clone();
     let snap_meta = rec.snapshot.map(|s| s.meta).unwrap_or_default();
@@ -147,10 +142,30 @@ pub async fn run_until(cfg: Config, mut stop: watch::Receiver<bool>) -> Result<(
         inner: peers.clone(),
         faults: faults.clone(),
     };
-    let mut controller =
-        Controller::new(raft, store, out, controller_config(&cfg, tick), shared, obs)?;
-    controller.seed_peers = seed_peers;
+    let controller = Controller::new(raft, store, out, controller_config(&cfg, tick), shared, obs)?;
+    // A node that is not (yet) in the membership it knows asks to join; the
+    // controller runs meanwhile, so the node answers (503) while it waits.
+    let member = controller.raft.membership().contains(&cfg.node_id);
     let ctl = tokio::spawn(controller.run(raft_rx, cmd_rx));
+    let must_join = mode == StartMode::Join || (!member && !cfg.join.is_empty());
+    if must_join {
+        let (cfg, peers, cluster_id, h, stop) = (
+            cfg.clone(),
+            peers.clone(),
+            cluster_id.clone(),
+            handle.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut stop = stop;
+            match join(&cfg, &peers, &cluster_id, &mut stop).await {
+                Ok(leader) => {
+                    let _ = h.tx.send(Cmd::AddPeers { peers: leader }).await;
+                }
+                Err(e) => tracing::error!(error = %e, "join failed"),
+            }
+        });
+    }
 
     let app = router(Arc::new(handle.clone()), HttpLimits::from_config(&cfg));
     let app = crate::http::ops::with_ops(app, metrics, faults);

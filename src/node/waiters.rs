@@ -11,7 +11,31 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 pub type WriteReply = oneshot::Sender<Result<WriteResult, ApiError>>;
-pub type ReadReply = oneshot::Sender<Result<ReadResult, ApiError>>;
+pub type ReadReply = oneshot::Sender<Result<RawRead, ApiError>>;
+
+/// A read as the controller answers it: shared message bytes, no copies. The
+/// handler turns it into JSON off the controller's thread.
+pub struct RawRead {
+    pub messages: Vec<(u64, bytes::Bytes)>,
+    pub next_offset: u64,
+}
+
+impl RawRead {
+    pub fn into_result(self) -> ReadResult {
+        let messages = self
+            .messages
+            .into_iter()
+            .map(|(offset, m)| crate::node::api::ReadMessage {
+                offset,
+                message: String::from_utf8_lossy(&m).into_owned(),
+            })
+            .collect();
+        ReadResult {
+            messages,
+            next_offset: self.next_offset,
+        }
+    }
+}
 
 /// A write waiting for its write concern.
 pub struct WriteWaiter {
