@@ -354,7 +354,7 @@ do_compare() {
 bench_json() {
   local out=$1
   shift
-  "$BIN" bench --json --quiet "$@" >"$out"
+  "$NODE_BIN" bench --json --quiet "$@" >"$out"
 }
 
 do_scale() {
