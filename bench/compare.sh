@@ -360,16 +360,17 @@ bench_json() {
 do_scale() {
   local out=$WORK/scale.md s n count
   {
-    echo "### Throughput vs message size (raftlog bench, 3 nodes, 64 clients, w=majority, $DURATION)"
+    echo "### Throughput vs message size (raftlog bench, a fresh 3-node cluster for each size, 64 clients, w=majority, $DURATION)"
     echo
     echo "| message | writes/s | MB/s | p50 ms | p99 ms | errors |"
     echo "|---:|---:|---:|---:|---:|---:|"
   } >"$out"
   log "scale: message sizes on 3 nodes"
-  start_raftlog 3 "$WORK/scale3"
   local leader
-  leader=$(rl_leader 3)
   for s in $SCALE_SIZES; do
+    stop_raftlog
+    start_raftlog 3 "$WORK/size$s"
+    leader=$(rl_leader 3)
     bench_json "$WORK/size-$s.json" --addr "$leader" -c 64 -d "$DURATION" -s "$s"
     python3 - "$WORK/size-$s.json" "$s" >>"$out" <<'EOF'
 import json, sys
