@@ -295,6 +295,10 @@ struct Proc {
     starts: u32,
     /// Start without `--bootstrap` / `--join` (see [`Cluster::set_plain_start`]).
     plain: bool,
+    /// Extra command-line flags (see [`Cluster::set_extra_args`]).
+    extra_args: Vec<String>,
+    /// Extra environment, after the cluster's (see [`Cluster::set_extra_env`]).
+    extra_env: Vec<(String, String)>,
 }
 
 /// Why a start did not produce a serving node.
@@ -437,6 +441,19 @@ impl Cluster {
     /// `--join` (a node recovering from its data dir needs neither).
     pub fn set_plain_start(&self, i: usize, plain: bool) {
         self.proc(i).plain = plain;
+    }
+
+    /// Extra flags for node `i`'s next starts (after the harness's own flags).
+    pub fn set_extra_args(&self, i: usize, args: &[&str]) {
+        self.proc(i).extra_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Extra environment for node `i`'s next starts (overrides the cluster's).
+    pub fn set_extra_env(&self, i: usize, env: &[(&str, &str)]) {
+        self.proc(i).extra_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     /// First start of node `i` without waiting for its HTTP API (a joiner serves
@@ -634,7 +651,13 @@ impl Cluster {
                 cmd.arg(format!("--join={seed}"));
             }
         }
+        let (extra_args, extra_env) = {
+            let p = self.proc(i);
+            (p.extra_args.clone(), p.extra_env.clone())
+        };
+        cmd.args(&extra_args);
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err));
