@@ -189,7 +189,9 @@ fn bucket_high(i: usize) -> u64 {
     } else {
         let e = (i >> SUB_BITS) - 1;
         let m = (i & ((1 << SUB_BITS) - 1)) as u64 + (1 << SUB_BITS);
-        ((m + 1) << e) - 1
+        // In u128: the top bucket's bound is 2^64 - 1 exactly.
+        let high = (u128::from(m + 1) << e) - 1;
+        u64::try_from(high).unwrap_or(u64::MAX)
     }
 }
 
@@ -370,7 +372,7 @@ async fn worker(addr: String, plan: Arc<Plan>, shared: Arc<Shared>, seed: u64) -
         shared.errors.fetch_add(1, Ordering::Relaxed);
     };
     while shared.take_ticket() {
-        if conn.as_ref().map_or(true, |c| c.is_closed()) {
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
             conn = None;
             match tokio::time::timeout(plan.timeout, connect(&addr)).await {
                 Ok(Ok(c)) => conn = Some(c),

@@ -14,10 +14,10 @@
 //!   (or forever with 0), and reads long-poll up to `wait_ms`.
 
 mod cluster;
-pub mod ops;
 pub mod error;
 pub mod extract;
 mod handlers;
+pub mod ops;
 
 use axum::extract::FromRef;
 use axum::routing::{get, post};
