@@ -557,12 +557,14 @@ impl Summary {
             self.reads.count() as f64 / secs,
             (self.writes.count() as f64 * self.size as f64) / secs / 1e6
         );
-        let _ = writeln!(o);
-        let _ = writeln!(
-            o,
-            "Latency (ms) {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "p50", "p90", "p99", "p99.9", "max", "mean"
-        );
+        if all.count() > 0 {
+            let _ = writeln!(o);
+            let _ = writeln!(
+                o,
+                "Latency (ms) {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "p50", "p90", "p99", "p99.9", "max", "mean"
+            );
+        }
         let mut row = |name: &str, h: &Histogram| {
             if h.count() > 0 {
                 let _ = writeln!(
