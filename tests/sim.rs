@@ -5,7 +5,9 @@
 //! phase: message drop, delay, reordering and duplication; partitions (random halves,
 //! the leader isolated, one node cut off in one direction, one directed link down);
 //! crashes (now, or inside a `Ready` between the append and the sync, keeping a
-//! random prefix of the unsynced writes) and restarts from storage; pauses (a
+//! random prefix of the unsynced writes) and restarts from storage; half of the
+//! seeds persist like the node controller (a background job per `Ready`, messages
+//! that need no durability leave at once) so crashes also hit writes in flight; pauses (a
 //! stopped process that resumes later, maybe still believing it leads); membership
 //! changes (add a learner, promote it, remove a voter, the leader included);
 //! leadership transfers; snapshots every few applied entries; client writes and
@@ -80,6 +82,8 @@ fn build(seed: u64, mode: TraceMode) -> (Cluster, Faults) {
         pre_vote: r.gen_bool(0.85),
         check_quorum: true,
         snapshot_every: r.gen_range(4..=30),
+        async_persist: r.gen_bool(0.5),
+        persist_delay_max: r.gen_range(0..=2),
     };
     c.net.drop_p = *[0.0, 0.01, 0.05, 0.15].choose(r).unwrap();
     c.net.dup_p = *[0.0, 0.03].choose(r).unwrap();
@@ -259,7 +263,8 @@ fn chaos_tick(c: &mut Cluster, f: &mut Faults) {
             _ => up.choose(&mut c.rng).unwrap().clone(),
         };
         if c.rng.gen_bool(0.5) {
-            c.crash(&id);
+            let keep = c.rng.gen_range(0..=2);
+            c.crash_keep(&id, keep);
         } else {
             let keep = c.rng.gen_range(0..=2);
             c.crash_in_next_ready(&id, keep);
