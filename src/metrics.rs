@@ -59,6 +59,7 @@ pub struct Metrics {
     pub fsync_seconds: Histogram,
     pub wal_bytes: Counter,
     pub wal_entries: Counter,
+    pub wal_segments: Gauge,
     pub snapshots: Counter,
     pub snapshot_seconds: Histogram,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -94,6 +95,7 @@ impl Metrics {
             fsync_seconds: latency_histogram(),
             wal_bytes: Counter::default(),
             wal_entries: Counter::default(),
+            wal_segments: Gauge::default(),
             snapshots: Counter::default(),
             snapshot_seconds: latency_histogram(),
             http_requests: Family::default(),
@@ -170,6 +172,11 @@ impl Metrics {
             "wal_entries",
             "Entries appended to the WAL",
             m.wal_entries.clone(),
+        );
+        r.register(
+            "wal_segments",
+            "WAL segment files on disk",
+            m.wal_segments.clone(),
         );
         r.register("snapshots", "Snapshots taken", m.snapshots.clone());
         r.register(

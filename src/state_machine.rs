@@ -70,6 +70,36 @@ pub enum Applied {
     Other,
 }
 
+/// The state machine's content at one applied index (see `snapshot_source`).
+pub struct SnapshotSource {
+    applied: u64,
+    messages: Vec<Bytes>,
+    keys: Vec<(String, Landed)>,
+}
+
+impl SnapshotSource {
+    /// The snapshot payload.
+    pub fn encode(self) -> Bytes {
+        let size: usize = self.messages.iter().map(|m| m.len() + 4).sum();
+        let mut b = BytesMut::with_capacity(24 + size + self.keys.len() * 64);
+        b.put_u64_le(self.applied);
+        b.put_u64_le(self.messages.len() as u64);
+        for m in &self.messages {
+            b.put_u32_le(m.len() as u32);
+            b.put_slice(m);
+        }
+        b.put_u64_le(self.keys.len() as u64);
+        for (k, l) in &self.keys {
+            b.put_u32_le(k.len() as u32);
+            b.put_slice(k.as_bytes());
+            b.put_u64_le(l.offset);
+            b.put_u64_le(l.index);
+            b.put_u64_le(l.term);
+        }
+        b.freeze()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct StateMachine {
     messages: Vec<Bytes>,
@@ -149,23 +179,22 @@ impl StateMachine {
 
     /// Serialize the whole state (the snapshot payload).
     pub fn snapshot(&self) -> Bytes {
-        let mut b = BytesMut::new();
-        b.put_u64_le(self.applied);
-        b.put_u64_le(self.messages.len() as u64);
-        for m in &self.messages {
-            b.put_u32_le(m.len() as u32);
-            b.put_slice(m);
+        self.snapshot_source().encode()
+    }
+
+    /// A cheap copy of the state (shared message bytes) that can be encoded on
+    /// another thread while this one goes on applying.
+    pub fn snapshot_source(&self) -> SnapshotSource {
+        let keys = self
+            .key_order
+            .iter()
+            .map(|k| (k.clone(), self.keys[k]))
+            .collect();
+        SnapshotSource {
+            applied: self.applied,
+            messages: self.messages.clone(),
+            keys,
         }
-        b.put_u64_le(self.key_order.len() as u64);
-        for k in &self.key_order {
-            let l = self.keys[k];
-            b.put_u32_le(k.len() as u32);
-            b.put_slice(k.as_bytes());
-            b.put_u64_le(l.offset);
-            b.put_u64_le(l.index);
-            b.put_u64_le(l.term);
-        }
-        b.freeze()
     }
 
     /// Replace the state with a snapshot's. Errors on malformed data.

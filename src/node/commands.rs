@@ -125,9 +125,11 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             }
         }
         match self.raft.propose(Self::encode_command(&req)) {
-            Ok((index, term)) => self
-                .waiters
-                .add_write(index, waiter(term, reply, key, false)),
+            Ok((index, term)) => {
+                self.metrics.write_waits.inc();
+                self.waiters
+                    .add_write(index, waiter(term, reply, key, false))
+            }
             Err(e) => {
                 let _ = reply.send(Err(propose_error(e)));
             }
@@ -165,6 +167,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                     };
                     let _ = w.reply.send(Ok(res));
                 } else if w.deadline.is_some_and(|d| now >= d) {
+                    self.metrics.write_timeouts.inc();
                     let offset = w.offset.unwrap_or_else(|| self.predicted_offset(index));
                     let err = ApiError::WriteTimeout {
                         offset,

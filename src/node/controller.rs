@@ -36,6 +36,10 @@ pub const PROMOTE_LAG: u64 = 64;
 /// Where the controller sends Raft messages (the transport, or a test double).
 pub trait Outbound: Send + 'static {
     fn send(&self, env: Envelope);
+    /// Messages dropped so far (full queues, unknown peers), for metrics.
+    fn dropped(&self) -> u64 {
+        0
+    }
     /// The other members' gRPC addresses.
     fn set_peers(&self, peers: BTreeMap<NodeId, String>);
 }
@@ -260,9 +264,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn after_turn(&mut self, job: &mut InFlight<S>) -> Result<(), WalError> {
         self.flush_read_index_batch();
         self.drive_ready(job)?;
-        if job.is_none() {
-            self.maybe_snapshot()?;
-        }
+        self.maybe_snapshot(job);
         self.sync_peers();
         self.check_writes();
         self.check_reads();
@@ -299,41 +301,28 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    fn maybe_snapshot(&mut self) -> Result<(), WalError> {
+    /// Every `snapshot_every` applied entries, snapshot in the background.
+    fn maybe_snapshot(&mut self, job: &mut InFlight<S>) {
         let applied = self.sm.applied_index();
         let snap_index = self.raft.snapshot_meta().index;
-        if self.cfg.snapshot_every == 0 || applied < snap_index + self.cfg.snapshot_every {
-            return Ok(());
+        if job.is_some()
+            || self.cfg.snapshot_every == 0
+            || applied < snap_index + self.cfg.snapshot_every
+        {
+            return;
         }
         let Some(term) = self.raft.entry_term(applied) else {
-            return Ok(());
+            return;
         };
-        let meta = SnapshotMeta {
-            index: applied,
-            term,
-            membership: self.applied_membership.clone(),
-        };
-        let Some(store) = self.store.as_mut() else {
-            return Ok(());
-        };
-        let started = std::time::Instant::now();
-        let snap = Snapshot {
-            meta: meta.clone(),
-            data: self.sm.snapshot(),
-        };
-        store.install_snapshot(&snap)?;
-        self.latest_snapshot = Some(snap);
-        self.raft.compact(meta);
-        self.metrics.snapshots.inc();
-        self.metrics
-            .snapshot_seconds
-            .observe(started.elapsed().as_secs_f64());
-        tracing::info!(
-            index = applied,
-            ms = started.elapsed().as_millis() as u64,
-            "snapshot taken, log compacted"
+        let membership = self.applied_membership.clone();
+        self.start_snapshot(
+            SnapshotMeta {
+                index: applied,
+                term,
+                membership,
+            },
+            job,
         );
-        Ok(())
     }
 
     fn sync_peers(&mut self) {

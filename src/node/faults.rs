@@ -72,4 +72,8 @@ impl<O: Outbound + Sync> Outbound for FaultyOutbound<O> {
     fn set_peers(&self, peers: BTreeMap<NodeId, String>) {
         self.inner.set_peers(peers)
     }
+
+    fn dropped(&self) -> u64 {
+        self.inner.dropped()
+    }
 }

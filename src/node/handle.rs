@@ -283,4 +283,9 @@ impl super::controller::Outbound for Peers {
     fn set_peers(&self, peers: std::collections::BTreeMap<crate::core::NodeId, String>) {
         Peers::set_peers(self, peers)
     }
+
+    fn dropped(&self) -> u64 {
+        let s = self.stats();
+        s.dropped_queue_full + s.dropped_unknown_peer + s.dropped_stream_failed
+    }
 }

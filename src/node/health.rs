@@ -117,6 +117,16 @@ impl Health {
         }
     }
 
+    /// Number of WAL segment files (`<data_dir>/wal/wal/*.seg`).
+    pub fn wal_segments(&self) -> usize {
+        let dir = self.data_dir.join("wal").join("wal");
+        std::fs::read_dir(dir).map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                .count()
+        })
+    }
+
     pub fn disk_degraded(&self) -> bool {
         self.unhealthy_since.is_some()
     }

@@ -29,7 +29,11 @@ const HEALTH_EVERY_TICKS: u64 = 10;
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     pub(crate) fn saw_message(&mut self, env: &Envelope) {
         let now = Instant::now();
-        self.seen.last_heard.insert(env.from.clone(), now);
+        // A campaign message says nothing about whether the peer hears us.
+        let campaign = matches!(env.msg, Message::PreVote { .. } | Message::Vote { .. });
+        if !campaign {
+            self.seen.last_heard.insert(env.from.clone(), now);
+        }
         if let Message::HeartbeatResp { .. } = env.msg {
             if let Some(sent) = self.seen.hb_sent.remove(&env.from) {
                 let rtt = now.duration_since(sent);
@@ -54,8 +58,14 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    /// Is `peer` reachable? `None` when we never heard from it.
+    /// Is `peer` reachable? Known only for the peers we exchange heartbeats with:
+    /// every peer on a leader, the leader on a follower. `None` otherwise.
     pub(crate) fn peer_reachable(&self, peer: &str) -> Option<(bool, u64)> {
+        let leader = self.raft.leader().or(self.seen.last_leader.as_ref());
+        let expected = self.raft.is_leader() || leader.is_some_and(|l| l == peer);
+        if !expected {
+            return None;
+        }
         let t = self.seen.last_heard.get(peer)?;
         let ago = t.elapsed();
         let limit = (self.cfg.heartbeat * 5).max(Duration::from_millis(500));
@@ -65,7 +75,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     pub(crate) fn note_role_changes(&mut self, changes: &[RoleChange]) {
         for rc in changes {
             tracing::info!(role = rc.role.as_str(), term = rc.term, leader = ?rc.leader, reason = rc.reason, "role change");
-            if rc.role == Role::Candidate && rc.reason == "election timeout" {
+            // Pre-vote rounds count too: a node that keeps failing them is a
+            // symptom worth seeing (delayed heartbeats).
+            if rc.reason.starts_with("election timeout") {
                 self.metrics.elections_started.inc();
             }
             if rc.role == Role::Leader && rc.reason == "won election" {
@@ -84,6 +96,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             return;
         }
         self.health.check();
+        self.metrics
+            .wal_segments
+            .set(self.health.wal_segments() as i64);
         self.raft.set_degraded(self.health.disk_degraded());
         let others = self.raft.membership().voter_count() > 1;
         if self.raft.is_leader()
@@ -105,6 +120,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     pub(crate) fn update_metrics(&self) {
         let m = &self.metrics;
+        m.messages_dropped.set(self.out.dropped() as i64);
         let r = &self.raft;
         m.term.set(r.term() as i64);
         m.commit_index.set(r.commit_index() as i64);

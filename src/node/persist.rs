@@ -17,7 +17,7 @@
 
 use super::controller::{Controller, Outbound};
 use super::faults::Faults;
-use crate::core::{Entry, Envelope, Message, Ready, Snapshot};
+use crate::core::{Entry, Envelope, Message, Ready, Snapshot, SnapshotMeta};
 use crate::node::api::ApiError;
 use crate::wal::{LogStore, WalError};
 use std::time::Duration;
@@ -29,6 +29,8 @@ pub struct Persisted<S> {
     store: S,
     rd: Ready,
     result: Result<Option<Duration>, WalError>,
+    /// A snapshot this node took of its own state machine, now durable.
+    taken: Option<(Snapshot, Duration)>,
 }
 
 pub type InFlight<S> = Option<JoinHandle<Persisted<S>>>;
@@ -83,10 +85,14 @@ fn needs_disk(rd: &Ready) -> bool {
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     /// Carry out Readies until one needs the disk; start that one in the background.
     pub(crate) fn drive_ready(&mut self, job: &mut InFlight<S>) -> Result<(), WalError> {
-        if job.is_some() {
+        if job.is_some() || self.stalled.is_some() {
+            // Heartbeats (and a hand-over's TimeoutNow) keep flowing while the
+            // disk is busy or full.
             for env in self.raft.take_early_messages() {
                 self.send_out(env);
             }
+        }
+        if job.is_some() {
             return Ok(());
         }
         if let Some(rd) = self.stalled.take() {
@@ -118,14 +124,52 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         let faults = self.faults.as_ref().map(|f| f.get()).unwrap_or_default();
         *job = Some(tokio::task::spawn_blocking(move || {
             let result = write_durable(&mut store, &rd, &faults);
-            Persisted { store, rd, result }
+            Persisted {
+                store,
+                rd,
+                result,
+                taken: None,
+            }
         }));
         Ok(())
+    }
+
+    /// Snapshot the state machine at `meta.index` on a blocking thread: encoding
+    /// and writing a large state must not stall heartbeats.
+    pub(crate) fn start_snapshot(&mut self, meta: SnapshotMeta, job: &mut InFlight<S>) {
+        let mut store = self.store.take().expect("store is home when no job runs");
+        let source = self.sm.snapshot_source();
+        *job = Some(tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let snap = Snapshot {
+                meta,
+                data: source.encode(),
+            };
+            let result = store.install_snapshot(&snap).map(|_| None);
+            let taken = Some((snap, started.elapsed()));
+            Persisted {
+                store,
+                rd: Ready::default(),
+                result,
+                taken,
+            }
+        }));
     }
 
     /// The job finished: on success, the Ready's held effects go out.
     pub(crate) fn persisted(&mut self, done: Persisted<S>) -> Result<(), WalError> {
         self.store = Some(done.store);
+        if let (Some((snap, took)), Ok(_)) = (done.taken, &done.result) {
+            tracing::info!(
+                index = snap.meta.index,
+                ms = took.as_millis() as u64,
+                "snapshot taken, log compacted"
+            );
+            self.raft.compact(snap.meta.clone());
+            self.latest_snapshot = Some(snap);
+            self.metrics.snapshots.inc();
+            self.metrics.snapshot_seconds.observe(took.as_secs_f64());
+        }
         match done.result {
             Ok(fsync) => {
                 if let Some(took) = fsync {
