@@ -129,6 +129,8 @@ pub struct Controller<S: LogStore, O: Outbound> {
     /// The latest snapshot (attached to `Snapshot` messages).
     pub(crate) latest_snapshot: Option<Snapshot>,
     pub(crate) stall_retry_at: Instant,
+    /// Term and vote as last made durable (a change needs an fsync).
+    pub(crate) synced_term_vote: (u64, Option<NodeId>),
     pub(crate) sm: StateMachine,
     pub(crate) out: O,
     pub(crate) cfg: ControllerConfig,
@@ -166,6 +168,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         let mut sm = StateMachine::new(cfg.idempotency_window);
         let mut applied_membership = Membership::default();
         let latest_snapshot = store.snapshot();
+        let synced_term_vote = (raft.term(), raft.hard_state().vote);
         if let Some(snap) = &latest_snapshot {
             sm.restore(snap.data.clone())?;
             applied_membership = snap.meta.membership.clone();
@@ -175,6 +178,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             store: Some(store),
             latest_snapshot,
             stall_retry_at: Instant::now(),
+            synced_term_vote,
             sm,
             out,
             cfg,

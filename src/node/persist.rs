@@ -48,9 +48,13 @@ pub async fn join<S>(job: &mut InFlight<S>) -> Persisted<S> {
 }
 
 /// The blocking part: write and fsync. Returns how long the fsync took.
+/// `need_sync` is false when only the commit index changed: it is written but
+/// rides along with the next fsync (a lost commit index is relearned from the
+/// leader; the entries it points at were synced before it was).
 fn write_durable<S: LogStore>(
     store: &mut S,
     rd: &Ready,
+    need_sync: bool,
     faults: &Faults,
 ) -> Result<Option<Duration>, WalError> {
     if let Some(s) = &rd.snapshot {
@@ -62,7 +66,7 @@ fn write_durable<S: LogStore>(
     if let Some(hs) = &rd.hard_state {
         store.set_hard_state(hs)?;
     }
-    if rd.entries.is_empty() && rd.hard_state.is_none() {
+    if !need_sync {
         return Ok(None);
     }
     let started = Instant::now();
@@ -122,8 +126,14 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn start(&mut self, rd: Ready, job: &mut InFlight<S>) -> Result<(), WalError> {
         let mut store = self.store.take().expect("store is home when no job runs");
         let faults = self.faults.as_ref().map(|f| f.get()).unwrap_or_default();
+        let synced = &self.synced_term_vote;
+        let new_term_vote = rd
+            .hard_state
+            .as_ref()
+            .is_some_and(|h| (h.term, &h.vote) != (synced.0, &synced.1));
+        let need_sync = !rd.entries.is_empty() || new_term_vote;
         *job = Some(tokio::task::spawn_blocking(move || {
-            let result = write_durable(&mut store, &rd, &faults);
+            let result = write_durable(&mut store, &rd, need_sync, &faults);
             Persisted {
                 store,
                 rd,
@@ -172,6 +182,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
         match done.result {
             Ok(fsync) => {
+                if let Some(hs) = &done.rd.hard_state {
+                    self.synced_term_vote = (hs.term, hs.vote.clone());
+                }
                 if let Some(took) = fsync {
                     self.health.record_fsync(took);
                     self.metrics.fsync_seconds.observe(took.as_secs_f64());
