@@ -4,6 +4,9 @@
 #   podman build --build-arg BINARY=host \
 #       --build-arg RUNTIME_BASE=localhost/debian-base:bookworm -t raftlog .
 #                                                # take the binary from the host build
+#   Podman 4.3 / buildah 1.28 (Debian 12) prune the stage that a default ARG picks;
+#   with them spell the choice out: `podman build --build-arg BINARY=source .`
+#   (docker build and docker-compose.yaml, which always passes BINARY, are fine).
 #
 # Build arguments:
 #   RUST_IMAGE    image of the builder stage (default rust:1-bookworm).
