@@ -71,7 +71,11 @@ fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> Exit
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(fut) {
+    let result = runtime.block_on(fut);
+    // Do not wait for stray blocking work (a DNS lookup of a peer that is gone)
+    // once the node itself has stopped.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("raftlog: {e}");
