@@ -45,7 +45,7 @@ pub fn status_of(e: &ApiError) -> StatusCode {
         ApiError::NoQuorum(_) | ApiError::NoLeader { .. } | ApiError::ShuttingDown => {
             StatusCode::SERVICE_UNAVAILABLE
         }
-        ApiError::WriteTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        ApiError::WriteTimeout { .. } | ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
         ApiError::Storage(_) => StatusCode::INSUFFICIENT_STORAGE,
         ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

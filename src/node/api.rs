@@ -118,6 +118,10 @@ pub enum ApiError {
     },
     #[error("storage error: {0}")]
     Storage(String),
+    /// The write may or may not have been appended (the leader was lost after it
+    /// may have received it): like a timeout, it may still commit. 504.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("node is shutting down")]
@@ -134,7 +138,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::NoQuorum(_) => "no_quorum",
             ApiError::NoLeader { .. } => "no_leader",
-            ApiError::WriteTimeout { .. } => "write_timeout",
+            ApiError::WriteTimeout { .. } | ApiError::OutcomeUnknown(_) => "write_timeout",
             ApiError::Storage(_) => "storage_error",
             ApiError::NotFound(_) => "not_found",
             ApiError::ShuttingDown => "shutting_down",

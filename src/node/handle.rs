@@ -111,13 +111,23 @@ impl NodeHandle {
     }
 }
 
-/// An RPC to the leader failed: the client learns there is no usable leader.
-fn rpc_error(e: RpcError) -> ApiError {
+/// An RPC to the leader failed. For a read nothing changed: no leader. For a
+/// write, only the leader's own answer (or an address we could not use) proves
+/// nothing was appended; a lost connection or a timeout after sending leaves the
+/// outcome unknown (504), never "nothing appended" (503).
+fn rpc_error(e: RpcError, write: bool) -> ApiError {
     match e {
         RpcError::Api(ApiError::NoLeader { .. }) => ApiError::NoLeader { leader_hint: None },
         RpcError::Api(a) => a,
+        RpcError::InvalidAddress { .. } => ApiError::NoLeader { leader_hint: None },
+        other if write => {
+            tracing::debug!(error = %other, "forwarding a write to the leader failed");
+            ApiError::OutcomeUnknown(format!(
+                "the leader was lost while forwarding ({other}); the write may still commit"
+            ))
+        }
         other => {
-            tracing::debug!(error = %other, "forwarding to the leader failed");
+            tracing::debug!(error = %other, "asking the leader for a read index failed");
             ApiError::NoLeader { leader_hint: None }
         }
     }
@@ -132,7 +142,7 @@ impl NodeApi for NodeHandle {
                 .peers
                 .forward_write(&addr, &req)
                 .await
-                .map_err(rpc_error),
+                .map_err(|e| rpc_error(e, true)),
             other => other,
         }
     }
@@ -143,7 +153,11 @@ impl NodeApi for NodeHandle {
             Consistency::Linearizable => match self.read_index_local().await {
                 Err(ApiError::NoLeader {
                     leader_hint: Some(addr),
-                }) => self.peers.read_index(&addr).await.map_err(rpc_error)?,
+                }) => self
+                    .peers
+                    .read_index(&addr)
+                    .await
+                    .map_err(|e| rpc_error(e, false))?,
                 other => other?,
             },
         };

@@ -100,9 +100,11 @@ impl Waiters {
     /// Fail everything (shutdown).
     pub fn fail_all(&mut self, err: ApiError) {
         self.keys.clear();
+        // A parked write was appended: it may still commit elsewhere.
+        let unknown = ApiError::OutcomeUnknown(format!("{err}; the write may still commit"));
         for (_, ws) in std::mem::take(&mut self.writes) {
             for w in ws {
-                let _ = w.reply.send(Err(err.clone()));
+                let _ = w.reply.send(Err(unknown.clone()));
             }
         }
         for r in std::mem::take(&mut self.reads) {

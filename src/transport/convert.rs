@@ -411,6 +411,10 @@ impl From<&ApiError> for pb::ApiErrorPb {
             | ApiError::Storage(s)
             | ApiError::NotFound(s)
             | ApiError::Internal(s) => pb.message = s.clone(),
+            ApiError::OutcomeUnknown(s) => {
+                pb.code = "outcome_unknown".into();
+                pb.message = s.clone();
+            }
             ApiError::PayloadTooLarge { limit } => pb.limit = Some(*limit as u64),
             ApiError::NoLeader { leader_hint } => pb.leader_hint = leader_hint.clone(),
             ApiError::WriteTimeout {
@@ -455,6 +459,7 @@ impl From<pb::ApiErrorPb> for ApiError {
             "not_found" => ApiError::NotFound(e.message),
             "shutting_down" => ApiError::ShuttingDown,
             "internal" => ApiError::Internal(e.message),
+            "outcome_unknown" => ApiError::OutcomeUnknown(e.message),
             other => ApiError::Internal(format!("{other}: {}", e.message)),
         }
     }
