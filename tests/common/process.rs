@@ -166,6 +166,13 @@ pub fn is_raftlog(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Does `pid`'s command line contain `needle`?
+pub fn cmdline_contains(pid: u32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(needle))
+        .unwrap_or(false)
+}
+
 /// The last `n` lines of a file, ANSI colour codes removed.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read(path)
@@ -1202,9 +1209,19 @@ impl Drop for DevProcess {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        pids.extend(children_of(self.pid));
+        if self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        {
+            // Still our process (not reaped), so its pid cannot have been reused.
+            pids.extend(children_of(self.pid));
+        }
+        // A pid seen earlier may belong to another test's node by now: only kill
+        // processes whose command line names this dev cluster's data dir.
+        let ours = self.data_dir.to_string_lossy().into_owned();
         for pid in pids {
-            if alive(pid) && is_raftlog(pid) {
+            if alive(pid) && is_raftlog(pid) && cmdline_contains(pid, &ours) {
                 signal(pid, libc::SIGCONT);
                 signal(pid, libc::SIGKILL);
             }
