@@ -273,10 +273,6 @@ impl RaftNode {
         }
         self.progress.get(id).map(|p| p.match_index)
     }
-    /// Ticks since the leader last heard from `id` (leader only).
-    pub fn ticks_since_heard(&self, id: &str) -> Option<u64> {
-        self.progress.get(id).map(|p| self.now - p.last_heard_tick)
-    }
 
     /// Write concern: how many voters hold entry `(index, term)` durably, as far as
     /// this leader knows (leader included once its own fsync is done). 0 when not

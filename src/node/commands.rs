@@ -12,6 +12,11 @@ use crate::wal::LogStore;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+/// How long a read may wait for this node to apply up to its read index (beyond
+/// its long-poll time) before it is answered with an error; a node that cannot
+/// apply (a full disk, a partition) answers rather than holding the client.
+const READ_INDEX_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     pub(crate) fn handle(&mut self, cmd: Cmd) {
         match cmd {
@@ -199,7 +204,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 continue;
             }
             if applied < r.min_index {
-                if now >= r.deadline + std::time::Duration::from_secs(5) {
+                if now >= r.deadline + READ_INDEX_GRACE {
                     let _ = r.reply.send(Err(ApiError::NoQuorum(
                         "read index not reached in time".into(),
                     )));
