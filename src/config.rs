@@ -24,6 +24,9 @@ use std::time::Duration;
 
 use crate::node::api::WriteConcern;
 
+mod security;
+pub use security::{AuthConfig, LimitsConfig, TlsConfig, MIN_HEADER_BYTES};
+
 /// Prefix of the environment variables that override the file (`RAFTLOG_NODE_ID`).
 pub const ENV_PREFIX: &str = "RAFTLOG";
 
@@ -68,6 +71,12 @@ pub struct Config {
     pub health: HealthConfig,
     /// Operator drills and tests.
     pub debug: DebugConfig,
+    /// Mutual TLS between nodes and TLS for the client API.
+    pub tls: TlsConfig,
+    /// Bearer tokens for the client API.
+    pub auth: AuthConfig,
+    /// Connection, size, time and rate limits against hostile or broken clients.
+    pub limits: LimitsConfig,
 }
 
 /// `[health]`: thresholds of the health manager.
@@ -326,6 +335,9 @@ impl Default for Config {
             log: LogConfig::default(),
             health: HealthConfig::default(),
             debug: DebugConfig::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -419,6 +431,11 @@ impl Config {
         self.validate_addresses(&mut errs);
         self.validate_raft(&mut errs);
         self.validate_limits(&mut errs);
+        self.tls.validate(&mut errs);
+        self.auth.validate(&mut errs);
+        self.limits.validate(&mut errs);
+        self.limits
+            .validate_grpc_size(self.write.max_message_bytes, &mut errs);
         if errs.is_empty() {
             Ok(())
         } else {

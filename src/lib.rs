@@ -6,6 +6,7 @@
 //! (client API), `config`.
 
 pub mod bench;
+pub mod certs;
 pub mod config;
 pub mod core;
 pub mod dev;
@@ -13,5 +14,6 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod state_machine;
+pub mod tls;
 pub mod transport;
 pub mod wal;

@@ -33,6 +33,8 @@ enum Command {
     Dev(DevArgs),
     /// Load-test a running cluster over its HTTP API and print latency percentiles.
     Bench(BenchArgs),
+    /// Make a cluster CA and node certificates for `[tls]` (reuses an existing CA).
+    Certs(raftlog::certs::CertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,13 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_command(&args),
         Command::Dev(args) => dev_command(args),
         Command::Bench(args) => run_async(bench::run(args)),
+        Command::Certs(args) => match raftlog::certs::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("certs: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

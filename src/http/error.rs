@@ -49,6 +49,7 @@ pub fn status_of(e: &ApiError) -> StatusCode {
         ApiError::Storage(_) => StatusCode::INSUFFICIENT_STORAGE,
         ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
     }
 }
 

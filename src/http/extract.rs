@@ -38,7 +38,12 @@ where
         if declared_length(req.headers()).is_some_and(|len| len > max) {
             return Err(too_large(&limits));
         }
-        let bytes = read_limited(req.into_body(), max, &limits).await?;
+        let timeout = std::time::Duration::from_millis(limits.body_timeout_ms);
+        let bytes = tokio::time::timeout(timeout, read_limited(req.into_body(), max, &limits))
+            .await
+            .map_err(|_| {
+                ApiError::RequestTimeout(format!("request body not received within {timeout:?}"))
+            })??;
         serde_json::from_slice(&bytes)
             .map(ApiJson)
             .map_err(|e| invalid(format!("request body is not valid JSON: {e}")))

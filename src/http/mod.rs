@@ -11,13 +11,17 @@
 //!   [`HttpLimits`], i.e. from the config, and are enforced before the node is
 //!   called.
 //! - No request timeout layer: a write legitimately waits up to its `timeout_ms`
-//!   (or forever with 0), and reads long-poll up to `wait_ms`.
+//!   (or forever with 0), and reads long-poll up to `wait_ms`. Receiving the
+//!   request is bounded instead: headers by the server ([`serve`]), the body by
+//!   `body_timeout_ms` (408).
 
+pub mod auth;
 mod cluster;
 pub mod error;
 pub mod extract;
 mod handlers;
 pub mod ops;
+pub mod serve;
 
 use axum::extract::FromRef;
 use axum::routing::{get, post};
@@ -45,6 +49,8 @@ pub struct HttpLimits {
     pub max_read_limit: usize,
     /// Longest long-poll; larger `wait_ms` are clamped (`read.max_wait_ms`).
     pub max_wait_ms: u64,
+    /// Time allowed to receive a whole request body (`limits.http_body_timeout_ms`).
+    pub body_timeout_ms: u64,
 }
 
 impl HttpLimits {
@@ -55,6 +61,7 @@ impl HttpLimits {
             default_read_limit: cfg.read.default_limit,
             max_read_limit: cfg.read.max_limit,
             max_wait_ms: cfg.read.max_wait_ms,
+            body_timeout_ms: cfg.limits.http_body_timeout_ms,
         }
     }
 

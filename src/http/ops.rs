@@ -1,6 +1,7 @@
 //! Operations routes added around the client API: `/metrics` (Prometheus text),
 //! per-request metrics (route, method, status, latency), and, only when fault
-//! injection is enabled in the config, `/v1/debug/faults`.
+//! injection is enabled in the config, `/v1/debug/faults`; then the token check
+//! over every route (inside the metrics layer, so 401s and 403s are counted).
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
@@ -11,13 +12,20 @@ use axum::{Json, Router};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::auth::Tokens;
 use super::extract::invalid;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::node::api::ApiError;
 use crate::node::faults::{FaultSwitch, Faults};
 
-/// `app` plus `/metrics`, request metrics, and the fault switch when given.
-pub fn with_ops(app: Router, metrics: Arc<Metrics>, faults: Option<FaultSwitch>) -> Router {
+/// `app` plus `/metrics`, request metrics, the fault switch and the token check
+/// when given.
+pub fn with_ops(
+    app: Router,
+    metrics: Arc<Metrics>,
+    faults: Option<FaultSwitch>,
+    tokens: Option<Arc<Tokens>>,
+) -> Router {
     let mut ops = Router::new().route("/metrics", get(render).with_state(metrics.clone()));
     if let Some(f) = faults {
         ops = ops.route(
@@ -25,8 +33,11 @@ pub fn with_ops(app: Router, metrics: Arc<Metrics>, faults: Option<FaultSwitch>)
             get(get_faults).post(set_faults).with_state(f),
         );
     }
-    app.merge(ops)
-        .layer(middleware::from_fn_with_state(metrics, track))
+    let mut app = app.merge(ops);
+    if let Some(tokens) = tokens {
+        app = app.layer(middleware::from_fn_with_state(tokens, super::auth::check));
+    }
+    app.layer(middleware::from_fn_with_state(metrics, track))
 }
 
 async fn render(State(m): State<Arc<Metrics>>) -> Response {

@@ -102,6 +102,7 @@ fn limits() -> HttpLimits {
         default_read_limit: 10,
         max_read_limit: 20,
         max_wait_ms: 1000,
+        body_timeout_ms: 1000,
     }
 }
 
@@ -590,4 +591,124 @@ fn limits_come_from_config() {
     assert_eq!(l.max_message_bytes, cfg.write.max_message_bytes);
     assert_eq!(l.max_read_limit, cfg.read.max_limit);
     assert!(l.max_body_bytes() > 6 * l.max_message_bytes);
+}
+
+// ------------------------------------------------------------ tokens and roles
+
+const TOKENS: &str = r#"
+[[tokens]]
+name = "r"
+role = "read"
+secret = "read-secret-0123456789"
+[[tokens]]
+name = "w"
+role = "write"
+secret = "write-secret-0123456789"
+[[tokens]]
+name = "a"
+role = "admin"
+secret = "admin-secret-0123456789"
+"#;
+
+/// The whole client API as served: router, ops routes, token check.
+fn guarded_app(node: &Arc<FakeNode>, public_metrics: bool) -> Router {
+    let tokens = auth::Tokens::parse(TOKENS)
+        .unwrap()
+        .with_public_metrics(public_metrics);
+    ops::with_ops(
+        router(Arc::clone(node), limits()),
+        Arc::new(crate::metrics::Metrics::new()),
+        Some(crate::node::faults::FaultSwitch::default()),
+        Some(Arc::new(tokens)),
+    )
+}
+
+async fn status_with_token(app: &Router, method: &Method, uri: &str, token: Option<&str>) -> u16 {
+    let mut req = Request::builder().method(method.clone()).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, t);
+    }
+    let body = match *method {
+        Method::POST => {
+            Body::from(r#"{"message":"m","node_id":"n9","grpc_addr":"h:1","http_addr":"h:2"}"#)
+        }
+        _ => Body::empty(),
+    };
+    let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    resp.status().as_u16()
+}
+
+#[tokio::test]
+async fn every_endpoint_class_needs_its_role() {
+    let node = Arc::new(FakeNode::new());
+    let app = guarded_app(&node, false);
+    let classes: [(&str, Method, &str); 10] = [
+        ("open", Method::GET, "/health"),
+        ("open", Method::GET, "/ready"),
+        ("read", Method::GET, "/v1/messages"),
+        ("read", Method::GET, "/v1/status"),
+        ("read", Method::GET, "/metrics"),
+        ("write", Method::POST, "/v1/messages"),
+        ("write", Method::POST, "/api/v1/append"),
+        ("admin", Method::POST, "/v1/cluster/members"),
+        ("admin", Method::POST, "/v1/cluster/transfer-leadership"),
+        ("admin", Method::GET, "/v1/debug/faults"),
+    ];
+    let tokens = [
+        (0, Some("Bearer read-secret-0123456789")),
+        (1, Some("Bearer write-secret-0123456789")),
+        (2, Some("bearer  admin-secret-0123456789 ")),
+    ];
+    for (class, method, uri) in &classes {
+        let need = match *class {
+            "open" => -1,
+            "read" => 0,
+            "write" => 1,
+            _ => 2,
+        };
+        for bad in [
+            None,
+            Some("Bearer nope-nope-nope-nope"),
+            Some("Basic YTpi"),
+            Some("Bearer "),
+        ] {
+            let s = status_with_token(&app, method, uri, bad).await;
+            let want = if need < 0 { s } else { 401 };
+            assert_eq!(s, want, "{method} {uri} with {bad:?}");
+            if need < 0 {
+                assert!(s != 401 && s != 403, "{uri} must stay open");
+            }
+        }
+        for (level, token) in tokens {
+            let s = status_with_token(&app, method, uri, token).await;
+            if level < need {
+                assert_eq!(s, 403, "{method} {uri} as role {level}");
+            } else {
+                assert!(s != 401 && s != 403, "{method} {uri} as role {level}: {s}");
+            }
+        }
+    }
+    // Refused requests never reached the node: only the write/admin-token writes did.
+    assert_eq!(node.writes.lock().unwrap().len(), 4);
+    let public = guarded_app(&node, true);
+    assert_eq!(
+        status_with_token(&public, &Method::GET, "/metrics", None).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_body_gets_408_after_the_body_timeout() {
+    let node = Arc::new(FakeNode::new());
+    use futures::StreamExt;
+    let first = axum::body::Bytes::from_static(b"{\"message\":\"");
+    let stalled =
+        futures::stream::iter([Ok::<_, std::io::Error>(first)]).chain(futures::stream::pending());
+    let req = post("/v1/messages", Body::from_stream(stalled));
+    let (s, _, body) = send(&node, req).await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::REQUEST_TIMEOUT, "request_timeout")
+    );
+    assert!(node.writes.lock().unwrap().is_empty());
 }

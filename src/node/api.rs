@@ -128,6 +128,9 @@ pub enum ApiError {
     ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The client did not send its request in time (a slow or stalled body). 408.
+    #[error("request timeout: {0}")]
+    RequestTimeout(String),
 }
 
 impl ApiError {
@@ -143,6 +146,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
+            ApiError::RequestTimeout(_) => "request_timeout",
         }
     }
 }

@@ -10,5 +10,6 @@ pub mod health;
 pub mod observe;
 pub mod persist;
 pub mod runtime;
+pub mod security;
 pub mod waiters;
 pub use runtime::run;

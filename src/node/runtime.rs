@@ -11,11 +11,12 @@ use super::controller::{Cmd, Controller, ControllerConfig, Observability, Shared
 use super::faults::{FaultSwitch, FaultyOutbound};
 use super::handle::NodeHandle;
 use super::health::Health;
+use super::security::Security;
 use crate::config::Config;
 use crate::core::{RaftConfig, RaftNode};
 use crate::http::{router, HttpLimits};
 use crate::metrics::Metrics;
-use crate::transport::{ClusterId, InboundHandler, JoinRequest, Peers, PeersConfig};
+use crate::transport::{ClusterId, InboundHandler, JoinRequest, Peers};
 use crate::wal::LogStore;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -82,13 +83,14 @@ async fn wait_for_signal() {
 pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), String> {
     let http_listener = bind(&cfg.http_addr, "http_addr").await?;
     let grpc_listener = bind(&cfg.grpc_addr, "grpc_addr").await?;
+    let security = Security::load(&cfg)?;
     let (store, mode, cluster_id) = bootstrap::open(&cfg)?;
     tracing::info!(node_id = %cfg.node_id, mode = ?mode, http = %cfg.http_addr, grpc = %cfg.grpc_addr, "starting");
     let cluster_id = ClusterId::new(cluster_id.unwrap_or_default());
     let peers = Arc::new(Peers::new(
         cfg.node_id.clone(),
         cluster_id.clone(),
-        PeersConfig::default(),
+        security.peers_config(&cfg),
     ));
     let (cmd_tx, cmd_rx) = mpsc::channel(CMD_QUEUE);
     let (raft_tx, raft_rx) = mpsc::channel(RAFT_QUEUE);
@@ -109,10 +111,11 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     let (grpc_stop_tx, grpc_stop_rx) = watch::channel(false);
     let grpc_stop = wait_stopped(grpc_stop_rx);
     let inbound: Arc<dyn InboundHandler> = Arc::new(handle.clone());
-    let grpc = tokio::spawn(crate::transport::serve(
+    let grpc = tokio::spawn(crate::transport::serve_with_config(
         grpc_listener,
         inbound,
         cluster_id.clone(),
+        security.grpc_config(&cfg)?,
         grpc_stop,
     ));
 
@@ -168,13 +171,14 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     }
 
     let app = router(Arc::new(handle.clone()), HttpLimits::from_config(&cfg));
-    let app = crate::http::ops::with_ops(app, metrics, faults);
+    let app = crate::http::ops::with_ops(app, metrics, faults, security.tokens());
     let http_stop = wait_stopped(stop.clone());
-    let http = tokio::spawn(async move {
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(http_stop)
-            .await
-    });
+    let http = tokio::spawn(crate::http::serve::serve(
+        http_listener,
+        app,
+        security.http_config(&cfg)?,
+        http_stop,
+    ));
 
     // Wait for the stop signal, or for the controller to die (fatal storage error).
     let mut ctl = ctl;

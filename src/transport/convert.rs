@@ -410,7 +410,8 @@ impl From<&ApiError> for pb::ApiErrorPb {
             | ApiError::NoQuorum(s)
             | ApiError::Storage(s)
             | ApiError::NotFound(s)
-            | ApiError::Internal(s) => pb.message = s.clone(),
+            | ApiError::Internal(s)
+            | ApiError::RequestTimeout(s) => pb.message = s.clone(),
             ApiError::OutcomeUnknown(s) => {
                 pb.code = "outcome_unknown".into();
                 pb.message = s.clone();
@@ -459,6 +460,7 @@ impl From<pb::ApiErrorPb> for ApiError {
             "not_found" => ApiError::NotFound(e.message),
             "shutting_down" => ApiError::ShuttingDown,
             "internal" => ApiError::Internal(e.message),
+            "request_timeout" => ApiError::RequestTimeout(e.message),
             "outcome_unknown" => ApiError::OutcomeUnknown(e.message),
             other => ApiError::Internal(format!("{other}: {}", e.message)),
         }

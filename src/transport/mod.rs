@@ -27,8 +27,10 @@
 //! - every limit is explicit: decode size, connections, streams per connection,
 //!   queue capacity, snapshot size, timeouts.
 
+mod conn;
 mod convert;
 mod peers;
+mod ratelimit;
 mod server;
 mod snapshot;
 
@@ -38,6 +40,7 @@ pub mod pb {
     tonic::include_proto!("raftlog.v1");
 }
 
+pub use conn::PeerInfo;
 pub use convert::ConvertError;
 pub use peers::{Peers, PeersConfig, RpcError, TransportStats};
 pub use server::{serve, serve_with_config, ServerConfig};

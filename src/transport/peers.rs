@@ -45,7 +45,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::{debug, trace, warn};
 
@@ -79,6 +79,8 @@ pub struct PeersConfig {
     /// HTTP/2 ping interval and timeout on peer connections.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// Mutual TLS to peers (our certificate, the cluster CA); `None` = plaintext.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Default for PeersConfig {
@@ -97,6 +99,7 @@ impl Default for PeersConfig {
             max_message_bytes: 64 << 20,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
+            tls: None,
         }
     }
 }
@@ -389,14 +392,24 @@ fn invalid_reply(addr: &str, e: impl std::fmt::Display) -> RpcError {
     }
 }
 
-/// `host:port` (or a full URI) as a lazily connecting endpoint.
+/// `host:port` as a lazily connecting endpoint (https when TLS is configured).
 fn endpoint(addr: &str, config: &PeersConfig) -> Result<Endpoint, String> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
+    let host_port = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    let scheme = if config.tls.is_some() {
+        "https"
     } else {
-        format!("http://{addr}")
+        "http"
     };
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| e.to_string())?;
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://{host_port}")).map_err(|e| e.to_string())?;
+    if let Some(tls) = &config.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| e.to_string())?;
+    }
     Ok(endpoint
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)

@@ -6,32 +6,34 @@
 //!   reader never blocks on the controller, so one slow group cannot stall another;
 //! - on shutdown every long-lived stream (and snapshot transfer) ends by itself, so
 //!   the graceful shutdown cannot hang on a peer that keeps its stream open;
-//! - limits: decoded message size, connections, concurrent RPCs per connection,
-//!   HTTP/2 streams per connection, snapshot size; dead connections are found by
-//!   HTTP/2 keepalive.
+//! - with TLS, every RPC comes on a connection whose client certificate the
+//!   cluster CA signed; with node-id verification the certificate must also name
+//!   the node the request claims to come from (`x-raftlog-from`, the envelopes'
+//!   `from`, the joining node's id, the snapshot sender);
+//! - limits: decoded message size, connections, TLS handshake time, concurrent
+//!   RPCs per connection, HTTP/2 streams per connection, snapshot size, joins per
+//!   second per source address; dead connections are found by HTTP/2 keepalive.
 
+use super::conn::{incoming, PeerInfo};
 use super::convert::{read_index_reply, write_reply};
 use super::pb;
 use super::pb::cluster_server::{Cluster, ClusterServer};
 use super::pb::election_server::{Election, ElectionServer};
 use super::pb::heartbeat_server::{Heartbeat, HeartbeatServer};
 use super::pb::replication_server::{Replication, ReplicationServer};
+use super::ratelimit::RateLimiter;
 use super::snapshot::{self, Transfers};
 use super::{ClusterId, InboundHandler, CLUSTER_HEADER, FROM_HEADER};
 use crate::core::{Envelope, Group};
 use crate::node::api::WriteRequest;
-use futures::Stream;
+use crate::tls::{verify_node_id, Acceptor};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, trace, warn};
@@ -52,6 +54,13 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// Largest snapshot accepted through `InstallSnapshot`.
     pub max_snapshot_bytes: u64,
+    /// TLS (mutual: the acceptor requires a client certificate); `None` = plaintext.
+    pub tls: Option<Acceptor>,
+    /// With TLS: a client certificate must name the node id the request claims.
+    pub verify_node_id: bool,
+    /// Join requests per second (sustained and burst) from one source address.
+    pub join_per_second: u32,
+    pub join_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +73,10 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
             max_snapshot_bytes: 64 << 30,
+            tls: None,
+            verify_node_id: true,
+            join_per_second: 2,
+            join_burst: 10,
         }
     }
 }
@@ -101,6 +114,8 @@ pub async fn serve_with_config(
         max_snapshot_bytes: config.max_snapshot_bytes,
         transfers: Transfers::default(),
         stop,
+        verify_node_id: config.tls.is_some() && config.verify_node_id,
+        joins: RateLimiter::new(config.join_per_second, config.join_burst),
     });
     let max = config.max_decoding_message_size;
     let signal = async move {
@@ -122,7 +137,10 @@ pub async fn serve_with_config(
             ReplicationServer::new(ReplicationSvc(shared.clone())).max_decoding_message_size(max),
         )
         .add_service(ClusterServer::new(ClusterSvc(shared)).max_decoding_message_size(max))
-        .serve_with_incoming_shutdown(incoming(listener, config.max_connections), signal)
+        .serve_with_incoming_shutdown(
+            incoming(listener, config.max_connections, config.tls),
+            signal,
+        )
         .await
 }
 
@@ -134,6 +152,9 @@ pub(crate) struct Shared {
     pub(crate) transfers: Transfers,
     /// Becomes true when the server shuts down; long-lived streams end then.
     pub(crate) stop: watch::Receiver<bool>,
+    /// Requests must come with a certificate naming their sender (TLS only).
+    verify_node_id: bool,
+    joins: RateLimiter,
 }
 
 /// Which callers may pass the cluster check.
@@ -145,17 +166,52 @@ enum Admit {
     SameOrUnknown,
 }
 
+/// Who sent a request, as far as the server could establish it.
+pub(crate) struct Caller {
+    /// The node id the request claims (`x-raftlog-from`; empty when absent).
+    pub(crate) from: String,
+    /// True when a CA-signed certificate naming `from` came with the request.
+    pub(crate) verified: bool,
+}
+
 impl Shared {
-    /// The cluster-id check every RPC starts with.
+    /// The checks every RPC starts with: the cluster id, then (with TLS node-id
+    /// verification) that the client certificate names the claimed sender.
     #[allow(clippy::result_large_err)] // tonic's error type, handed straight back to tonic
-    fn check(&self, md: &MetadataMap, admit: Admit) -> Result<(), Status> {
+    fn check<T>(&self, req: &Request<T>, admit: Admit) -> Result<Caller, Status> {
+        let md = req.metadata();
+        let from = header(md, FROM_HEADER);
+        self.check_cluster(md, admit, &from)?;
+        if !self.verify_node_id {
+            return Ok(Caller {
+                from,
+                verified: false,
+            });
+        }
+        let certs = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.certs.clone())
+            .unwrap_or_default();
+        if let Err(e) = verify_node_id(&certs, &from) {
+            let remote = remote_addr(req);
+            warn!(%from, ?remote, error = %e, "refusing a peer whose certificate does not name it");
+            return Err(Status::permission_denied(e));
+        }
+        Ok(Caller {
+            from,
+            verified: true,
+        })
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn check_cluster(&self, md: &MetadataMap, admit: Admit, from: &str) -> Result<(), Status> {
         let own = self.cluster_id.get();
         let theirs = header(md, CLUSTER_HEADER);
         let unknown_ok = theirs.is_empty() && admit == Admit::SameOrUnknown;
         if own.is_empty() || theirs == own || unknown_ok {
             return Ok(());
         }
-        let from = header(md, FROM_HEADER);
         warn!(%from, their_cluster = %theirs, our_cluster = %own,
             "refusing control-plane traffic from another cluster");
         Err(Status::permission_denied(format!(
@@ -163,10 +219,30 @@ impl Shared {
         )))
     }
 
+    /// Takes a join token for the request's source address.
+    #[allow(clippy::result_large_err)]
+    fn admit_join<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(addr) = remote_addr(req) else {
+            return Ok(());
+        };
+        if self.joins.allow(addr.ip(), Instant::now()) {
+            return Ok(());
+        }
+        debug!(%addr, "join rate limit reached");
+        Err(Status::resource_exhausted(format!(
+            "too many join requests from {}; retry later",
+            addr.ip()
+        )))
+    }
+
     /// Hands one inbound envelope to the controller, never waiting.
-    fn deliver(&self, group: Group, pb: pb::Envelope, from: &str) {
+    fn deliver(&self, group: Group, pb: pb::Envelope, caller: &Caller) {
+        let from = &caller.from;
         match Envelope::try_from(pb) {
             Err(e) => warn!(%from, error = %e, "dropping invalid envelope"),
+            Ok(env) if caller.verified && env.from != *from => {
+                warn!(%from, claimed = %env.from, "dropping an envelope claiming another sender")
+            }
             Ok(env) if env.msg.group() != group => {
                 debug!(%from, ?group, msg = ?env.msg.group(), "dropping envelope sent on the wrong stream")
             }
@@ -184,14 +260,13 @@ impl Shared {
         group: Group,
         req: Request<Streaming<pb::Envelope>>,
     ) -> Result<Response<pb::Ack>, Status> {
-        self.check(req.metadata(), Admit::SameCluster)?;
-        let from = header(req.metadata(), FROM_HEADER);
+        let caller = self.check(&req, Admit::SameCluster)?;
         let mut stream = req.into_inner();
         let mut stop = self.stop.clone();
         let mut received = 0;
         while let Some(env) = next_or_stop(&mut stream, &mut stop).await? {
             received += 1;
-            self.deliver(group, env, &from);
+            self.deliver(group, env, &caller);
         }
         Ok(Response::new(pb::Ack { received }))
     }
@@ -258,8 +333,9 @@ impl Replication for ReplicationSvc {
         &self,
         req: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<Self::InstallSnapshotStream>, Status> {
-        self.0.check(req.metadata(), Admit::SameCluster)?;
-        let acks = snapshot::receive(self.0.clone(), req.into_inner());
+        let caller = self.0.check(&req, Admit::SameCluster)?;
+        let sender = caller.verified.then_some(caller.from);
+        let acks = snapshot::receive(self.0.clone(), req.into_inner(), sender);
         Ok(Response::new(acks))
     }
 }
@@ -270,7 +346,7 @@ impl Cluster for ClusterSvc {
         &self,
         req: Request<pb::WriteRequestPb>,
     ) -> Result<Response<pb::WriteReplyPb>, Status> {
-        self.0.check(req.metadata(), Admit::SameCluster)?;
+        self.0.check(&req, Admit::SameCluster)?;
         let write = WriteRequest::try_from(req.into_inner())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let res = self.0.handler.forward_write(write).await;
@@ -281,114 +357,37 @@ impl Cluster for ClusterSvc {
         &self,
         req: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexReply>, Status> {
-        self.0.check(req.metadata(), Admit::SameCluster)?;
+        self.0.check(&req, Admit::SameCluster)?;
         let res = self.0.handler.read_index().await;
         Ok(Response::new(read_index_reply(res)))
     }
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
-        self.0.check(req.metadata(), Admit::SameOrUnknown)?;
+        let caller = self.0.check(&req, Admit::SameOrUnknown)?;
+        self.0.admit_join(&req)?;
         let join = super::JoinRequest::try_from(req.into_inner())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if caller.verified && join.node_id != caller.from {
+            warn!(from = %caller.from, joining = %join.node_id, "refusing a join for another node id");
+            return Err(Status::permission_denied(format!(
+                "a certificate of {:?} cannot join node {:?}",
+                caller.from, join.node_id
+            )));
+        }
         let outcome = self.0.handler.join(join).await;
         Ok(Response::new(outcome.into()))
     }
 
     async fn status(&self, req: Request<pb::Empty>) -> Result<Response<pb::StatusReply>, Status> {
-        self.0.check(req.metadata(), Admit::SameOrUnknown)?;
+        self.0.check(&req, Admit::SameOrUnknown)?;
         let json = self.0.handler.status().await;
         Ok(Response::new(pb::StatusReply { json }))
     }
 }
 
-// ------------------------------------------------------------------ connections
-
-/// Accepted connections, at most `max` open at once. Accept errors (out of file
-/// descriptors, ...) are logged and retried after a pause, never returned: tonic
-/// would otherwise spin on them.
-fn incoming(
-    listener: TcpListener,
-    max: usize,
-) -> impl Stream<Item = Result<LimitedConn, std::io::Error>> {
-    let limit = Arc::new(Semaphore::new(max.max(1)));
-    futures::stream::unfold((listener, limit), |(listener, limit)| async move {
-        let permit = limit.clone().acquire_owned().await.ok()?;
-        let stream = accept(&listener).await;
-        Some((
-            Ok(LimitedConn {
-                stream,
-                _permit: permit,
-            }),
-            (listener, limit),
-        ))
-    })
-}
-
-async fn accept(listener: &TcpListener) -> TcpStream {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                // Latency over throughput: heartbeats and votes are tiny.
-                let _ = stream.set_nodelay(true);
-                return stream;
-            }
-            Err(e) => {
-                warn!(error = %e, "accepting a control-plane connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// A TCP connection holding one slot of the connection limit until it closes.
-pub(crate) struct LimitedConn {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Connected for LimitedConn {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for LimitedConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for LimitedConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
+/// The source address of a request's connection.
+fn remote_addr<T>(req: &Request<T>) -> Option<std::net::SocketAddr> {
+    req.extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.remote_addr)
 }

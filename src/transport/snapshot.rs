@@ -75,9 +75,11 @@ impl Transfers {
 
 /// Serves one `InstallSnapshot` call: returns the ack stream and assembles the
 /// snapshot on a task of its own.
+/// `sender`, when given, is the verified node the transfer must come from.
 pub(crate) fn receive(
     shared: Arc<Shared>,
     chunks: Streaming<pb::SnapshotChunk>,
+    sender: Option<NodeId>,
 ) -> ReceiverStream<Result<pb::SnapshotAck, Status>> {
     let (acks, rx) = mpsc::channel(8);
     tokio::spawn(async move {
@@ -85,6 +87,7 @@ pub(crate) fn receive(
             shared,
             chunks,
             acks,
+            sender,
         };
         let last = match rx.run().await {
             Ok(ack) => ack,
@@ -107,6 +110,8 @@ struct Receiver {
     shared: Arc<Shared>,
     chunks: Streaming<pb::SnapshotChunk>,
     acks: mpsc::Sender<Result<pb::SnapshotAck, Status>>,
+    /// The verified sender (TLS with node-id verification), if known.
+    sender: Option<NodeId>,
 }
 
 /// What the header chunk declared.
@@ -170,6 +175,12 @@ impl Receiver {
         let meta = SnapshotMeta::try_from(meta).map_err(|e| protocol(e.to_string()))?;
         if c.from.is_empty() || c.to.is_empty() {
             return Err(protocol("the first chunk has no from/to"));
+        }
+        if self.sender.as_ref().is_some_and(|s| *s != c.from) {
+            return Err(protocol(format!(
+                "a certificate of {:?} cannot send a snapshot as {:?}",
+                self.sender, c.from
+            )));
         }
         if c.total_size > self.shared.max_snapshot_bytes {
             return Err(protocol(format!(

@@ -321,6 +321,8 @@ pub struct Cluster {
     procs: Vec<Mutex<Proc>>,
     env: Vec<(String, String)>,
     client: Client,
+    /// `http` or `https` (nodes with `[tls] http`).
+    scheme: &'static str,
 }
 
 impl Cluster {
@@ -367,6 +369,7 @@ impl Cluster {
             infos,
             env,
             client,
+            scheme: "http",
         };
         c.first_start(0);
         let seed = c.infos[0].grpc_addr();
@@ -408,7 +411,21 @@ impl Cluster {
             procs: Vec::new(),
             env,
             client,
+            scheme: "http",
         }
+    }
+
+    /// Talks to the nodes with `client` over `scheme` from now on (HTTPS with a
+    /// private CA, default headers such as a bearer token).
+    pub fn set_client(&mut self, client: Client, scheme: &'static str) {
+        self.client = client;
+        self.scheme = scheme;
+    }
+
+    /// First start of node `i` (see [`Cluster::add_node_info`]), waiting until its
+    /// HTTP API answers.
+    pub fn start_node(&mut self, i: usize) {
+        self.first_start(i);
     }
 
     /// Describes node `n{len+1}` (fresh ports, its own data dir and log) without
@@ -553,9 +570,9 @@ impl Cluster {
         &self.client
     }
 
-    /// `http://127.0.0.1:<port><path>` of node `i`.
+    /// `http://127.0.0.1:<port><path>` of node `i` (`https` after [`Cluster::set_client`]).
     pub fn url(&self, i: usize, path: &str) -> String {
-        format!("http://{}{}", self.infos[i].http_addr(), path)
+        format!("{}://{}{}", self.scheme, self.infos[i].http_addr(), path)
     }
 
     fn proc(&self, i: usize) -> MutexGuard<'_, Proc> {
