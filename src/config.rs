@@ -1199,6 +1199,43 @@ mod tests {
     }
 
     #[test]
+    fn security_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("x.pem");
+        std::fs::write(&pem, "not checked here").unwrap();
+        let mut cfg = valid();
+        cfg.tls.ca_file = Some(pem.clone());
+        assert_eq!(keys(&cfg), vec!["tls.cert_file", "tls.key_file"]);
+        cfg.tls.cert_file = Some(pem.clone());
+        cfg.tls.key_file = Some(dir.path().join("missing.key"));
+        assert_eq!(keys(&cfg), vec!["tls.key_file"]);
+        cfg.tls.key_file = Some(pem);
+        assert!(cfg.tls.enabled());
+        assert_eq!(cfg.validate(), Ok(()));
+
+        let mut cfg = valid();
+        cfg.auth.tokens_file = Some(dir.path().join("no-such-tokens.toml"));
+        cfg.limits.http_max_connections = 0;
+        cfg.limits.http_max_header_bytes = 1024;
+        cfg.limits.grpc_max_message_bytes = 1 << 20;
+        assert_eq!(
+            keys(&cfg),
+            vec![
+                "auth.tokens_file",
+                "limits.http_max_connections",
+                "limits.http_max_header_bytes",
+                "limits.grpc_max_message_bytes",
+            ]
+        );
+        let f = toml_file("node_id = \"a\"\n[limits]\nhttp_max_conections = 5\n");
+        let err = load_with_env(&with_file(&f), env(&[])).unwrap_err();
+        assert!(
+            err.contains("limits.http_max_conections: unknown key"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn every_error_is_one_line_naming_its_key() {
         let mut cfg = Config {
             http_addr: "bad".into(),

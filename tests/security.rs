@@ -119,7 +119,10 @@ fn mutual_tls_keeps_strangers_and_impostors_out_and_lets_the_right_ca_in() {
     let tokens = tokens_file(keys.path());
     let tokens = tokens.to_string_lossy().into_owned();
 
-    let mut c = Cluster::empty(&[("RAFTLOG_AUTH__TOKENS_FILE", tokens.as_str())]);
+    let mut c = Cluster::empty(&[
+        ("RAFTLOG_AUTH__TOKENS_FILE", tokens.as_str()),
+        ("RAFTLOG_TLS__HANDSHAKE_TIMEOUT_MS", "1000"),
+    ]);
     c.set_client(https_client(&ours, ADMIN), "https");
     let n1 = c.add_node_info(None);
     set_env(&c, n1, &tls_env(&ours, &ours, "n1"));
@@ -165,6 +168,22 @@ fn mutual_tls_keeps_strangers_and_impostors_out_and_lets_the_right_ca_in() {
     let log = c.log(n6, "linearizable");
     let texts: Vec<&str> = log.iter().map(|(_, m)| m.as_str()).collect();
     assert_eq!(texts, ["over mutual TLS", "to every voter"]);
+
+    // Connections that never start their TLS handshake lose their slot on both ports.
+    let silent: Vec<TcpStream> = [c.info(leader).grpc_addr(), c.info(leader).http_addr()]
+        .iter()
+        .flat_map(|a| (0..5).map(move |_| TcpStream::connect(a).unwrap()))
+        .collect();
+    for mut s in silent {
+        s.set_read_timeout(Some(LONG)).unwrap();
+        let t = Instant::now();
+        let n = s.read(&mut [0u8; 64]).unwrap_or(0);
+        assert!(
+            n == 0 && t.elapsed() < LONG,
+            "a silent connection was kept open"
+        );
+    }
+    assert_eq!(c.write(leader, "after silence", json!(3)).status, 201);
 
     // Tokens end to end over HTTPS: none, a reader writing, a reader reading.
     let bare = https_client_without_token(&ours);
