@@ -90,6 +90,6 @@ VOLUME ["/data"]
 EXPOSE 8080 7070
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
-  CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/ready"]
+  CMD ["/usr/local/bin/raftlog-probe", "/ready"]
 ENTRYPOINT ["/usr/local/bin/raftlog"]
 CMD ["serve", "--config", "/etc/raftlog/raftlog.toml"]

@@ -15,6 +15,9 @@
 #     (SIGKILL) and a new leader elected, the old one back and caught up; the leader
 #     stopped gracefully (hand-over); a 4th node added with deploy/compose/node4.yaml
 #     and removed again; raftlog-prestop moves leadership; `down` timed.
+#   compose + deploy/compose/tls.yaml: certificates from `raftlog certs`, voters
+#     over mutual TLS, w=3 over HTTPS with a bearer token read back on the other
+#     nodes, 401 without a token, no plain HTTP, healthchecks over HTTPS.
 #   kubernetes entrypoint: pods raftlog-0..2 simulated as containers on one network
 #     with the headless service as a shared DNS alias, started by raftlog-k8s-start
 #     with the ConfigMap's config, a read-only root and injected service-link
@@ -75,14 +78,14 @@ lint() {
   step "hadolint Dockerfile"
   hadolint Dockerfile
   step "compose files against the compose-spec schema"
-  check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yaml deploy/compose/node4.yaml
+  check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yaml deploy/compose/node4.yaml deploy/compose/tls.yaml
   if grep -q '^name:' docker-compose.yaml; then
     fail "docker-compose.yaml has a top-level name: key (docker-compose v1 rejects it)"
   fi
   step "kubernetes-validate --strict deploy/k8s/*.yaml"
   kubernetes-validate --strict --quiet deploy/k8s/*.yaml
   step "shellcheck"
-  shellcheck deploy/bin/raftlog-k8s-start deploy/bin/raftlog-prestop scripts/containers-test.sh
+  shellcheck deploy/bin/raftlog-k8s-start deploy/bin/raftlog-prestop deploy/bin/raftlog-probe scripts/containers-test.sh
   timing "lint (hadolint, compose schema, k8s --strict, shellcheck)" "$(since "$t")"
 }
 
@@ -118,6 +121,7 @@ EOF
 quiet() { "$@" 2> >(grep -v -e 'healthcheck' -e 'CNI config' >&2); }
 pc3() { quiet podman-compose -p "$PROJECT" -f docker-compose.yaml "$@"; }
 pc4() { quiet podman-compose -p "$PROJECT" -f docker-compose.yaml -f deploy/compose/node4.yaml "$@"; }
+pctls() { quiet podman-compose -p "$PROJECT" -f docker-compose.yaml -f deploy/compose/tls.yaml "$@"; }
 ctr() { echo "${PROJECT}_$1_1"; } # podman-compose's container name of a service
 
 teardown() {
@@ -132,6 +136,7 @@ teardown() {
   fi
   if command -v podman-compose >/dev/null && command -v podman >/dev/null; then
     pc4 down -v -t 2 >/dev/null 2>&1
+    [ -n "${RL_CERTS:-}" ] && pctls down -v -t 2 >/dev/null 2>&1
     for i in 0 1 2 3; do
       podman rm -f -t 1 "raftlog-$i" >/dev/null 2>&1
       podman volume rm -f "raftlogct-k8s-data-$i" >/dev/null 2>&1
@@ -382,6 +387,37 @@ t=$(now)
 step "compose: down"
 pc3 down -v -t 10 >/dev/null
 timing "podman-compose down (3 graceful stops + removal)" "$(since "$t")"
+
+# ---------------------------------------------------------------- compose + TLS ---
+t=$(now)
+step "compose with deploy/compose/tls.yaml: mutual TLS, HTTPS, bearer tokens"
+export RL_CERTS="$WORK/certs" RL_AUTH="$WORK/auth"
+target/container/raftlog certs --out "$RL_CERTS" --nodes n1=node1,n2=node2,n3=node3 >/dev/null
+chown 10001:10001 "$RL_CERTS"/n?.key
+mkdir -p "$RL_AUTH"
+TOKEN=ct-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+printf '[[tokens]]\nname = "ct"\nrole = "admin"\nsecret = "%s"\n' "$TOKEN" >"$RL_AUTH/tokens.toml"
+chmod 0644 "$RL_AUTH/tokens.toml"
+S=(--cacert "$RL_CERTS/ca.pem" -H "Authorization: Bearer $TOKEN")
+tls_ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' -m 2 "${S[@]}" "https://localhost:$1/ready")" = 200 ]; }
+tls_voters() { curl -fsS -m 2 "${S[@]}" "https://localhost:$1/v1/status" | json 'sorted(m["node_id"] for m in d["members"] if m["voter"])' | tr -d "[]' "; }
+tls_has_voters() { [ "$(tls_voters "$1")" = "$2" ]; }
+pctls up -d >/dev/null
+wait_for 90 "node1..3 ready over HTTPS" tls_ready "$N1"
+wait_for 30 "3 voters over mutual TLS" tls_has_voters "$N1" "n1,n2,n3"
+b=$(curl -sS "${S[@]}" -XPOST "https://localhost:$N1/v1/messages" -d '{"message":"sealed","w":3}')
+[ "$(echo "$b" | json 'd["acks"]')" = 3 ] || fail "TLS write: $b"
+for p in "$N2" "$N3"; do
+  got=$(curl -fsS "${S[@]}" "https://localhost:$p/v1/messages?from=0" | json '",".join(m["message"] for m in d["messages"])')
+  [ "$got" = sealed ] || fail "TLS read on :$p: $got"
+done
+[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$RL_CERTS/ca.pem" "https://localhost:$N1/v1/messages")" = 401 ] ||
+  fail "a read without a token was not refused"
+if curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$N1/ready" 2>/dev/null; then fail "plain HTTP answered"; fi
+for n in node1 node2 node3; do quiet podman healthcheck run "$(ctr "$n")" >/dev/null || fail "HTTPS healthcheck $n"; done
+passed "TLS compose: voters over mutual TLS, w=3 over HTTPS read back on node2/3, 401 without token, no plain HTTP, healthchecks over HTTPS"
+pctls down -v -t 10 >/dev/null
+timing "compose with TLS (up, checks, down)" "$(since "$t")"
 
 # ---------------------------------------------------------------- k8s entrypoint --
 step "kubernetes entrypoint: pods raftlog-0..2 as containers, headless DNS alias"
