@@ -78,6 +78,12 @@ pub struct BenchArgs {
     /// No progress line on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Speak HTTPS, trusting this CA (PEM; e.g. `certs/ca.pem` from `raftlog certs`).
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Bearer token for clusters with `[auth]` (needs the `write` role).
+    #[arg(long, env = "RAFTLOG_BENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl Default for BenchArgs {
@@ -93,6 +99,8 @@ impl Default for BenchArgs {
             timeout: Duration::from_secs(30),
             json: false,
             quiet: false,
+            cacert: None,
+            token: None,
         }
     }
 }
@@ -145,10 +153,10 @@ pub fn parse_ratio(s: &str) -> Result<f64, String> {
 /// `host:port` from an address that may carry an `http://` prefix or a path.
 pub fn normalize_addr(a: &str) -> Result<String, String> {
     let a = a.trim();
-    if a.starts_with("https://") {
-        return Err(format!("{a}: https is not supported"));
-    }
-    let a = a.strip_prefix("http://").unwrap_or(a);
+    let a = a
+        .strip_prefix("http://")
+        .or_else(|| a.strip_prefix("https://"))
+        .unwrap_or(a);
     let a = a.split('/').next().unwrap_or("");
     if a.is_empty() || !a.contains(':') {
         return Err(format!("address {a:?} must be host:port"));
@@ -300,6 +308,10 @@ struct Plan {
     body: Bytes,
     read_ratio: f64,
     timeout: Duration,
+    /// HTTPS when set.
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// `Authorization: Bearer ...` when set.
+    auth: Option<hyper::header::HeaderValue>,
 }
 
 /// The outcome of one request.
@@ -310,18 +322,54 @@ enum Outcome {
 
 type Sender = SendRequest<Full<Bytes>>;
 
-async fn connect(addr: &str) -> Result<Sender, String> {
+async fn connect(addr: &str, plan: &Plan) -> Result<Sender, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let Some(tls) = &plan.tls else {
+        return handshake(stream).await;
+    };
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("server name {host:?}: {e}"))?;
+    let stream = tls
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    handshake(stream).await
+}
+
+async fn handshake<IO>(io: IO) -> Result<Sender, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     Ok(sender)
+}
+
+/// A TLS client trusting only the CA in `path`.
+fn tls_connector(path: &std::path::Path) -> Result<tokio_rustls::TlsConnector, String> {
+    crate::tls::install_crypto_provider();
+    let pem = std::fs::read(path).map_err(|e| format!("--cacert {}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        let cert = cert.map_err(|e| format!("--cacert {}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("--cacert {}: {e}", path.display()))?;
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Outcome, hyper::Error> {
@@ -341,11 +389,20 @@ async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Outcome,
     }
 }
 
-fn request(method: hyper::Method, addr: &str, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+fn request(
+    plan: &Plan,
+    method: hyper::Method,
+    addr: &str,
+    path: &str,
+    body: Bytes,
+) -> Request<Full<Bytes>> {
     let mut b = Request::builder()
         .method(method)
         .uri(path)
         .header(hyper::header::HOST, addr);
+    if let Some(auth) = &plan.auth {
+        b = b.header(hyper::header::AUTHORIZATION, auth.clone());
+    }
     if !body.is_empty() {
         b = b.header(hyper::header::CONTENT_TYPE, "application/json");
     }
@@ -374,7 +431,7 @@ async fn worker(addr: String, plan: Arc<Plan>, shared: Arc<Shared>, seed: u64) -
     while shared.take_ticket() {
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
             conn = None;
-            match tokio::time::timeout(plan.timeout, connect(&addr)).await {
+            match tokio::time::timeout(plan.timeout, connect(&addr, &plan)).await {
                 Ok(Ok(c)) => conn = Some(c),
                 Ok(Err(_)) | Err(_) => {
                     fail(&mut stats, "connection refused or failed".into());
@@ -388,9 +445,10 @@ async fn worker(addr: String, plan: Arc<Plan>, shared: Arc<Shared>, seed: u64) -
         let req = if read {
             let from = shared.recent.load(Ordering::Relaxed);
             let path = format!("/v1/messages?from={from}&limit=1");
-            request(hyper::Method::GET, &addr, &path, Bytes::new())
+            request(&plan, hyper::Method::GET, &addr, &path, Bytes::new())
         } else {
             request(
+                &plan,
                 hyper::Method::POST,
                 &addr,
                 &plan.write_path,
@@ -438,8 +496,9 @@ async fn worker(addr: String, plan: Arc<Plan>, shared: Arc<Shared>, seed: u64) -
 
 /// One write before the run, so the first reads have an offset to ask for.
 async fn seed_write(addr: &str, plan: &Plan) -> Result<u64, String> {
-    let mut c = connect(addr).await?;
+    let mut c = connect(addr, plan).await?;
     let req = request(
+        plan,
         hyper::Method::POST,
         addr,
         &plan.write_path,
@@ -628,6 +687,9 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
     if addrs.is_empty() {
         return Err("--addr: at least one address is needed".into());
     }
+    if args.cacert.is_none() && args.addr.iter().any(|a| a.trim().starts_with("https://")) {
+        return Err("--addr https://...: give the CA to trust with --cacert <ca.pem>".into());
+    }
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
@@ -643,6 +705,16 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         body: Bytes::from(body),
         read_ratio: args.read_ratio,
         timeout: args.timeout,
+        tls: args.cacert.as_deref().map(tls_connector).transpose()?,
+        auth: match &args.token {
+            None => None,
+            Some(t) => {
+                let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                    .map_err(|_| "--token: not a valid header value".to_string())?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        },
     });
     let mut recent = 0;
     if args.read_ratio > 0.0 {
@@ -775,7 +847,7 @@ mod tests {
     fn addresses_normalize() {
         assert_eq!(normalize_addr("127.0.0.1:8081").unwrap(), "127.0.0.1:8081");
         assert_eq!(normalize_addr("http://h:1/x").unwrap(), "h:1");
-        assert!(normalize_addr("https://h:1").is_err());
+        assert_eq!(normalize_addr("https://h:1").unwrap(), "h:1");
         assert!(normalize_addr("h").is_err());
     }
 
