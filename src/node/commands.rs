@@ -142,53 +142,91 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     }
 
     /// Answer every write whose concern now holds, or whose deadline passed.
+    ///
+    /// Looks only at the writes `Waiters::due` names (new or just applied, expired,
+    /// or matched by enough voters since acks last moved): rescanning every waiting
+    /// write each turn cost the leader a large share of its CPU under load.
     pub(crate) fn check_writes(&mut self) {
-        if self.waiters.writes.is_empty() {
+        if !self.waiters.has_writes() {
             return;
         }
         let now = Instant::now();
         let quorum = self.raft.membership().quorum();
-        let indexes: Vec<u64> = self.waiters.writes.keys().copied().collect();
-        for index in indexes {
-            let ws = self.waiters.take_writes(index);
-            for w in ws {
-                let acks = self.raft.acks(index, w.term);
-                let applied = w.offset.is_some();
-                let reported = if applied { acks.max(quorum) } else { acks };
-                let done = if applied {
-                    w.w <= quorum || acks >= w.w
-                } else {
-                    w.w < quorum && acks >= w.w
-                };
-                if done {
-                    let offset = w.offset.unwrap_or_else(|| self.predicted_offset(index));
-                    let res = WriteResult {
-                        offset,
-                        index,
-                        term: w.term,
-                        acks: reported,
-                        committed: applied,
-                        duplicate: w.duplicate,
-                    };
-                    let _ = w.reply.send(Ok(res));
-                } else if w.deadline.is_some_and(|d| now >= d) {
-                    self.metrics.write_timeouts.inc();
-                    let offset = w.offset.unwrap_or_else(|| self.predicted_offset(index));
-                    let err = ApiError::WriteTimeout {
-                        offset,
-                        index,
-                        acks: reported,
-                        w: w.w,
-                    };
-                    let _ = w.reply.send(Err(err));
-                } else if w.reply.is_closed() && !applied {
-                    // The client went away; the entry stays in the log regardless.
-                    continue;
-                } else {
-                    self.waiters.add_write(index, w);
+        let due = self
+            .waiters
+            .due(now, quorum, self.raft.term(), self.voter_matches());
+        for index in due {
+            for w in self.waiters.take_writes(index) {
+                if let Some(w) = self.answer_write(index, w, now, quorum) {
+                    self.waiters.keep_write(index, w, quorum);
                 }
             }
         }
+    }
+
+    /// The voters' match indexes, highest first (what `acks` counts from); empty
+    /// when not leader, where `acks` is 0.
+    fn voter_matches(&self) -> Vec<u64> {
+        if !self.raft.is_leader() {
+            return Vec::new();
+        }
+        let m = self.raft.membership();
+        let mut v: Vec<u64> = m
+            .voters()
+            .map(|id| self.raft.match_index(id).unwrap_or(0))
+            .collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v
+    }
+
+    /// Answer one write if its concern holds or its deadline passed; drop it if its
+    /// client left before it applied; otherwise hand it back to wait on.
+    ///
+    /// A write with `w <= quorum` succeeds only once applied (its offset is
+    /// final); one with `w < quorum` may succeed earlier on acks alone; one with
+    /// `w > quorum` needs both.
+    fn answer_write(
+        &mut self,
+        index: u64,
+        w: WriteWaiter,
+        now: Instant,
+        quorum: usize,
+    ) -> Option<WriteWaiter> {
+        let acks = self.raft.acks(index, w.term);
+        let applied = w.offset.is_some();
+        let reported = if applied { acks.max(quorum) } else { acks };
+        let done = if applied {
+            w.w <= quorum || acks >= w.w
+        } else {
+            w.w < quorum && acks >= w.w
+        };
+        if done {
+            let offset = w.offset.unwrap_or_else(|| self.predicted_offset(index));
+            let res = WriteResult {
+                offset,
+                index,
+                term: w.term,
+                acks: reported,
+                committed: applied,
+                duplicate: w.duplicate,
+            };
+            let _ = w.reply.send(Ok(res));
+        } else if w.deadline.is_some_and(|d| now >= d) {
+            self.metrics.write_timeouts.inc();
+            let offset = w.offset.unwrap_or_else(|| self.predicted_offset(index));
+            let err = ApiError::WriteTimeout {
+                offset,
+                index,
+                acks: reported,
+                w: w.w,
+            };
+            let _ = w.reply.send(Err(err));
+        } else if w.reply.is_closed() && !applied {
+            // The client went away; the entry stays in the log regardless.
+        } else {
+            return Some(w);
+        }
+        None
     }
 
     /// Answer reads whose index is applied (and long polls that have data or expired).
