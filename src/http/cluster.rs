@@ -2,13 +2,14 @@
 //! log) and leadership transfer. They run on the leader; elsewhere they answer
 //! 503 `no_leader` naming the leader, so scripts retry there.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::extract::{invalid, ApiJson};
+use super::extract::{invalid, ApiBytes, ApiJson};
 use super::AppState;
 use crate::node::api::{ApiError, MemberSpec, NodeApi};
 
@@ -57,8 +58,9 @@ pub async fn add<N: NodeApi>(
 /// `DELETE /v1/cluster/members/{node_id}`
 pub async fn remove<N: NodeApi>(
     State(app): State<AppState<N>>,
-    Path(node_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(node_id) = path.map_err(|e| invalid(format!("bad node id in the path: {e}")))?;
     let index = app.node.change_member(node_id.clone(), None).await?;
     Ok(Json(json!({ "node_id": node_id, "index": index, "removed": true })).into_response())
 }
@@ -66,7 +68,7 @@ pub async fn remove<N: NodeApi>(
 /// `POST /v1/cluster/transfer-leadership` with an optional `{"to": "<node_id>"}`.
 pub async fn transfer<N: NodeApi>(
     State(app): State<AppState<N>>,
-    body: axum::body::Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let to = if body.iter().all(u8::is_ascii_whitespace) {
         None

@@ -33,20 +33,38 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let ApiBytes(bytes) = ApiBytes::from_request(req, state).await?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| invalid(format!("request body is not valid JSON: {e}")))
+    }
+}
+
+/// A raw body (possibly empty), read with the size limit and the body timeout
+/// from [`HttpLimits`]; every failure is an [`ApiError`].
+pub struct ApiBytes(pub Bytes);
+
+#[async_trait]
+impl<S> FromRequest<S> for ApiBytes
+where
+    S: Send + Sync,
+    HttpLimits: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let limits = HttpLimits::from_ref(state);
         let max = limits.max_body_bytes();
         if declared_length(req.headers()).is_some_and(|len| len > max) {
             return Err(too_large(&limits));
         }
         let timeout = std::time::Duration::from_millis(limits.body_timeout_ms);
-        let bytes = tokio::time::timeout(timeout, read_limited(req.into_body(), max, &limits))
+        tokio::time::timeout(timeout, read_limited(req.into_body(), max, &limits))
             .await
             .map_err(|_| {
                 ApiError::RequestTimeout(format!("request body not received within {timeout:?}"))
-            })??;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| invalid(format!("request body is not valid JSON: {e}")))
+            })?
+            .map(ApiBytes)
     }
 }
 

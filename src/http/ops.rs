@@ -75,8 +75,9 @@ async fn get_faults(State(f): State<FaultSwitch>) -> Json<Faults> {
 
 async fn set_faults(
     State(f): State<FaultSwitch>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| invalid(format!("could not read the request body: {e}")))?;
     let faults: Faults =
         serde_json::from_slice(&body).map_err(|e| invalid(format!("invalid faults: {e}")))?;
     tracing::warn!(?faults, "fault injection changed");
