@@ -228,15 +228,15 @@ fn slow_head(addr: &str) -> TcpStream {
 fn slow_body(addr: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(
-        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"message\":\"",
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"message\":\"",
     )
     .unwrap();
     s
 }
 
-/// Keeps dribbling one byte per call into every stream still open; returns how
-/// many the server has closed (or answered and closed).
-fn dribble(streams: &mut [Option<TcpStream>], answers: &mut Vec<String>) -> usize {
+/// Polls every stream still open, writing one more byte into it when `write`;
+/// returns how many the server has closed (or answered and closed).
+fn dribble(streams: &mut [Option<TcpStream>], answers: &mut Vec<String>, write: bool) -> usize {
     let mut closed = 0;
     for slot in streams.iter_mut() {
         let Some(s) = slot else {
@@ -251,8 +251,12 @@ fn dribble(streams: &mut [Option<TcpStream>], answers: &mut Vec<String>) -> usiz
                 answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 true
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => s.write_all(b"a").is_err(),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => s.write_all(b"a").is_err(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                write && s.write_all(b"a").is_err()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                write && s.write_all(b"a").is_err()
+            }
             Err(_) => true,
         };
         if done {
@@ -274,12 +278,14 @@ fn slow_loris_and_oversize_requests_are_cut_off_while_normal_clients_go_on() {
     );
     let leader = c.wait_leader();
     let addr = c.info(leader).http_addr();
-    let mut attackers: Vec<Option<TcpStream>> = (0..40).map(|_| Some(slow_head(&addr))).collect();
-    attackers.extend((0..20).map(|_| Some(slow_body(&addr))));
+    // Heads and bodies dribbled a byte at a time, and bodies that stall outright.
+    let mut dribbled: Vec<Option<TcpStream>> = (0..40).map(|_| Some(slow_head(&addr))).collect();
+    dribbled.extend((0..10).map(|_| Some(slow_body(&addr))));
+    let mut stalled: Vec<Option<TcpStream>> = (0..20).map(|_| Some(slow_body(&addr))).collect();
 
     // Normal clients write while the attack goes on; every write must succeed.
     let mut latencies = Vec::new();
-    let mut answers = Vec::new();
+    let (mut answers, mut stalled_answers) = (Vec::new(), Vec::new());
     let mut acked = Vec::new();
     let started = Instant::now();
     let mut all_closed_at = None;
@@ -290,7 +296,9 @@ fn slow_loris_and_oversize_requests_are_cut_off_while_normal_clients_go_on() {
         assert_eq!(r.status, 201, "a normal client was refused: {}", r.body);
         acked.push(msg);
         latencies.push(t.elapsed());
-        if all_closed_at.is_none() && dribble(&mut attackers, &mut answers) == attackers.len() {
+        let open = dribbled.len() - dribble(&mut dribbled, &mut answers, true) + stalled.len()
+            - dribble(&mut stalled, &mut stalled_answers, false);
+        if all_closed_at.is_none() && open == 0 {
             all_closed_at = Some(started.elapsed());
         }
         assert!(
@@ -300,33 +308,37 @@ fn slow_loris_and_oversize_requests_are_cut_off_while_normal_clients_go_on() {
     }
     latencies.sort();
     eprintln!(
-        "60 slow connections cut off after {:?}; {} normal writes, p50 {:?}, max {:?}",
+        "70 slow connections cut off after {:?}; {} normal writes, p50 {:?}, max {:?}",
         all_closed_at.unwrap(),
         latencies.len(),
         latencies[latencies.len() / 2],
         latencies.last().unwrap()
     );
-    let timeouts = answers
-        .iter()
-        .filter(|a| a.starts_with("HTTP/1.1 408"))
-        .count();
-    assert_eq!(timeouts, 20, "each stalled body gets a 408: {answers:?}");
-    assert!(answers.iter().all(|a| a.contains("request_timeout")));
+    // A stalled body gets its 408; a dribbling one gets it too unless the reset of
+    // its unread last bytes overtook the answer. Slow heads are closed silently.
+    let is_408 = |a: &String| a.starts_with("HTTP/1.1 408") && a.contains("request_timeout");
+    assert_eq!(stalled_answers.len(), 20, "{stalled_answers:?}");
+    assert!(stalled_answers.iter().all(is_408), "{stalled_answers:?}");
+    assert!(answers.iter().all(is_408), "{answers:?}");
 
-    // Oversize: a head beyond the limit (431), a body beyond the limit (413) both
-    // announced and streamed; the node keeps serving.
-    let big_header = "x".repeat(64 * 1024);
-    let r = c.post_raw(
-        leader,
-        "/v1/messages",
-        r#"{"message":"h"}"#,
-        &[("x-big", &big_header)],
+    // Oversize, announced by Content-Length: 413 before any body byte is read.
+    let head = "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 8388700\r\n\r\n";
+    let (status, body) = raw_exchange(&addr, head.as_bytes(), 0);
+    assert_eq!(status, Some(413), "{body}");
+    assert!(body.contains("payload_too_large"), "{body}");
+    // An oversize head and an oversize streamed body: 431 and 413, or cut off
+    // mid-request (the node closes with our bytes unread, which may reset the
+    // connection before its answer is read). Either way nothing is appended (checked
+    // below) and the node keeps serving.
+    let big_head = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(64 * 1024)
     );
-    assert_eq!(r.status, 431, "{}", r.body);
-    let big = format!(r#"{{"message":"{}"}}"#, "y".repeat(8 << 20));
-    let r = c.post_raw(leader, "/v1/messages", big, &[]);
-    r.assert_error(413, "payload_too_large", "announced oversize body");
-    assert_eq!(streamed_oversize(&addr), 413);
+    let (status, body) = raw_exchange(&addr, big_head.as_bytes(), 0);
+    assert!(matches!(status, Some(431) | None), "{status:?} {body}");
+    let chunked = "POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let (status, body) = raw_exchange(&addr, chunked.as_bytes(), 16);
+    assert!(matches!(status, Some(413) | None), "{status:?} {body}");
 
     // Nothing acknowledged was lost, and nothing refused was appended.
     let log = c.log(leader, "linearizable");
@@ -334,27 +346,29 @@ fn slow_loris_and_oversize_requests_are_cut_off_while_normal_clients_go_on() {
     assert_eq!(texts, acked, "the log is exactly the acknowledged writes");
 }
 
-/// Sends an oversize chunked body and returns the status the node answers with.
-fn streamed_oversize(addr: &str) -> u16 {
+/// Sends `head`, then `chunks` chunks of 1 MiB (chunked encoding) until the node
+/// stops reading, and returns the status and body of its answer (`None` when the
+/// connection closed or reset before an answer could be read).
+fn raw_exchange(addr: &str, head: &[u8], chunks: usize) -> (Option<u16>, String) {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    let mut sent = s.write_all(head);
     let chunk = vec![b'z'; 1 << 20];
-    for _ in 0..16 {
-        let head = format!("{:x}\r\n", chunk.len());
-        let sent = s
-            .write_all(head.as_bytes())
-            .and_then(|_| s.write_all(&chunk))
-            .and_then(|_| s.write_all(b"\r\n"));
+    for _ in 0..chunks {
         if sent.is_err() {
             break; // the node answered and closed mid-body
         }
+        let size = format!("{:x}\r\n", chunk.len());
+        sent = s
+            .write_all(size.as_bytes())
+            .and_then(|_| s.write_all(&chunk))
+            .and_then(|_| s.write_all(b"\r\n"));
     }
     let mut resp = Vec::new();
     let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp);
-    text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok());
+    (status, text)
 }
 
 #[test]
