@@ -131,7 +131,11 @@ teardown() {
   if [ "$rc" != 0 ] && command -v podman >/dev/null; then
     for c in $(podman ps -a --format '{{.Names}}' | grep -E "^(${PROJECT}_|raftlog-[0-9])"); do
       echo "--- last log lines of $c"
-      podman logs --tail 15 "$c" 2>&1 | cut -c1-300
+      podman logs "$c" 2>&1 | grep -v "pre-vote" | tail -40 | cut -c1-300
+      echo "--- $c: address, and what it resolves the other nodes to"
+      podman inspect "$c" --format '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' 2>&1
+      podman exec "$c" getent hosts node1 node2 node3 node4 2>&1 | tr '\n' ' '
+      echo
     done
   fi
   if command -v podman-compose >/dev/null && command -v podman >/dev/null; then
