@@ -182,31 +182,6 @@ fn check_acked(log: &[(u64, String)], acked: &[(u64, String)], ctx: &str) {
     }
 }
 
-/// The text a node logged since its latest start (ANSI codes are off: NO_COLOR).
-fn log_since_last_start(path: &Path) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    match text.rfind("===== harness: start #") {
-        Some(k) => text[k..].to_string(),
-        None => text,
-    }
-}
-
-fn log_text(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
-/// Count of lines containing `needle` in node `i`'s whole log.
-fn log_count(c: &Cluster, i: usize, needle: &str) -> usize {
-    log_text(&c.info(i).log_path)
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count()
-}
-
 /// `(message count, hash of all (offset, message))` of node `i`'s local
 /// committed log, paging with a small `limit` (large messages).
 fn log_digest(c: &Cluster, i: usize) -> Result<(u64, u64), String> {
@@ -749,12 +724,12 @@ fn snapshot_catch_up_for_a_stopped_follower_and_a_new_node() {
 
     c.stop(f);
     acked.extend(bulk_write(&c, l, "missed", 400, 200, 4));
-    let snaps_before = log_count(&c, f, "snapshot received");
+    let snaps_before = c.log_count(f, "snapshot received");
     c.cont(f);
     let log = c.wait_converged(&[0, 1, 2], acked.len());
     check_acked(&log, &acked, "after the stopped follower resumed");
     assert!(
-        log_count(&c, f, "snapshot received") > snaps_before,
+        c.log_count(f, "snapshot received") > snaps_before,
         "{} missed a compacted prefix: it must have received a snapshot; log tail:\n{}",
         c.id(f),
         tail(&c.info(f).log_path, 30)
@@ -768,7 +743,7 @@ fn snapshot_catch_up_for_a_stopped_follower_and_a_new_node() {
     let log = c.wait_converged(&[0, 1, 2, n4], acked.len());
     check_acked(&log, &acked, "after a new node joined past compaction");
     assert!(
-        log_count(&c, n4, "snapshot received") > 0,
+        c.log_count(n4, "snapshot received") > 0,
         "the new node needed a compacted prefix: it must have received a snapshot"
     );
 }
@@ -813,7 +788,7 @@ fn interrupted_snapshot_transfer_completes_after_restart() {
             // Cheap test for "already done" (no HTTP: a joiner's API is not
             // served until it is accepted, and the poll must stay tight).
             polls += 1;
-            let done = polls.is_multiple_of(50) && log_count(&c, j, "snapshot received") > 0;
+            let done = polls.is_multiple_of(50) && c.log_count(j, "snapshot received") > 0;
             if done || Instant::now() > deadline {
                 c.kill(j);
                 break;
@@ -903,7 +878,7 @@ fn interrupted_snapshot_transfer_completes_after_restart() {
     let (count, _) = wait_same_digest(&c, &[n1, j], acked.len() as u64);
     assert_eq!(count, acked.len() as u64);
     assert!(
-        log_count(&c, j, "snapshot received") > 0,
+        c.log_count(j, "snapshot received") > 0,
         "the restarted node must have received the snapshot"
     );
     // The log is still writable with both voters (retrying 503: reading the big
@@ -984,11 +959,11 @@ fn membership_changes_under_writes_and_removed_nodes_cannot_disrupt() {
         LONG,
         || {
             four.iter()
-                .any(|&i| log_count(&c, i, "message from a node that is not a member") > 0)
+                .any(|&i| c.log_count(i, "message from a node that is not a member") > 0)
                 .then_some(())
         },
     );
-    let stale_knows = log_count(&c, gone, "removed from the cluster") > 0;
+    let stale_knows = c.log_count(gone, "removed from the cluster") > 0;
     eprintln!(
         "stale removed node {} logged its removal: {stale_knows}",
         c.id(gone)
@@ -1045,7 +1020,7 @@ fn membership_changes_under_writes_and_removed_nodes_cannot_disrupt() {
     }
     // Bounded from the DELETE's own wait (it may already have used LONG).
     let logged = wait_for_bounded(Duration::from_secs(10), || {
-        log_count(&c, to, "this node was removed from the cluster") > 0
+        c.log_count(to, "this node was removed from the cluster") > 0
     });
     if !logged {
         problems.push(format!(

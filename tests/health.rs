@@ -649,20 +649,6 @@ fn reachable(c: &Cluster, observer: usize, peer: &str) -> Option<Value> {
         .map(|s| member(&s, peer)["reachable"].clone())
 }
 
-fn log_text(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
-/// Lines of node `i`'s whole log (all its starts) containing `needle`.
-fn log_count(c: &Cluster, i: usize, needle: &str) -> usize {
-    log_text(&c.info(i).log_path)
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count()
-}
-
 /// Lines of node `i`'s log containing `needle`, the last `n` of them.
 fn log_lines(c: &Cluster, i: usize, needle: &str, n: usize) -> Vec<String> {
     let text = log_text(&c.info(i).log_path);
@@ -678,7 +664,7 @@ fn log_lines(c: &Cluster, i: usize, needle: &str, n: usize) -> Vec<String> {
 fn election_lines(c: &Cluster, nodes: &[usize]) -> Vec<usize> {
     nodes
         .iter()
-        .map(|&i| log_count(c, i, ELECTION_TIMEOUT_LINE))
+        .map(|&i| c.log_count(i, ELECTION_TIMEOUT_LINE))
         .collect()
 }
 
@@ -874,7 +860,7 @@ fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
         let elections_before = election_lines(&c, &all);
         let transfers_before = all
             .iter()
-            .map(|&i| log_count(&c, i, TRANSFER_CAMPAIGN_LINE))
+            .map(|&i| c.log_count(i, TRANSFER_CAMPAIGN_LINE))
             .collect::<Vec<_>>();
         let slow_before = scrape(&c, l).observed_above("raftlog_wal_fsync_seconds", 0.5);
 
@@ -926,11 +912,11 @@ fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
                 "{lid} never reported health.disk \"unhealthy\" while its fsyncs took {SLOW_FSYNC_MS} ms"
             )),
         }
-        found.check(log_count(&c, l, HANDOVER_LINE) > 0, || {
+        found.check(c.log_count(l, HANDOVER_LINE) > 0, || {
             format!("{lid} did not log {HANDOVER_LINE:?}")
         });
         found.check(
-            log_count(&c, new, TRANSFER_CAMPAIGN_LINE) > transfers_before[new],
+            c.log_count(new, TRANSFER_CAMPAIGN_LINE) > transfers_before[new],
             || {
                 format!(
                     "the new leader {} did not campaign because of a leadership transfer; its role changes: {:#?}",
@@ -1109,7 +1095,7 @@ fn heartbeats_are_isolated_from_saturated_replication_and_a_snapshot_transfer() 
                 }
             }
             partial_seen |= !partials(&c.info(j).data_dir).is_empty();
-            if snapshot_received_at.is_none() && log_count(&c, j, "snapshot received") > 0 {
+            if snapshot_received_at.is_none() && c.log_count(j, "snapshot received") > 0 {
                 snapshot_received_at = Some(t0.elapsed());
             }
             let long_enough = t0.elapsed() >= SATURATION_RUN;
@@ -1161,7 +1147,7 @@ fn heartbeats_are_isolated_from_saturated_replication_and_a_snapshot_transfer() 
         },
     );
     let lines_after = election_lines(&c, &voters);
-    let joiner_lines = log_count(&c, j, ELECTION_TIMEOUT_LINE);
+    let joiner_lines = c.log_count(j, ELECTION_TIMEOUT_LINE);
     found.check(lines_after == lines_before && joiner_lines == 0, || {
         let mut ls = Vec::new();
         for i in 0..4 {
@@ -1421,7 +1407,7 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers_without_loss() {
     let elections_before = election_lines(&c, &all);
     let transfers_before: Vec<usize> = all
         .iter()
-        .map(|&i| log_count(&c, i, TRANSFER_CAMPAIGN_LINE))
+        .map(|&i| c.log_count(i, TRANSFER_CAMPAIGN_LINE))
         .collect();
     let errors_before = scrape(&c, l).get0("raftlog_storage_errors_total", &[]);
 
@@ -1575,7 +1561,7 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers_without_loss() {
     // running out because the full-disk leader went silent.
     let elections_after = election_lines(&c, &all);
     found.check(
-        log_count(&c, new, TRANSFER_CAMPAIGN_LINE) > transfers_before[new]
+        c.log_count(new, TRANSFER_CAMPAIGN_LINE) > transfers_before[new]
             && elections_after == elections_before,
         || {
             format!(

@@ -91,8 +91,7 @@ fn assert_refused(c: &mut Cluster, i: usize, leader: usize, why: &str) {
     c.spawn_detached(i);
     let log = c.info(i).log_path.clone();
     wait_for(&format!("{} to be refused ({why})", c.id(i)), LONG, || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let refusals = text
+        let refusals = harness::log_text(&log)
             .lines()
             .filter(|l| l.contains("join target unreachable") && l.contains(why))
             .count();

@@ -173,11 +173,25 @@ pub fn cmdline_contains(pid: u32, needle: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A node's log (lossy UTF-8; empty when it cannot be read yet).
+pub fn log_text(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// What a node logged since the harness's latest start marker in its log.
+pub fn log_since_last_start(path: &Path) -> String {
+    let text = log_text(path);
+    match text.rfind("===== harness: start #") {
+        Some(k) => text[k..].to_string(),
+        None => text,
+    }
+}
+
 /// The last `n` lines of a file, ANSI colour codes removed.
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = log_text(path);
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
     strip_ansi(&lines[start..].join("\n"))
@@ -504,11 +518,9 @@ impl Cluster {
                 if let Some(status) = self.exited(i) {
                     return Some(Err(status));
                 }
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let since = text
-                    .rfind("===== harness: start #")
-                    .map_or(text.as_str(), |k| &text[k..]);
-                since.contains("starting").then_some(Ok(()))
+                log_since_last_start(&path)
+                    .contains("starting")
+                    .then_some(Ok(()))
             });
             match outcome {
                 Ok(()) => return,
@@ -577,6 +589,14 @@ impl Cluster {
 
     fn proc(&self, i: usize) -> MutexGuard<'_, Proc> {
         self.procs[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lines of node `i`'s whole log (all its starts) containing `needle`.
+    pub fn log_count(&self, i: usize, needle: &str) -> usize {
+        log_text(&self.infos[i].log_path)
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     /// PID of node `i`'s process, if running.
