@@ -175,12 +175,12 @@ fn mutual_tls_keeps_strangers_and_impostors_out_and_lets_the_right_ca_in() {
         .collect();
     for mut s in silent {
         s.set_read_timeout(Some(LONG)).unwrap();
-        let t = Instant::now();
-        let n = s.read(&mut [0u8; 64]).unwrap_or(0);
-        assert!(
-            n == 0 && t.elapsed() < LONG,
-            "a silent connection was kept open"
-        );
+        // Closed (end of stream, or a reset) rather than the read timing out.
+        match s.read(&mut [0u8; 64]) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("a silent connection was kept open: {other:?}"),
+        }
     }
     assert_eq!(c.write(leader, "after silence", json!(3)).status, 201);
 

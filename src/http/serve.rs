@@ -27,7 +27,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
@@ -75,7 +75,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tokio::spawn(refuse(stream, cfg.tls.is_some()));
+            refuse(stream, cfg.tls.is_some());
             continue;
         };
         let (app, cfg, watcher) = (app.clone(), cfg.clone(), graceful.watcher());
@@ -112,8 +112,10 @@ async fn serve_conn<IO>(
     }
 }
 
-/// One connection too many: a short 503 where we can say it, then close.
-async fn refuse(mut stream: TcpStream, tls: bool) {
+/// One connection too many: a short 503 where we can say it, then close. Written
+/// without waiting (a fresh socket's send buffer takes it whole) and without a task,
+/// so a flood beyond the limit costs nothing that outlives the accept.
+fn refuse(stream: TcpStream, tls: bool) {
     debug!("client API connection limit reached; refusing a connection");
     if tls {
         return;
@@ -124,11 +126,7 @@ async fn refuse(mut stream: TcpStream, tls: bool) {
          retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(resp.as_bytes()).await;
-        let _ = stream.shutdown().await;
-    })
-    .await;
+    let _ = stream.try_write(resp.as_bytes());
 }
 
 async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
