@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::core::{RaftConfig, RaftNode};
 use crate::http::{router, HttpLimits};
 use crate::metrics::Metrics;
-use crate::transport::{ClusterId, InboundHandler, JoinRequest, Peers};
+use crate::transport::{ClusterId, InboundHandler, JoinRequest, Peers, ServerConfig};
 use crate::wal::LogStore;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -87,10 +87,12 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     let (store, mode, cluster_id) = bootstrap::open(&cfg)?;
     tracing::info!(node_id = %cfg.node_id, mode = ?mode, http = %cfg.http_addr, grpc = %cfg.grpc_addr, "starting");
     let cluster_id = ClusterId::new(cluster_id.unwrap_or_default());
+    let peers_config = security.peers_config(&cfg);
+    let addr_book = peers_config.addr_book.clone();
     let peers = Arc::new(Peers::new(
         cfg.node_id.clone(),
         cluster_id.clone(),
-        security.peers_config(&cfg),
+        peers_config,
     ));
     let (cmd_tx, cmd_rx) = mpsc::channel(CMD_QUEUE);
     let (raft_tx, raft_rx) = mpsc::channel(RAFT_QUEUE);
@@ -115,7 +117,10 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
         grpc_listener,
         inbound,
         cluster_id.clone(),
-        security.grpc_config(&cfg)?,
+        ServerConfig {
+            addr_book: Some(addr_book),
+            ..security.grpc_config(&cfg)?
+        },
         grpc_stop,
     ));
 

@@ -29,6 +29,7 @@
 
 mod conn;
 mod convert;
+mod dial;
 mod peers;
 mod ratelimit;
 mod server;
@@ -42,6 +43,7 @@ pub mod pb {
 
 pub use conn::PeerInfo;
 pub use convert::ConvertError;
+pub use dial::AddrBook;
 pub use peers::{Peers, PeersConfig, RpcError, TransportStats};
 pub use server::{serve, serve_with_config, ServerConfig};
 

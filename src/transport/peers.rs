@@ -22,6 +22,7 @@
 //! - every unary helper has a timeout.
 
 use super::convert::{from_read_index_reply, from_write_reply};
+use super::dial::{AddrBook, Dialer};
 use super::pb;
 use super::pb::cluster_client::ClusterClient;
 use super::pb::election_client::ElectionClient;
@@ -81,6 +82,9 @@ pub struct PeersConfig {
     pub keepalive_timeout: Duration,
     /// Mutual TLS to peers (our certificate, the cluster CA); `None` = plaintext.
     pub tls: Option<ClientTlsConfig>,
+    /// Where peers were last seen, for dialling when name lookups stall (see
+    /// `dial`); the gRPC server fills it from incoming connections.
+    pub addr_book: Arc<AddrBook>,
 }
 
 impl Default for PeersConfig {
@@ -106,6 +110,7 @@ impl Default for PeersConfig {
             keepalive_interval: Duration::from_secs(2),
             keepalive_timeout: Duration::from_secs(3),
             tls: None,
+            addr_book: Arc::default(),
         }
     }
 }
@@ -350,12 +355,12 @@ impl Peers {
         let channel = match cache.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let channel = endpoint(addr, &self.shared.config)
-                    .map_err(|e| RpcError::InvalidAddress {
+                let channel = channel(addr, &self.shared.config, None).map_err(|e| {
+                    RpcError::InvalidAddress {
                         addr: addr.into(),
                         reason: e,
-                    })?
-                    .connect_lazy();
+                    }
+                })?;
                 if cache.len() >= MAX_UNARY_CHANNELS {
                     cache.clear();
                 }
@@ -398,7 +403,21 @@ fn invalid_reply(addr: &str, e: impl std::fmt::Display) -> RpcError {
     }
 }
 
-/// `host:port` as a lazily connecting endpoint (https when TLS is configured).
+/// A lazily connecting channel to `host:port` (https when TLS is configured),
+/// dialled by [`Dialer`]; `peer` names the node behind it when known.
+fn channel(addr: &str, config: &PeersConfig, peer: Option<&str>) -> Result<Channel, String> {
+    let dialer = Dialer {
+        book: config.addr_book.clone(),
+        peer: peer.map(str::to_string),
+        resolve_timeout: config.connect_timeout,
+        connect_timeout: config.connect_timeout,
+    };
+    // The whole dial (lookup, fallbacks, TLS handshake) is bounded too.
+    let endpoint = endpoint(addr, config)?.connect_timeout(config.connect_timeout * 4);
+    Ok(endpoint.connect_with_connector_lazy(dialer))
+}
+
+/// `host:port` as an endpoint (https when TLS is configured).
 fn endpoint(addr: &str, config: &PeersConfig) -> Result<Endpoint, String> {
     let host_port = addr
         .strip_prefix("http://")
@@ -417,8 +436,6 @@ fn endpoint(addr: &str, config: &PeersConfig) -> Result<Endpoint, String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(endpoint
-        .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true)
         .http2_keep_alive_interval(config.keepalive_interval)
         .keep_alive_timeout(config.keepalive_timeout)
         .keep_alive_while_idle(true))
@@ -446,8 +463,8 @@ impl Drop for PeerHandle {
 
 impl PeerHandle {
     fn spawn(shared: &Arc<Shared>, id: &str, addr: &str) -> Result<Self, String> {
-        let control = endpoint(addr, &shared.config)?.connect_lazy();
-        let bulk = endpoint(addr, &shared.config)?.connect_lazy();
+        let control = channel(addr, &shared.config, Some(id))?;
+        let bulk = channel(addr, &shared.config, Some(id))?;
         let mut tasks = Vec::new();
         let mut queue = |group, channel: &Channel| {
             let (tx, rx) = mpsc::channel(shared.config.queue_capacity.max(1));

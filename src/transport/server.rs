@@ -16,6 +16,7 @@
 
 use super::conn::{incoming, PeerInfo};
 use super::convert::{read_index_reply, write_reply};
+use super::dial::AddrBook;
 use super::pb;
 use super::pb::cluster_server::{Cluster, ClusterServer};
 use super::pb::election_server::{Election, ElectionServer};
@@ -61,6 +62,9 @@ pub struct ServerConfig {
     /// Join requests per second (sustained and burst) from one source address.
     pub join_per_second: u32,
     pub join_burst: u32,
+    /// Records where each peer connects from (after the cluster and node-id
+    /// checks), for the dialler to fall back on when name lookups stall.
+    pub addr_book: Option<Arc<AddrBook>>,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +81,7 @@ impl Default for ServerConfig {
             verify_node_id: true,
             join_per_second: 2,
             join_burst: 10,
+            addr_book: None,
         }
     }
 }
@@ -116,6 +121,7 @@ pub async fn serve_with_config(
         stop,
         verify_node_id: config.tls.is_some() && config.verify_node_id,
         joins: RateLimiter::new(config.join_per_second, config.join_burst),
+        addr_book: config.addr_book.clone(),
     });
     let max = config.max_decoding_message_size;
     let signal = async move {
@@ -155,6 +161,7 @@ pub(crate) struct Shared {
     /// Requests must come with a certificate naming their sender (TLS only).
     verify_node_id: bool,
     joins: RateLimiter,
+    addr_book: Option<Arc<AddrBook>>,
 }
 
 /// Which callers may pass the cluster check.
@@ -182,26 +189,23 @@ impl Shared {
         let md = req.metadata();
         let from = header(md, FROM_HEADER);
         self.check_cluster(md, admit, &from)?;
-        if !self.verify_node_id {
-            return Ok(Caller {
-                from,
-                verified: false,
-            });
+        let verified = self.verify_node_id;
+        if verified {
+            let certs = req
+                .extensions()
+                .get::<PeerInfo>()
+                .and_then(|p| p.certs.clone())
+                .unwrap_or_default();
+            if let Err(e) = verify_node_id(&certs, &from) {
+                let remote = remote_addr(req);
+                warn!(%from, ?remote, error = %e, "refusing a peer whose certificate does not name it");
+                return Err(Status::permission_denied(e));
+            }
         }
-        let certs = req
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.certs.clone())
-            .unwrap_or_default();
-        if let Err(e) = verify_node_id(&certs, &from) {
-            let remote = remote_addr(req);
-            warn!(%from, ?remote, error = %e, "refusing a peer whose certificate does not name it");
-            return Err(Status::permission_denied(e));
+        if let (Some(book), Some(addr)) = (&self.addr_book, remote_addr(req)) {
+            book.learn(&from, addr.ip());
         }
-        Ok(Caller {
-            from,
-            verified: true,
-        })
+        Ok(Caller { from, verified })
     }
 
     #[allow(clippy::result_large_err)]
