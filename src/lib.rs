@@ -12,6 +12,7 @@ pub mod core;
 pub mod dev;
 pub mod http;
 pub mod metrics;
+pub mod msgstore;
 pub mod node;
 pub mod state_machine;
 pub mod tls;
