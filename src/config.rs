@@ -151,6 +151,9 @@ pub struct ReadConfig {
     pub max_limit: usize,
     /// Longest long-poll `wait_ms` honoured; larger requests are clamped to it.
     pub max_wait_ms: u64,
+    /// Bytes of the newest messages kept in memory; older ones are read from the
+    /// message files (at least 1 MiB is kept whatever this says).
+    pub cache_bytes: usize,
 }
 
 /// `[snapshot]`: snapshot and log compaction.
@@ -371,6 +374,7 @@ impl Default for ReadConfig {
             default_limit: 1000,
             max_limit: 10_000,
             max_wait_ms: 30_000,
+            cache_bytes: 32 << 20,
         }
     }
 }

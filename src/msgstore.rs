@@ -63,7 +63,7 @@ struct Segment {
 
 impl Segment {
     fn push(&mut self, len: usize) {
-        if self.count % STRIDE == 0 {
+        if self.count.is_multiple_of(STRIDE) {
             self.sparse.push(self.size);
         }
         self.count += 1;
@@ -99,7 +99,10 @@ impl Segments {
             let mut buf = BlockReader::new(&seg.file, seg.size);
             while at < stop {
                 let msg = buf.record(pos).map_err(|e| {
-                    invalid(format!("{}: record {at} at byte {pos}: {e}", seg.path.display()))
+                    invalid(format!(
+                        "{}: record {at} at byte {pos}: {e}",
+                        seg.path.display()
+                    ))
                 })?;
                 pos += (HEADER + msg.len()) as u64;
                 if at >= next {
@@ -132,7 +135,8 @@ impl<'a> BlockReader<'a> {
     }
 
     fn bytes(&mut self, pos: u64, n: usize) -> io::Result<Bytes> {
-        let have = pos >= self.block_at && pos + n as u64 <= self.block_at + self.block.len() as u64;
+        let have =
+            pos >= self.block_at && pos + n as u64 <= self.block_at + self.block.len() as u64;
         if !have {
             if pos + n as u64 > self.limit {
                 return Err(invalid("record runs past the end of the segment".into()));
@@ -204,8 +208,11 @@ pub struct MessageStore {
     cache_first: u64,
     cache_bytes: usize,
     cache_limit: usize,
+    /// `cache_limit` as configured (it is lifted while writes fail).
+    configured_limit: usize,
     len: u64,
-    /// The first write error; the node must stop (see `StateMachine::failure`).
+    /// The first write error since the store last worked. Messages appended
+    /// meanwhile stay in the cache until [`MessageStore::repair`] writes them.
     failed: Option<String>,
 }
 
@@ -242,6 +249,7 @@ impl MessageStore {
             cache_first: 0,
             cache_bytes: 0,
             cache_limit: usize::MAX,
+            configured_limit: usize::MAX,
             len: 0,
             failed: None,
         }
@@ -279,6 +287,7 @@ impl MessageStore {
             segments: Segments { segs },
             segment_bytes: segment_bytes.max(1),
             cache_limit: cache_bytes.max(MIN_CACHE),
+            configured_limit: cache_bytes.max(MIN_CACHE),
             ..Self::memory()
         };
         store.len = store.segments.len();
@@ -298,9 +307,46 @@ impl MessageStore {
         self.len == 0
     }
 
-    /// The first write error, if any (sticky).
+    /// The write error the store is failing with, if any.
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
+    }
+
+    /// After a write error: cuts the active segment back to its valid records,
+    /// writes what only the cache holds, and resumes. On error the store stays
+    /// failed (and its messages cached); the caller retries later.
+    pub fn repair(&mut self) -> io::Result<()> {
+        if self.failed.is_none() {
+            return Ok(());
+        }
+        // What the buffer held may be half written: drop it, trust the file only.
+        if let Some(w) = self.writer.take() {
+            let _ = w.into_parts();
+        }
+        let active = self.segments.segs.pop().expect("an active segment");
+        let (seg, _) = match load_segment(active.path.clone(), active.first, true) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                self.segments.segs.push(active);
+                return Err(e);
+            }
+        };
+        self.segments.segs.push(seg);
+        self.open_writer()?;
+        let from = self.segments.len();
+        if from < self.cache_first {
+            // Cannot happen (the cache keeps everything once a write failed);
+            // a restart rebuilds the store from the snapshot and the log.
+            return Err(io::Error::other("messages to rewrite are no longer cached"));
+        }
+        for off in from..self.len {
+            let msg = self.cache[(off - self.cache_first) as usize].clone();
+            self.write(&msg)?;
+        }
+        self.writer.as_mut().expect("writer").flush()?;
+        self.failed = None;
+        self.cache_limit = self.configured_limit;
+        Ok(())
     }
 
     pub fn append(&mut self, msg: Bytes) {
@@ -396,7 +442,8 @@ impl MessageStore {
             return Ok(Vec::new());
         }
         let mut out = if from < self.cache_first {
-            self.segments.read(from, (self.cache_first.min(end) - from) as usize)?
+            self.segments
+                .read(from, (self.cache_first.min(end) - from) as usize)?
         } else {
             Vec::new()
         };
@@ -416,7 +463,11 @@ impl MessageStore {
         }
         if self.dir.is_none() || self.failed.is_some() {
             let n = count.min(self.len);
-            let msgs = self.read(0, n as usize)?.into_iter().map(|(_, m)| m).collect();
+            let msgs = self
+                .read(0, n as usize)?
+                .into_iter()
+                .map(|(_, m)| m)
+                .collect();
             return Ok(Reader::Memory(msgs));
         }
         Ok(Reader::Files(self.segments.clone()))
@@ -426,7 +477,9 @@ impl MessageStore {
     /// appended so far is durable.
     pub fn sync_handle(&mut self) -> io::Result<SyncHandle> {
         if let Some(e) = &self.failed {
-            return Err(io::Error::other(format!("message store failed earlier: {e}")));
+            return Err(io::Error::other(format!(
+                "message store failed earlier: {e}"
+            )));
         }
         if let Some(w) = self.writer.as_mut() {
             w.flush()?;

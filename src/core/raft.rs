@@ -258,6 +258,14 @@ impl RaftNode {
     pub fn transferring(&self) -> bool {
         self.transferee.is_some()
     }
+    /// Leader: is some follower being sent a snapshot (not yet acknowledged)?
+    pub fn sending_snapshot(&self) -> bool {
+        self.role == Role::Leader
+            && self
+                .progress
+                .values()
+                .any(|p| matches!(p.state, super::progress::ProgressState::Snapshot { .. }))
+    }
     /// The entry at `index`, if it is in the in-memory log.
     pub fn entry(&self, index: u64) -> Option<&Entry> {
         self.log.entry(index)

@@ -19,7 +19,13 @@ fn all(store: &MessageStore) -> Vec<Bytes> {
 fn files(dir: &Path, ext: &str) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == ext))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == ext)
+        })
         .count()
 }
 
@@ -61,7 +67,10 @@ fn a_torn_tail_is_cut_and_a_corrupt_middle_ends_the_store() {
         .collect();
     names.sort();
     // Half a record at the end of the last segment.
-    let mut f = OpenOptions::new().append(true).open(names.last().unwrap()).unwrap();
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(names.last().unwrap())
+        .unwrap();
     f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
     drop(f);
     let s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
@@ -74,7 +83,13 @@ fn a_torn_tail_is_cut_and_a_corrupt_middle_ends_the_store() {
     let f = OpenOptions::new().write(true).open(third).unwrap();
     f.write_all_at(&[0xff], 3 * 1008 + 100).unwrap();
     let s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
-    let first_of_third: u64 = third.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let first_of_third: u64 = third
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(s.len(), first_of_third + 3);
     assert_eq!(all(&s), model[..s.len() as usize].to_vec());
     assert_eq!(files(dir.path(), "msg"), 3);
@@ -136,14 +151,59 @@ fn matches_a_vector_under_random_operations() {
                     let want: Vec<_> = (from..(from + limit as u64).min(model.len() as u64))
                         .map(|o| (o, model[o as usize].clone()))
                         .collect();
-                    assert_eq!(s.read(from, limit).unwrap(), want, "seed {seed} step {step}");
-                    assert_eq!(mem.read(from, limit).unwrap(), want, "seed {seed} step {step}");
+                    assert_eq!(
+                        s.read(from, limit).unwrap(),
+                        want,
+                        "seed {seed} step {step}"
+                    );
+                    assert_eq!(
+                        mem.read(from, limit).unwrap(),
+                        want,
+                        "seed {seed} step {step}"
+                    );
                     let r = s.reader(model.len() as u64).unwrap();
-                    assert_eq!(r.read(from, limit).unwrap(), want, "seed {seed} step {step}");
+                    assert_eq!(
+                        r.read(from, limit).unwrap(),
+                        want,
+                        "seed {seed} step {step}"
+                    );
                 }
             }
             assert_eq!(s.len(), model.len() as u64, "seed {seed} step {step}");
         }
         assert_eq!(all(&s), model, "seed {seed}");
     }
+}
+
+#[test]
+fn failed_writes_keep_messages_cached_until_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = MessageStore::open(dir.path(), 1 << 20, 0).unwrap();
+    let model: Vec<Bytes> = (0..400).map(|i| msg(i, 900)).collect();
+    for m in &model[..100] {
+        s.append(m.clone());
+    }
+    // The disk refuses writes: a read-only handle stands in for ENOSPC.
+    let active = s.segments.segs.last().unwrap().path.clone();
+    s.writer.as_mut().unwrap().flush().unwrap();
+    s.writer = Some(BufWriter::with_capacity(
+        WRITE_BUFFER,
+        Arc::new(File::open(&active).unwrap()),
+    ));
+    for m in &model[100..] {
+        s.append(m.clone());
+    }
+    assert!(s.failure().is_some());
+    assert!(
+        s.sync_handle().is_err(),
+        "no snapshot may claim unwritten messages"
+    );
+    assert_eq!(all(&s), model, "everything stays readable from the cache");
+    s.repair().unwrap();
+    assert!(s.failure().is_none());
+    assert_eq!(all(&s), model);
+    s.sync_handle().unwrap().run().unwrap();
+    drop(s);
+    let s = MessageStore::open(dir.path(), 1 << 20, 0).unwrap();
+    assert_eq!(all(&s), model);
 }

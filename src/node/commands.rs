@@ -251,7 +251,16 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 }
                 continue;
             }
-            let msgs = self.sm.read(r.req.from, r.limit);
+            let msgs = match self.sm.read(r.req.from, r.limit) {
+                Ok(msgs) => msgs,
+                Err(e) => {
+                    tracing::error!(error = %e, from = r.req.from, "reading the message store failed");
+                    let _ = r
+                        .reply
+                        .send(Err(ApiError::Storage(format!("read failed: {e}"))));
+                    continue;
+                }
+            };
             if msgs.is_empty() && now < r.deadline {
                 self.waiters.reads.push(r);
                 continue;

@@ -18,6 +18,7 @@ use super::api::*;
 use super::persist::{self, InFlight};
 use super::waiters::{ReadReply, ReadWaiter, Waiters, WriteReply};
 use crate::core::*;
+use crate::msgstore::MessageStore;
 use crate::state_machine::{Applied, Command, StateMachine};
 use crate::wal::{LogStore, WalError};
 use bytes::Bytes;
@@ -106,6 +107,16 @@ pub struct ControllerConfig {
     pub heartbeat: Duration,
     pub snapshot_every: u64,
     pub idempotency_window: usize,
+    /// Where the state machine keeps its messages; `None` = in memory (tests).
+    pub messages: Option<MessagesConfig>,
+}
+
+/// The message store's place and limits (see `msgstore`).
+#[derive(Clone, Debug)]
+pub struct MessagesConfig {
+    pub dir: std::path::PathBuf,
+    pub segment_bytes: u64,
+    pub cache_bytes: usize,
 }
 
 /// The health manager, metrics and fault switch a controller reports to.
@@ -154,6 +165,8 @@ pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) seen: super::observe::PeerSeen,
     /// Non-members we warned about, and when (rate-limits the log line).
     strangers: std::collections::HashMap<NodeId, Instant>,
+    /// Full snapshot payloads for followers (see `payload`).
+    pub(crate) payloads: super::payload::Payloads,
 }
 
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
@@ -165,13 +178,24 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         shared: Arc<Shared>,
         obs: Observability,
     ) -> Result<Self, String> {
-        let mut sm = StateMachine::new(cfg.idempotency_window);
+        let mut sm = match &cfg.messages {
+            Some(m) => {
+                let store = MessageStore::open(&m.dir, m.segment_bytes, m.cache_bytes)
+                    .map_err(|e| format!("message store {}: {e}", m.dir.display()))?;
+                StateMachine::with_store(cfg.idempotency_window, store)
+            }
+            None => StateMachine::new(cfg.idempotency_window),
+        };
         let mut applied_membership = Membership::default();
         let latest_snapshot = store.snapshot();
         let synced_term_vote = (raft.term(), raft.hard_state().vote);
-        if let Some(snap) = &latest_snapshot {
-            sm.restore(snap.data.clone())?;
-            applied_membership = snap.meta.membership.clone();
+        match &latest_snapshot {
+            Some(snap) => {
+                sm.restore(snap.data.clone())?;
+                applied_membership = snap.meta.membership.clone();
+            }
+            // Whatever the store holds was applied from the log, which replays.
+            None => sm.reset()?,
         }
         Ok(Controller {
             raft,
@@ -196,6 +220,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             faults: obs.faults,
             stalled: None,
             seen: Default::default(),
+            payloads: Default::default(),
         })
     }
 
@@ -209,6 +234,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut job: InFlight<S> = None;
+        let mut built = self.payloads.take_receiver();
         let fatal = |e: WalError| {
             tracing::error!(error = %e, "fatal storage error; stopping the node");
             e.to_string()
@@ -218,6 +244,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             tokio::select! {
                 done = persist::join(&mut job) => self.persisted(done).map_err(fatal)?,
                 _ = ticker.tick() => self.on_tick(),
+                Some(b) = built.recv() => self.payload_built(b),
                 Some(env) = raft_rx.recv() => self.step(env),
                 cmd = rx.recv() => match cmd {
                     Some(c) => self.handle(c),
@@ -309,7 +336,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn maybe_snapshot(&mut self, job: &mut InFlight<S>) {
         let applied = self.sm.applied_index();
         let snap_index = self.raft.snapshot_meta().index;
+        let sending = self.raft.sending_snapshot();
         if job.is_some()
+            || self.payloads.defers_snapshots(sending)
+            || self.sm.failure().is_some()
             || self.cfg.snapshot_every == 0
             || applied < snap_index + self.cfg.snapshot_every
         {
@@ -351,6 +381,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.ticks += 1;
         self.raft.tick();
         self.health_tick();
+        self.expire_payload();
+        self.repair_messages();
         self.update_metrics();
         if self.raft.is_leader() && self.ticks.is_multiple_of(5) {
             self.maybe_promote_learner();

@@ -8,6 +8,7 @@ pub mod faults;
 pub mod handle;
 pub mod health;
 pub mod observe;
+pub mod payload;
 pub mod persist;
 pub mod runtime;
 pub mod security;

@@ -144,18 +144,29 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         Ok(())
     }
 
-    /// Snapshot the state machine at `meta.index` on a blocking thread: encoding
-    /// and writing a large state must not stall heartbeats.
+    /// Snapshot the state machine at `meta.index`: the message store is synced
+    /// and the manifest written on a blocking thread, so a slow disk never stalls
+    /// heartbeats. Nothing of the log is copied.
     pub(crate) fn start_snapshot(&mut self, meta: SnapshotMeta, job: &mut InFlight<S>) {
+        let (data, sync) = match self.sm.manifest() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot snapshot: message store not writable");
+                return;
+            }
+        };
         let mut store = self.store.take().expect("store is home when no job runs");
-        let source = self.sm.snapshot_source();
         *job = Some(tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let snap = Snapshot {
-                meta,
-                data: source.encode(),
-            };
-            let result = store.install_snapshot(&snap).map(|_| None);
+            let snap = Snapshot { meta, data };
+            let result = sync
+                .run()
+                .map_err(|source| WalError::Io {
+                    path: "message store".into(),
+                    source,
+                })
+                .and_then(|_| store.install_snapshot(&snap))
+                .map(|_| None);
             let taken = Some((snap, started.elapsed()));
             Persisted {
                 store,
@@ -207,7 +218,12 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 .restore(s.data.clone())
                 .map_err(|e| WalError::Invalid(format!("snapshot from leader: {e}")))?;
             self.applied_membership = s.meta.membership.clone();
-            self.latest_snapshot = Some(s.clone());
+            // Kept as a manifest: the messages are in the store now, and the full
+            // payload (durable in the WAL) need not stay in memory.
+            self.latest_snapshot = Some(Snapshot {
+                meta: s.meta.clone(),
+                data: self.sm.encode_manifest(),
+            });
         }
         let n = rd.entries.len() as u64;
         self.metrics.wal_entries.inc_by(n);
@@ -243,18 +259,12 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    /// Send one message; a snapshot gets the bytes of our latest snapshot.
-    fn send_out(&mut self, mut env: Envelope) {
-        if let Message::Snapshot { snapshot } = &mut env.msg {
-            match &self.latest_snapshot {
-                Some(s) => {
-                    *snapshot = Snapshot {
-                        meta: s.meta.clone(),
-                        data: s.data.clone(),
-                    }
-                }
-                None => return,
-            }
+    /// Send one message; a snapshot gets the full payload of our latest snapshot
+    /// (see `payload`).
+    fn send_out(&mut self, env: Envelope) {
+        if let Message::Snapshot { .. } = &env.msg {
+            self.send_snapshot(env);
+            return;
         }
         self.sending(&env);
         self.out.send(env);
@@ -269,8 +279,33 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.stall_retry_at = Instant::now() + Duration::from_millis(200);
     }
 
+    /// A failed message store refuses writes (like a full WAL disk) and is
+    /// retried about once a second; reads go on from its cache.
+    pub(crate) fn repair_messages(&mut self) {
+        let Some(e) = self.sm.failure().map(str::to_string) else {
+            return;
+        };
+        if self.health.storage_error().is_none() {
+            self.metrics.storage_errors.inc();
+            tracing::error!(error = %e, "message store write failed: writes refused until it works again");
+            self.health
+                .set_storage_error(Some(format!("message store: {e}")));
+        }
+        if Instant::now() < self.stall_retry_at {
+            return;
+        }
+        self.stall_retry_at = Instant::now() + Duration::from_secs(1);
+        match self.sm.repair() {
+            Ok(()) => {
+                tracing::info!("message store writes succeed again; accepting writes");
+                self.health.set_storage_error(None);
+            }
+            Err(e) => tracing::debug!(error = %e, "message store still failing"),
+        }
+    }
+
     fn storage_ok(&mut self) {
-        if self.health.storage_error().is_some() {
+        if self.health.storage_error().is_some() && self.sm.failure().is_none() {
             tracing::info!("storage writes succeed again; accepting writes");
             self.health.set_storage_error(None);
         }

@@ -7,7 +7,7 @@
 //! drained, exit 0.
 
 use super::bootstrap::{self, StartMode};
-use super::controller::{Cmd, Controller, ControllerConfig, Observability, Shared};
+use super::controller::{Cmd, Controller, ControllerConfig, MessagesConfig, Observability, Shared};
 use super::faults::{FaultSwitch, FaultyOutbound};
 use super::handle::NodeHandle;
 use super::health::Health;
@@ -57,6 +57,11 @@ fn controller_config(cfg: &Config, tick: Duration) -> ControllerConfig {
         heartbeat: Duration::from_millis(cfg.raft.heartbeat_interval_ms),
         snapshot_every: cfg.snapshot.every_entries,
         idempotency_window: cfg.write.idempotency_window,
+        messages: Some(MessagesConfig {
+            dir: cfg.data_dir.join("messages"),
+            segment_bytes: cfg.wal.segment_bytes,
+            cache_bytes: cfg.read.cache_bytes,
+        }),
     }
 }
 
