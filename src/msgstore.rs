@@ -201,8 +201,10 @@ pub struct MessageStore {
     dir: Option<PathBuf>,
     segments: Segments,
     writer: Option<BufWriter<Arc<File>>>,
-    /// Segments written since the last `sync_handle` (sealed ones included).
+    /// Segment files written since the last confirmed sync (see `synced`).
     unsynced: Vec<Arc<File>>,
+    /// How many of `unsynced` the last `sync_handle` covered.
+    handed: usize,
     segment_bytes: u64,
     cache: VecDeque<Bytes>,
     cache_first: u64,
@@ -244,6 +246,7 @@ impl MessageStore {
             segments: Segments::default(),
             writer: None,
             unsynced: Vec::new(),
+            handed: 0,
             segment_bytes: u64::MAX,
             cache: VecDeque::new(),
             cache_first: 0,
@@ -484,17 +487,25 @@ impl MessageStore {
         if let Some(w) = self.writer.as_mut() {
             w.flush()?;
         }
-        let mut files = std::mem::take(&mut self.unsynced);
-        if let Some(active) = self.segments.segs.last() {
-            self.unsynced.push(active.file.clone());
-            if files.is_empty() {
-                files.push(active.file.clone());
-            }
-        }
+        // Cleared only by `synced`: a sync that failed is repeated by the next.
+        self.handed = self.unsynced.len();
         Ok(SyncHandle {
-            files,
+            files: self.unsynced.clone(),
             dir: self.dir.clone(),
         })
+    }
+
+    /// The last [`SyncHandle`] ran successfully: its files need no sync again,
+    /// except the active segment, which has grown since.
+    pub fn synced(&mut self) {
+        let done = self.handed.min(self.unsynced.len());
+        self.unsynced.drain(..done);
+        self.handed = 0;
+        if let Some(active) = self.segments.segs.last() {
+            if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &active.file)) {
+                self.unsynced.insert(0, active.file.clone());
+            }
+        }
     }
 
     /// Keeps only the first `count` messages (recovery to a snapshot's count).

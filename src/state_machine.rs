@@ -296,6 +296,11 @@ impl StateMachine {
         Ok((self.encode_manifest(), sync))
     }
 
+    /// The sync of the last [`StateMachine::manifest`] succeeded.
+    pub fn synced(&mut self) {
+        self.messages.synced();
+    }
+
     /// The manifest of the current state, with no durability implied.
     pub fn encode_manifest(&self) -> Bytes {
         let keys = self.keys();

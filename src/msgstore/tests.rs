@@ -207,3 +207,23 @@ fn failed_writes_keep_messages_cached_until_repaired() {
     let s = MessageStore::open(dir.path(), 1 << 20, 0).unwrap();
     assert_eq!(all(&s), model);
 }
+
+#[test]
+fn a_sync_not_confirmed_is_repeated_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = MessageStore::open(dir.path(), 4 << 10, 0).unwrap();
+    for i in 0..20 {
+        s.append(msg(i, 1000));
+    }
+    let first = s.sync_handle().unwrap().files.len();
+    assert!(first >= 4, "sealed segments and the active one: {first}");
+    // The job failed (no `synced`): the next handle still covers all of them.
+    s.append(msg(20, 1000));
+    assert!(s.sync_handle().unwrap().files.len() >= first);
+    s.synced();
+    assert_eq!(
+        s.sync_handle().unwrap().files.len(),
+        1,
+        "only the active segment"
+    );
+}

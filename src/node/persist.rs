@@ -186,6 +186,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 ms = took.as_millis() as u64,
                 "snapshot taken, log compacted"
             );
+            self.sm.synced();
             self.raft.compact(snap.meta.clone());
             self.latest_snapshot = Some(snap);
             self.metrics.snapshots.inc();
