@@ -438,6 +438,14 @@ impl MessageStore {
         Ok(())
     }
 
+    /// Copies the cached messages into buffers of their own (after appending
+    /// slices of one large buffer, which they would otherwise keep alive).
+    pub fn own_cache(&mut self) {
+        for m in self.cache.iter_mut() {
+            *m = Bytes::copy_from_slice(m);
+        }
+    }
+
     /// Messages `from..` (at most `limit`).
     pub fn read(&self, from: u64, limit: usize) -> io::Result<Vec<(u64, Bytes)>> {
         let end = self.len.min(from.saturating_add(limit as u64));

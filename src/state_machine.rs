@@ -386,10 +386,10 @@ impl StateMachine {
             .map_err(|e| format!("message store: {e}"))?;
         for _ in 0..n {
             let len = b.get_u32_le() as usize;
-            // A copy: a slice would keep the whole payload alive in the cache.
-            self.messages.append(Bytes::copy_from_slice(&b[..len]));
-            b.advance(len);
+            self.messages.append(b.split_to(len));
         }
+        // Slices of the payload in the cache would keep all of it alive.
+        self.messages.own_cache();
         if let Some(e) = self.messages.failure() {
             return Err(format!("message store: {e}"));
         }

@@ -28,6 +28,12 @@ pub struct RaftConfig {
     pub pre_vote: bool,
     /// A leader not hearing from a quorum within an election timeout steps down.
     pub check_quorum: bool,
+    /// Ticks a snapshot may stay unacknowledged before the leader probes again
+    /// (and so sends it again). The transfer retries and resumes on its own; this
+    /// is for a snapshot that was lost, and must exceed a large snapshot's
+    /// transfer plus install (a 1.4 GB one on a loaded machine took over 10 s, and
+    /// a retry then sent it all again). Nodes set 30 s worth.
+    pub snapshot_retry_ticks: u64,
 }
 
 impl RaftConfig {
@@ -43,6 +49,7 @@ impl RaftConfig {
             max_inflight_bytes: 32 << 20,
             pre_vote: true,
             check_quorum: true,
+            snapshot_retry_ticks: 200,
         }
     }
 }

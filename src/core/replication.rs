@@ -15,9 +15,6 @@ use super::progress::{Progress, ProgressState};
 use super::raft::{RaftNode, Role};
 use super::types::{Entry, EntryPayload, NodeId, Snapshot};
 
-/// Ticks a snapshot may stay unacknowledged before the leader probes again.
-const SNAPSHOT_RETRY_TICKS: u64 = 200;
-
 impl RaftNode {
     /// Make `progress` hold exactly the other members (after a membership change).
     pub(crate) fn sync_progress(&mut self) {
@@ -272,11 +269,11 @@ impl RaftNode {
 
     /// Snapshot acknowledgements that never came: probe again (resumes the transfer).
     pub(crate) fn retry_stale_snapshots(&mut self) {
-        let now = self.now;
+        let (now, retry) = (self.now, self.cfg.snapshot_retry_ticks);
         let stale: Vec<NodeId> = self
             .progress
             .iter()
-            .filter(|(_, p)| matches!(p.state, ProgressState::Snapshot { sent_tick, .. } if now - sent_tick > SNAPSHOT_RETRY_TICKS))
+            .filter(|(_, p)| matches!(p.state, ProgressState::Snapshot { sent_tick, .. } if now - sent_tick > retry))
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {

@@ -43,6 +43,7 @@ fn raft_config(cfg: &Config, tick: Duration) -> RaftConfig {
     rc.election_ticks_max = (cfg.raft.election_timeout_max_ms / t).max(rc.election_ticks_min + 1);
     rc.max_append_entries = cfg.raft.max_append_entries.max(1);
     rc.max_inflight_bytes = cfg.raft.max_inflight_bytes as usize;
+    rc.snapshot_retry_ticks = 30_000 / t;
     rc
 }
 
