@@ -162,6 +162,9 @@ pub struct ReadConfig {
 pub struct SnapshotConfig {
     /// Take a snapshot and compact the log after this many applied entries.
     pub every_entries: u64,
+    /// ... or after this many bytes of applied entries, whichever comes first
+    /// (the entries since the last snapshot are held in memory).
+    pub every_bytes: u64,
 }
 
 /// `[wal]`: on-disk log layout.
@@ -383,6 +386,7 @@ impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
             every_entries: 10_000,
+            every_bytes: 64 << 20,
         }
     }
 }
@@ -551,6 +555,12 @@ impl Config {
             "snapshot.every_entries",
             self.snapshot.every_entries,
             1,
+        );
+        at_least(
+            errs,
+            "snapshot.every_bytes",
+            self.snapshot.every_bytes,
+            1 << 20,
         );
         at_least(
             errs,
@@ -1182,6 +1192,7 @@ mod tests {
         cfg.write.idempotency_window = 0;
         cfg.read.max_limit = 0;
         cfg.snapshot.every_entries = 0;
+        cfg.snapshot.every_bytes = 1000;
         cfg.wal.segment_bytes = 10;
         assert_eq!(
             keys(&cfg),
@@ -1194,6 +1205,7 @@ mod tests {
                 "read.max_limit",
                 "read.default_limit",
                 "snapshot.every_entries",
+                "snapshot.every_bytes",
                 "wal.segment_bytes",
             ]
         );

@@ -106,6 +106,7 @@ pub struct ControllerConfig {
     pub max_wait: Duration,
     pub heartbeat: Duration,
     pub snapshot_every: u64,
+    pub snapshot_every_bytes: u64,
     pub idempotency_window: usize,
     /// Where the state machine keeps its messages; `None` = in memory (tests).
     pub messages: Option<MessagesConfig>,
@@ -167,6 +168,11 @@ pub struct Controller<S: LogStore, O: Outbound> {
     strangers: std::collections::HashMap<NodeId, Instant>,
     /// Full snapshot payloads for followers (see `payload`).
     pub(crate) payloads: super::payload::Payloads,
+    /// Bytes of entries applied since the last snapshot was started.
+    pub(crate) applied_bytes: u64,
+    /// The WAL's snapshot is a full payload (received, or from before the
+    /// message store): replaced by a manifest at the next applied entry.
+    pub(crate) wal_full_payload: bool,
 }
 
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
@@ -188,6 +194,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         };
         let mut applied_membership = Membership::default();
         let latest_snapshot = store.snapshot();
+        let wal_full_payload = latest_snapshot
+            .as_ref()
+            .is_some_and(|s| !crate::state_machine::is_manifest(&s.data));
         let synced_term_vote = (raft.term(), raft.hard_state().vote);
         match &latest_snapshot {
             Some(snap) => {
@@ -221,6 +230,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             stalled: None,
             seen: Default::default(),
             payloads: Default::default(),
+            applied_bytes: 0,
+            wal_full_payload,
         })
     }
 
@@ -303,6 +314,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     }
 
     pub(crate) fn apply(&mut self, e: &Entry) {
+        self.applied_bytes += e.size() as u64;
         let applied = self.sm.apply(e);
         if let EntryPayload::Membership(m) = &e.payload {
             let me = self.raft.id();
@@ -332,19 +344,25 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    /// Every `snapshot_every` applied entries, snapshot in the background.
+    /// Every `snapshot_every` applied entries or `snapshot_every_bytes` applied
+    /// bytes, and after a full payload was installed, snapshot in the background.
     fn maybe_snapshot(&mut self, job: &mut InFlight<S>) {
         let applied = self.sm.applied_index();
         let snap_index = self.raft.snapshot_meta().index;
-        let sending = self.raft.sending_snapshot();
+        let due = applied >= snap_index + self.cfg.snapshot_every
+            || self.applied_bytes >= self.cfg.snapshot_every_bytes
+            || self.wal_full_payload;
         if job.is_some()
-            || self.payloads.defers_snapshots(sending)
-            || self.sm.failure().is_some()
             || self.cfg.snapshot_every == 0
-            || applied < snap_index + self.cfg.snapshot_every
+            || applied <= snap_index
+            || !due
+            || self.sm.failure().is_some()
+            || self.payloads.defers_snapshots(self.raft.sending_snapshot())
         {
             return;
         }
+        self.applied_bytes = 0;
+        self.wal_full_payload = false;
         let Some(term) = self.raft.entry_term(applied) else {
             return;
         };

@@ -225,6 +225,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 meta: s.meta.clone(),
                 data: self.sm.encode_manifest(),
             });
+            self.wal_full_payload = true;
+            self.applied_bytes = 0;
         }
         let n = rd.entries.len() as u64;
         self.metrics.wal_entries.inc_by(n);

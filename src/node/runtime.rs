@@ -57,6 +57,7 @@ fn controller_config(cfg: &Config, tick: Duration) -> ControllerConfig {
         max_wait: Duration::from_millis(cfg.read.max_wait_ms),
         heartbeat: Duration::from_millis(cfg.raft.heartbeat_interval_ms),
         snapshot_every: cfg.snapshot.every_entries,
+        snapshot_every_bytes: cfg.snapshot.every_bytes,
         idempotency_window: cfg.write.idempotency_window,
         messages: Some(MessagesConfig {
             dir: cfg.data_dir.join("messages"),
@@ -90,7 +91,7 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     let http_listener = bind(&cfg.http_addr, "http_addr").await?;
     let grpc_listener = bind(&cfg.grpc_addr, "grpc_addr").await?;
     let security = Security::load(&cfg)?;
-    let (store, mode, cluster_id) = bootstrap::open(&cfg)?;
+    let (mut store, mode, cluster_id) = bootstrap::open(&cfg)?;
     tracing::info!(node_id = %cfg.node_id, mode = ?mode, http = %cfg.http_addr, grpc = %cfg.grpc_addr, "starting");
     let cluster_id = ClusterId::new(cluster_id.unwrap_or_default());
     let peers_config = security.peers_config(&cfg);
@@ -131,7 +132,7 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     ));
 
     let tick = Duration::from_millis((cfg.raft.heartbeat_interval_ms / 2).clamp(1, 50));
-    let rec = store.recovered().clone();
+    let rec = store.take_recovered();
     let snap_meta = rec.snapshot.map(|s| s.meta).unwrap_or_default();
     let raft = RaftNode::new(
         raft_config(&cfg, tick),

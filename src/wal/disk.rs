@@ -624,6 +624,10 @@ impl LogStore for DiskStore {
         &self.recovered
     }
 
+    fn take_recovered(&mut self) -> Recovered {
+        std::mem::take(&mut self.recovered)
+    }
+
     fn append(&mut self, entries: &[Entry]) -> Result<(), WalError> {
         self.check_failed()?;
         validate_append(entries, self.snapshot_index(), self.last_index())?;

@@ -141,6 +141,10 @@ impl LogStore for MemStore {
         &self.recovered
     }
 
+    fn take_recovered(&mut self) -> Recovered {
+        std::mem::take(&mut self.recovered)
+    }
+
     fn append(&mut self, entries: &[Entry]) -> Result<(), WalError> {
         validate_append(
             entries,

@@ -72,6 +72,9 @@ impl WalError {
 pub trait LogStore: Send {
     /// Everything recovered when the store was opened (entries after the snapshot).
     fn recovered(&self) -> &Recovered;
+    /// Hands over what [`LogStore::recovered`] holds and forgets it: kept, it would
+    /// pin the log tail read at startup in memory for the store's lifetime.
+    fn take_recovered(&mut self) -> Recovered;
     /// Append (and truncate a conflicting suffix first, see the trait contract).
     fn append(&mut self, entries: &[Entry]) -> Result<(), WalError>;
     /// Record a new hard state (term, vote, commit).
