@@ -356,6 +356,15 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Replace the state with a snapshot received from a leader: only a full
+    /// payload is accepted (a manifest names messages only its author holds).
+    pub fn restore_received(&mut self, b: Bytes) -> Result<(), String> {
+        if is_manifest(&b) {
+            return Err("a snapshot from another node must carry its messages".into());
+        }
+        self.restore(b)
+    }
+
     /// Back to the empty state (the log will be applied from its start).
     pub fn reset(&mut self) -> Result<(), String> {
         self.messages
@@ -491,6 +500,9 @@ mod tests {
             sm.apply(&cmd(3, Some("b"), "z")),
             Applied::Message { offset: 2 }
         );
+        assert!(StateMachine::new(10)
+            .restore_received(manifest.clone())
+            .is_err());
         // The full payload a leader would send equals the in-memory encoding.
         let reader = sm.reader(2).unwrap();
         assert_eq!(full_payload(&manifest, &reader).unwrap(), full);

@@ -272,6 +272,11 @@ impl InboundHandler for NodeHandle {
                 .await
                 .map_err(|e| format!("reading snapshot: {e}"))?;
             let _ = tokio::fs::remove_file(&snap.path).await;
+            // Refused before it can reach the WAL: a manifest names messages that
+            // only its author's message store holds.
+            if crate::state_machine::is_manifest(&data) {
+                return Err("a snapshot must carry its messages, not a manifest".into());
+            }
             let snapshot = Snapshot {
                 meta: snap.meta,
                 data: data.into(),

@@ -216,7 +216,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn finish_durable(&mut self, rd: Ready) -> Result<(), WalError> {
         if let Some(s) = &rd.snapshot {
             self.sm
-                .restore(s.data.clone())
+                .restore_received(s.data.clone())
                 .map_err(|e| WalError::Invalid(format!("snapshot from leader: {e}")))?;
             self.applied_membership = s.meta.membership.clone();
             // Kept as a manifest: the messages are in the store now, and the full
