@@ -27,7 +27,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 
 /// First bytes of a manifest. A full payload starts with its applied index, which
-/// would have to be about 5.6e18 to look the same.
+/// would have to be about 3.5e18 to look the same.
 const MANIFEST_MAGIC: &[u8; 8] = b"RLMANIF1";
 
 /// A client write as carried inside a `Command` entry.
