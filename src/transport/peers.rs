@@ -57,7 +57,8 @@ pub struct PeersConfig {
     pub queue_capacity: usize,
     /// Snapshots queued per peer behind the one being sent.
     pub snapshot_queue_capacity: usize,
-    /// Time allowed to open a TCP connection to a peer.
+    /// Time allowed for a peer's name lookup, and for each TCP connect attempt;
+    /// the whole dial (lookup, fallback addresses, TLS) gets four times this.
     pub connect_timeout: Duration,
     /// Timeout of `read_index`, `join` and `status`.
     pub unary_timeout: Duration,
