@@ -8,6 +8,16 @@ fn msg(i: u64, len: usize) -> Bytes {
     Bytes::from(v)
 }
 
+/// A store in `dir` holding `n` messages of `len` bytes, and those messages.
+fn filled(dir: &Path, segment_bytes: u64, n: u64, len: usize) -> (MessageStore, Vec<Bytes>) {
+    let mut s = MessageStore::open(dir, segment_bytes, 0).unwrap();
+    let model: Vec<Bytes> = (0..n).map(|i| msg(i, len)).collect();
+    for m in &model {
+        s.append(m.clone());
+    }
+    (s, model)
+}
+
 fn all(store: &MessageStore) -> Vec<Bytes> {
     let got = store.read(0, usize::MAX).unwrap();
     for (i, (off, _)) in got.iter().enumerate() {
@@ -32,11 +42,7 @@ fn files(dir: &Path, ext: &str) -> usize {
 #[test]
 fn reads_span_segments_cache_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = MessageStore::open(dir.path(), 64 << 10, 0).unwrap();
-    let model: Vec<Bytes> = (0..600).map(|i| msg(i, 5000)).collect();
-    for m in &model {
-        s.append(m.clone());
-    }
+    let (mut s, model) = filled(dir.path(), 64 << 10, 600, 5000);
     assert!(s.cache_first > 0, "the 1 MiB cache must not hold 3 MB");
     assert!(files(dir.path(), "msg") > 10);
     assert_eq!(all(&s), model);
@@ -54,11 +60,7 @@ fn reads_span_segments_cache_and_survive_reopen() {
 #[test]
 fn a_torn_tail_is_cut_and_a_corrupt_middle_ends_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
-    let model: Vec<Bytes> = (0..100).map(|i| msg(i, 1000)).collect();
-    for m in &model {
-        s.append(m.clone());
-    }
+    let (s, model) = filled(dir.path(), 16 << 10, 100, 1000);
     drop(s);
     let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -98,11 +100,7 @@ fn a_torn_tail_is_cut_and_a_corrupt_middle_ends_the_store() {
 #[test]
 fn an_index_that_does_not_match_its_segment_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
-    let model: Vec<Bytes> = (0..60).map(|i| msg(i, 1000)).collect();
-    for m in &model {
-        s.append(m.clone());
-    }
+    let (s, model) = filled(dir.path(), 16 << 10, 60, 1000);
     drop(s);
     let idx = seg_path(dir.path(), 0).with_extension("idx");
     let mut data = std::fs::read(&idx).unwrap();
