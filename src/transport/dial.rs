@@ -269,9 +269,23 @@ mod tests {
     #[tokio::test]
     async fn one_lookup_per_name_is_in_flight() {
         let book = AddrBook::default();
-        let a = book.lookup("localhost", 1);
-        let b = book.lookup("localhost", 1);
-        assert!(a.ptr_eq(&b) || a.peek().is_some());
+        let pending: Lookup = futures::future::pending().boxed().shared();
+        book.lookups
+            .lock()
+            .unwrap()
+            .insert("node9:1".into(), pending.clone());
+        assert!(
+            book.lookup("node9", 1).ptr_eq(&pending),
+            "joins the pending one"
+        );
+        // A finished lookup is not reused: the next dial asks again.
+        let done: Lookup = futures::future::ready(Ok(Vec::new())).boxed().shared();
+        done.clone().await.unwrap();
+        book.lookups
+            .lock()
+            .unwrap()
+            .insert("node9:1".into(), done.clone());
+        assert!(!book.lookup("node9", 1).ptr_eq(&done), "a new lookup");
         assert_eq!(book.lookups.lock().unwrap().len(), 1);
     }
 
