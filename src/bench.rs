@@ -270,6 +270,9 @@ struct WorkerStats {
     writes: Histogram,
     reads: Histogram,
     errors: BTreeMap<String, u64>,
+    /// Requests re-sent after a 503 with `Retry-After` (not errors: the server
+    /// asked for it; the latency recorded includes the wait).
+    retried: u64,
 }
 
 /// Shared between the workers and the progress reporter.
@@ -316,9 +319,18 @@ struct Plan {
 
 /// The outcome of one request.
 enum Outcome {
-    Ok { body: Bytes, keep_alive: bool },
-    Status(StatusCode),
+    Ok {
+        body: Bytes,
+        keep_alive: bool,
+    },
+    /// A refusal, with its `Retry-After` when it has one.
+    Status(StatusCode, Option<Duration>),
 }
+
+/// How often one request is re-sent after a 503 carrying `Retry-After`, and the
+/// longest pause honoured (a server asking for more is treated as down).
+const MAX_503_RETRIES: u32 = 5;
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -376,6 +388,11 @@ async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Outcome,
     sender.ready().await?;
     let resp = sender.send_request(req).await?;
     let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+        .map(Duration::from_secs);
     let keep_alive = !resp
         .headers()
         .get(hyper::header::CONNECTION)
@@ -385,7 +402,7 @@ async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Outcome,
     if status.is_success() {
         Ok(Outcome::Ok { body, keep_alive })
     } else {
-        Ok(Outcome::Status(status))
+        Ok(Outcome::Status(status, retry_after))
     }
 }
 
@@ -442,21 +459,33 @@ async fn worker(addr: String, plan: Arc<Plan>, shared: Arc<Shared>, seed: u64) -
         }
         let sender = conn.as_mut().expect("connected above");
         let read = plan.read_ratio > 0.0 && rng.gen::<f64>() < plan.read_ratio;
-        let req = if read {
-            let from = shared.recent.load(Ordering::Relaxed);
-            let path = format!("/v1/messages?from={from}&limit=1");
-            request(&plan, hyper::Method::GET, &addr, &path, Bytes::new())
-        } else {
-            request(
-                &plan,
-                hyper::Method::POST,
-                &addr,
-                &plan.write_path,
-                plan.body.clone(),
-            )
+        let make = || {
+            if read {
+                let from = shared.recent.load(Ordering::Relaxed);
+                let path = format!("/v1/messages?from={from}&limit=1");
+                request(&plan, hyper::Method::GET, &addr, &path, Bytes::new())
+            } else {
+                let body = plan.body.clone();
+                request(&plan, hyper::Method::POST, &addr, &plan.write_path, body)
+            }
         };
         let start = Instant::now();
-        let res = tokio::time::timeout(plan.timeout, send(sender, req)).await;
+        let mut retries = 0;
+        let res = loop {
+            let res = tokio::time::timeout(plan.timeout, send(sender, make())).await;
+            match &res {
+                Ok(Ok(Outcome::Status(StatusCode::SERVICE_UNAVAILABLE, Some(after))))
+                    if retries < MAX_503_RETRIES
+                        && *after <= MAX_RETRY_AFTER
+                        && !shared.stop.load(Ordering::Relaxed) =>
+                {
+                    retries += 1;
+                    stats.retried += 1;
+                    tokio::time::sleep(*after).await;
+                }
+                _ => break res,
+            }
+        };
         let us = start.elapsed().as_micros() as u64;
         match res {
             Ok(Ok(Outcome::Ok { body, keep_alive })) => {
@@ -475,7 +504,7 @@ async fn worker(addr: String, plan: Arc<Plan>, shared: Arc<Shared>, seed: u64) -
                     conn = None;
                 }
             }
-            Ok(Ok(Outcome::Status(s))) => fail(&mut stats, status_key(s)),
+            Ok(Ok(Outcome::Status(s, _))) => fail(&mut stats, status_key(s)),
             Ok(Err(e)) => {
                 let kind = if e.is_incomplete_message() || e.is_closed() {
                     "connection closed"
@@ -508,7 +537,7 @@ async fn seed_write(addr: &str, plan: &Plan) -> Result<u64, String> {
         Ok(Ok(Outcome::Ok { body, .. })) => {
             offset_of(&body).ok_or_else(|| "the seed write's answer has no offset".to_string())
         }
-        Ok(Ok(Outcome::Status(s))) => Err(format!("the seed write got {}", status_key(s))),
+        Ok(Ok(Outcome::Status(s, _))) => Err(format!("the seed write got {}", status_key(s))),
         Ok(Err(e)) => Err(format!("the seed write failed: {e}")),
         Err(_) => Err("the seed write timed out".into()),
     }
@@ -534,6 +563,8 @@ pub struct Summary {
     pub writes: Histogram,
     pub reads: Histogram,
     pub errors: BTreeMap<String, u64>,
+    /// Requests re-sent after a 503 with `Retry-After`.
+    pub retried: u64,
 }
 
 impl Summary {
@@ -583,6 +614,7 @@ impl Summary {
             "writes": part(&self.writes),
             "reads": part(&self.reads),
             "errors_by_kind": self.errors,
+            "retried_after_503": self.retried,
         })
     }
 
@@ -602,11 +634,12 @@ impl Summary {
         let _ = writeln!(o, "  elapsed       {secs:.2} s");
         let _ = writeln!(
             o,
-            "  requests      {} ok ({} writes, {} reads), {} errors",
+            "  requests      {} ok ({} writes, {} reads), {} errors, {} re-sent after a 503",
             all.count(),
             self.writes.count(),
             self.reads.count(),
-            self.error_count()
+            self.error_count(),
+            self.retried
         );
         let _ = writeln!(
             o,
@@ -758,6 +791,7 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         let s = s.map_err(|e| format!("a worker failed: {e}"))?;
         total.writes.merge(&s.writes);
         total.reads.merge(&s.reads);
+        total.retried += s.retried;
         for (k, v) in s.errors {
             *total.errors.entry(k).or_insert(0) += v;
         }
@@ -780,6 +814,7 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         writes: total.writes,
         reads: total.reads,
         errors: total.errors,
+        retried: total.retried,
     })
 }
 
@@ -912,12 +947,14 @@ mod tests {
             writes,
             reads: Histogram::default(),
             errors: BTreeMap::from([("503 Service Unavailable".to_string(), 2)]),
+            retried: 4,
         };
         let j = s.to_json();
         assert_eq!(j["ok"], 3);
         assert_eq!(j["errors"], 2);
         assert_eq!(j["writes"]["latency_ms"]["p50"], 0.2);
         assert_eq!(j["errors_by_kind"]["503 Service Unavailable"], 2);
+        assert_eq!(j["retried_after_503"], 4);
         let t = s.to_table();
         assert!(t.contains("503 Service Unavailable"), "{t}");
         assert!(t.contains("writes"), "{t}");

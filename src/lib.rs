@@ -5,6 +5,7 @@
 //! replication-manager controller and its managers), `transport` (gRPC), `http`
 //! (client API), `config`.
 
+pub mod backoff;
 pub mod bench;
 pub mod certs;
 pub mod config;

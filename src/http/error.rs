@@ -19,8 +19,17 @@ use serde_json::{json, Map, Value};
 
 use crate::node::api::ApiError;
 
-/// Seconds a client should wait before retrying a 503.
+/// Seconds a client should wait before retrying a 503, as errors are built; the
+/// router sets (with [`set_retry_after`]) the configured value (an election timeout).
 const RETRY_AFTER_SECS: &str = "1";
+
+/// Sets the response's `Retry-After`, if it has one, to `value`.
+pub fn set_retry_after(mut resp: Response, value: HeaderValue) -> Response {
+    if let Some(v) = resp.headers_mut().get_mut(header::RETRY_AFTER) {
+        *v = value;
+    }
+    resp
+}
 
 /// Builds an error response in the SPEC's JSON shape; `extra` fields go inside the
 /// `error` object next to `code` and `message`.

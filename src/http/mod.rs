@@ -51,6 +51,9 @@ pub struct HttpLimits {
     pub max_wait_ms: u64,
     /// Time allowed to receive a whole request body (`limits.http_body_timeout_ms`).
     pub body_timeout_ms: u64,
+    /// `Retry-After` of a 503, in whole seconds: one election timeout
+    /// (`raft.election_timeout_max_ms`, rounded up), when a new leader is known.
+    pub retry_after_s: u64,
 }
 
 impl HttpLimits {
@@ -62,6 +65,7 @@ impl HttpLimits {
             max_read_limit: cfg.read.max_limit,
             max_wait_ms: cfg.read.max_wait_ms,
             body_timeout_ms: cfg.limits.http_body_timeout_ms,
+            retry_after_s: cfg.raft.election_timeout_max_ms.div_ceil(1000).max(1),
         }
     }
 
@@ -106,6 +110,11 @@ impl<N> FromRef<AppState<N>> for HttpLimits {
 /// the JSON 404 but axum's plain 405.
 pub fn router<N: NodeApi>(node: Arc<N>, limits: HttpLimits) -> Router {
     use handlers::*;
+    let retry_after = axum::http::HeaderValue::from(limits.retry_after_s.max(1));
+    let set_retry_after = move |resp| {
+        let value = retry_after.clone();
+        async move { error::set_retry_after(resp, value) }
+    };
     Router::new()
         .route(
             "/v1/messages",
@@ -130,6 +139,7 @@ pub fn router<N: NodeApi>(node: Arc<N>, limits: HttpLimits) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(set_retry_after))
         .with_state(AppState { node, limits })
 }
 

@@ -103,6 +103,7 @@ fn limits() -> HttpLimits {
         max_read_limit: 20,
         max_wait_ms: 1000,
         body_timeout_ms: 1000,
+        retry_after_s: 2,
     }
 }
 
@@ -434,7 +435,12 @@ async fn node_errors_map_to_statuses() {
         let (s, headers, body) = send(&node, post("/v1/messages", r#"{"message": "x"}"#)).await;
         assert_eq!((s, code(&body)), (status, expected), "{err:?}");
         let retry = matches!(expected, "no_quorum" | "no_leader" | "shutting_down");
-        assert_eq!(headers.get(header::RETRY_AFTER).is_some(), retry, "{err:?}");
+        // One election timeout (limits().retry_after_s), when it applies at all.
+        let expected_retry = retry.then_some("2");
+        let got = headers
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap());
+        assert_eq!(got, expected_retry, "{err:?}");
     }
 }
 
@@ -591,6 +597,13 @@ fn limits_come_from_config() {
     assert_eq!(l.max_message_bytes, cfg.write.max_message_bytes);
     assert_eq!(l.max_read_limit, cfg.read.max_limit);
     assert!(l.max_body_bytes() > 6 * l.max_message_bytes);
+    // Retry-After: the election timeout in whole seconds, rounded up, at least 1.
+    assert_eq!(l.retry_after_s, 2);
+    let mut fast = cfg.clone();
+    fast.raft.election_timeout_max_ms = 600;
+    assert_eq!(HttpLimits::from_config(&fast).retry_after_s, 1);
+    fast.raft.election_timeout_max_ms = 2001;
+    assert_eq!(HttpLimits::from_config(&fast).retry_after_s, 3);
 }
 
 // ------------------------------------------------------------ tokens and roles

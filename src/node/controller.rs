@@ -129,9 +129,35 @@ pub struct Observability {
 }
 
 /// State the handles read without asking the controller.
-#[derive(Default)]
 pub struct Shared {
     pub voters: AtomicUsize,
+    /// Who leads, as this node last knew it: requests that follow the leader
+    /// (`follow`) wake on its changes.
+    pub leader: tokio::sync::watch::Sender<LeaderView>,
+    /// Requests sent again to another (or the same) leader (`follow`), for metrics.
+    pub follow_retries: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            voters: AtomicUsize::new(0),
+            leader: tokio::sync::watch::channel(LeaderView::default()).0,
+            follow_retries: Default::default(),
+        }
+    }
+}
+
+/// The leader as this node knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaderView {
+    pub term: u64,
+    /// `None` while no leader is known (an election, or cut off).
+    pub leader: Option<NodeId>,
+    /// The leader's gRPC address; `None` when this node leads or none is known.
+    pub addr: Option<String>,
+    /// This node is the leader.
+    pub me: bool,
 }
 
 pub struct Controller<S: LogStore, O: Outbound> {
@@ -377,7 +403,36 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         );
     }
 
+    /// Tell waiting requests (`follow`) when the leader or the term changed.
+    /// Compares first without allocating: this runs every loop turn.
+    fn publish_leader(&self) {
+        {
+            let v = self.shared.leader.borrow();
+            let same = v.term == self.raft.term()
+                && v.me == self.raft.is_leader()
+                && v.leader.as_ref() == self.raft.leader()
+                && v.addr.is_some() == (self.raft.leader().is_some() && !v.me);
+            if same {
+                return;
+            }
+        }
+        let view = LeaderView {
+            term: self.raft.term(),
+            leader: self.raft.leader().cloned(),
+            addr: self.leader_hint(),
+            me: self.raft.is_leader(),
+        };
+        self.shared.leader.send_if_modified(|v| {
+            let changed = *v != view;
+            if changed {
+                *v = view;
+            }
+            changed
+        });
+    }
+
     fn sync_peers(&mut self) {
+        self.publish_leader();
         let m = self.raft.membership();
         self.shared.voters.store(m.voter_count(), Ordering::Relaxed);
         if self.peers_sent.as_ref() == Some(m) {
@@ -452,11 +507,33 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
+    /// This node stopped leading: nothing it holds can be answered by it any more,
+    /// so every waiting request is answered now rather than at its timeout. A
+    /// write not yet applied may still commit under the next leader (504, outcome
+    /// unknown; a forwarding follower re-sends it under its key); an applied one
+    /// is committed but cannot count more acks here (504 with its offset).
     pub(crate) fn lost_leadership(&mut self) {
         for (_, rs) in std::mem::take(&mut self.waiters.read_index) {
             for r in rs {
                 let _ = r.send(Err(self.not_leader()));
             }
+        }
+        self.check_writes();
+        let quorum = self.raft.membership().quorum();
+        for (index, w) in self.waiters.take_all_writes() {
+            let err = match w.offset {
+                Some(offset) => ApiError::WriteTimeout {
+                    offset,
+                    index,
+                    acks: quorum,
+                    w: w.w,
+                },
+                None => ApiError::OutcomeUnknown(
+                    "this node stopped being the leader before the write committed".into(),
+                ),
+            };
+            self.metrics.write_timeouts.inc();
+            let _ = w.reply.send(Err(err));
         }
     }
 

@@ -2,14 +2,13 @@
 //! HTTP layer (`NodeApi`), `Inbound` serves the gRPC server (`InboundHandler`).
 //! They send a command over a bounded channel and await a oneshot reply; the only
 //! logic here is routing: a follower forwards writes and ReadIndex requests to the
-//! leader named by the controller's hint.
+//! leader named by the controller's hint, following it across leader changes
+//! (`follow`).
 
 use super::api::*;
 use super::controller::{Cmd, Shared};
 use crate::core::{Envelope, Message, Snapshot};
-use crate::transport::{
-    InboundHandler, JoinOutcome, JoinRequest, Peers, ReceivedSnapshot, RpcError,
-};
+use crate::transport::{InboundHandler, JoinOutcome, JoinRequest, Peers, ReceivedSnapshot};
 use futures::future::BoxFuture;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -26,6 +25,8 @@ pub struct NodeHandle {
     pub(crate) snapshot_dir: PathBuf,
     /// Our id and advertised gRPC address (a join reply names the leader).
     pub(crate) me: (String, String),
+    /// How forwarded writes and reads follow the leader.
+    pub(crate) follow: super::follow::FollowConfig,
 }
 
 impl NodeHandle {
@@ -42,7 +43,7 @@ impl NodeHandle {
         rx.await.map_err(|_| ApiError::ShuttingDown)
     }
 
-    async fn write_local(&self, req: WriteRequest) -> Result<WriteResult, ApiError> {
+    pub(super) async fn write_local(&self, req: WriteRequest) -> Result<WriteResult, ApiError> {
         self.ask(|reply| Cmd::Write { req, reply }).await?
     }
 
@@ -57,7 +58,7 @@ impl NodeHandle {
         Ok(raw.into_result())
     }
 
-    async fn read_index_local(&self) -> Result<u64, ApiError> {
+    pub(super) async fn read_index_local(&self) -> Result<u64, ApiError> {
         self.ask(|reply| Cmd::ReadIndex { reply }).await?
     }
 
@@ -111,38 +112,12 @@ impl NodeHandle {
     }
 }
 
-/// An RPC to the leader failed. For a read nothing changed: no leader. For a
-/// write, only the leader's own answer (or an address we could not use) proves
-/// nothing was appended; a lost connection or a timeout after sending leaves the
-/// outcome unknown (504), never "nothing appended" (503).
-fn rpc_error(e: RpcError, write: bool) -> ApiError {
-    match e {
-        RpcError::Api(ApiError::NoLeader { .. }) => ApiError::NoLeader { leader_hint: None },
-        RpcError::Api(a) => a,
-        RpcError::InvalidAddress { .. } => ApiError::NoLeader { leader_hint: None },
-        other if write => {
-            tracing::debug!(error = %other, "forwarding a write to the leader failed");
-            ApiError::OutcomeUnknown(format!(
-                "the leader was lost while forwarding ({other}); the write may still commit"
-            ))
-        }
-        other => {
-            tracing::debug!(error = %other, "asking the leader for a read index failed");
-            ApiError::NoLeader { leader_hint: None }
-        }
-    }
-}
-
 impl NodeApi for NodeHandle {
     async fn write(&self, req: WriteRequest) -> Result<WriteResult, ApiError> {
         match self.write_local(req.clone()).await {
             Err(ApiError::NoLeader {
                 leader_hint: Some(addr),
-            }) => self
-                .peers
-                .forward_write(&addr, &req)
-                .await
-                .map_err(|e| rpc_error(e, true)),
+            }) => super::follow::forward_write(self, req, addr).await,
             other => other,
         }
     }
@@ -150,16 +125,7 @@ impl NodeApi for NodeHandle {
     async fn read(&self, req: ReadRequest) -> Result<ReadResult, ApiError> {
         let min_index = match req.consistency {
             Consistency::Local => 0,
-            Consistency::Linearizable => match self.read_index_local().await {
-                Err(ApiError::NoLeader {
-                    leader_hint: Some(addr),
-                }) => self
-                    .peers
-                    .read_index(&addr)
-                    .await
-                    .map_err(|e| rpc_error(e, false))?,
-                other => other?,
-            },
+            Consistency::Linearizable => super::follow::read_index(self).await?,
         };
         self.read_at(req, min_index).await
     }

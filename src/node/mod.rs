@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod commands;
 pub mod controller;
 pub mod faults;
+pub mod follow;
 pub mod handle;
 pub mod health;
 pub mod observe;

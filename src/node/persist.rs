@@ -241,15 +241,14 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     }
 
     /// Everything after durability: held messages, applying, read answers.
+    /// Leadership loss is handled last, so writes committed in this Ready get
+    /// their success rather than "outcome unknown".
     fn finish(&mut self, rd: Ready) {
-        if rd
+        let deposed = rd
             .role_changes
             .iter()
             .any(|rc| rc.role != crate::core::Role::Leader)
-            && !self.raft.is_leader()
-        {
-            self.lost_leadership();
-        }
+            && !self.raft.is_leader();
         self.note_role_changes(&rd.role_changes);
         for env in rd.messages {
             self.send_out(env);
@@ -259,6 +258,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
         for rs in rd.read_states {
             self.answer_read_index(rs);
+        }
+        if deposed {
+            self.lost_leadership();
         }
     }
 

@@ -12,6 +12,7 @@ use super::faults::{FaultSwitch, FaultyOutbound};
 use super::handle::NodeHandle;
 use super::health::Health;
 use super::security::Security;
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::core::{RaftConfig, RaftNode};
 use crate::http::{router, HttpLimits};
@@ -112,6 +113,10 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
         cluster_id: cluster_id.clone(),
         snapshot_dir: cfg.data_dir.join("snap-incoming"),
         me: (cfg.node_id.clone(), cfg.advertised_grpc_addr().to_string()),
+        follow: super::follow::FollowConfig::new(
+            cfg.write_timeout(),
+            Duration::from_millis(cfg.raft.election_timeout_max_ms),
+        ),
     };
     std::fs::create_dir_all(&handle.snapshot_dir).map_err(|e| format!("data_dir: {e}"))?;
 
@@ -235,7 +240,7 @@ async fn join(
         grpc_addr: cfg.advertised_grpc_addr().to_string(),
         http_addr: cfg.advertised_http_addr().to_string(),
     };
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
     let mut targets: Vec<String> = cfg.join.clone();
     loop {
         for addr in targets.clone() {
@@ -263,12 +268,10 @@ async fn join(
                 }
             }
         }
-        let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
         tokio::select! {
-            _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {},
+            _ = tokio::time::sleep(backoff.next_delay()) => {},
             _ = wait_stopped(stop.clone()) => return Err("stopped while joining".into()),
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
         let _ = stop.borrow_and_update();
     }
 }

@@ -215,6 +215,17 @@ impl Waiters {
         due.into_iter().collect()
     }
 
+    /// Remove and return every waiting write with its index (leadership lost).
+    pub fn take_all_writes(&mut self) -> Vec<(u64, WriteWaiter)> {
+        let indexes: Vec<u64> = self.writes.keys().copied().collect();
+        let mut all = Vec::new();
+        for index in indexes {
+            all.extend(self.take_writes(index).into_iter().map(|w| (index, w)));
+        }
+        self.dirty.clear();
+        all
+    }
+
     /// Fail everything (shutdown).
     pub fn fail_all(&mut self, err: ApiError) {
         self.keys.clear();

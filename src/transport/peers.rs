@@ -30,10 +30,10 @@ use super::pb::heartbeat_client::HeartbeatClient;
 use super::pb::replication_client::ReplicationClient;
 use super::snapshot::{self, SendOptions};
 use super::{ClusterId, JoinOutcome, JoinRequest, CLUSTER_HEADER, FROM_HEADER};
+use crate::backoff::Backoff;
 use crate::core::{Envelope, Group, Message, NodeId};
 use crate::node::api::{ApiError, WriteRequest, WriteResult};
 use futures::future::BoxFuture;
-use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -513,35 +513,6 @@ fn replication_client(shared: &Shared, channel: Channel) -> ReplicationClient<Sv
         .max_encoding_message_size(max)
 }
 
-/// Capped exponential backoff with jitter: each delay is drawn from
-/// `[current/2, current]`, then `current` doubles up to `max`.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        let min = min.max(Duration::from_millis(1));
-        Backoff {
-            min,
-            max: max.max(min),
-            current: min,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let cur = self.current;
-        self.current = (cur * 2).min(self.max);
-        rand::thread_rng().gen_range(cur / 2..=cur)
-    }
-
-    fn reset(&mut self) {
-        self.current = self.min;
-    }
-}
-
 /// How one stream attempt ended.
 enum Ended {
     /// The queue closed: the peer was removed.
@@ -590,7 +561,7 @@ impl StreamTask {
             self.log_failure(status, failures);
             failures += 1;
             self.discard_queued(&mut rx);
-            tokio::time::sleep(backoff.next()).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
@@ -696,7 +667,7 @@ async fn run_snapshots(
                     bump(&shared.counters.snapshot_failures, 1);
                     warn!(%peer, index = snapshot.meta.index, attempt, error = %e,
                         "snapshot transfer failed");
-                    tokio::time::sleep(backoff.next()).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
