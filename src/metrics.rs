@@ -66,6 +66,7 @@ pub struct Metrics {
     pub http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub write_waits: Counter,
     pub write_timeouts: Counter,
+    pub follow_retries: Counter,
     pub storage_errors: Counter,
     pub messages_dropped: Gauge,
 }
@@ -102,6 +103,7 @@ impl Metrics {
             http_seconds: Family::new_with_constructor(latency_histogram),
             write_waits: Counter::default(),
             write_timeouts: Counter::default(),
+            follow_retries: Counter::default(),
             storage_errors: Counter::default(),
             messages_dropped: Gauge::default(),
             registry: Registry::default(),
@@ -203,6 +205,11 @@ impl Metrics {
             "write_concern_timeouts",
             "Writes answered 504 write_timeout",
             m.write_timeouts.clone(),
+        );
+        r.register(
+            "requests_followed_leader",
+            "Forwarded writes and read-index requests sent again to a new (or the same) leader",
+            m.follow_retries.clone(),
         );
         r.register(
             "storage_errors",

@@ -134,8 +134,9 @@ pub struct Shared {
     /// Who leads, as this node last knew it: requests that follow the leader
     /// (`follow`) wake on its changes.
     pub leader: tokio::sync::watch::Sender<LeaderView>,
-    /// Requests sent again to another (or the same) leader (`follow`), for metrics.
-    pub follow_retries: std::sync::atomic::AtomicU64,
+    /// Requests sent again to another (or the same) leader (`follow`); shares
+    /// its count with the metric of the same name.
+    pub follow_retries: prometheus_client::metrics::counter::Counter,
 }
 
 impl Default for Shared {

@@ -24,7 +24,6 @@ use super::handle::NodeHandle;
 use crate::backoff::Backoff;
 use crate::transport::RpcError;
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -230,7 +229,7 @@ where
             failing_since = None;
             backoff.reset();
         }
-        h.shared.follow_retries.fetch_add(1, Ordering::Relaxed);
+        h.shared.follow_retries.inc();
         target = next;
     }
 }

@@ -104,7 +104,11 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     ));
     let (cmd_tx, cmd_rx) = mpsc::channel(CMD_QUEUE);
     let (raft_tx, raft_rx) = mpsc::channel(RAFT_QUEUE);
-    let shared = Arc::new(Shared::default());
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(Shared {
+        follow_retries: metrics.follow_retries.clone(),
+        ..Shared::default()
+    });
     let handle = NodeHandle {
         tx: cmd_tx,
         raft_tx,
@@ -146,7 +150,6 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
         rec.entries,
         rand::thread_rng().gen(),
     );
-    let metrics = Arc::new(Metrics::new());
     let faults = cfg.debug.fault_injection.then(FaultSwitch::default);
     if faults.is_some() {
         tracing::warn!(

@@ -15,14 +15,16 @@
 //! 6. reads (local ones, and linearizable ones too) return a dense run of the
 //!    final log: nothing a read returned later disappears or moves;
 //! 7. the cluster accepted a w = majority write within a bound after the final
-//!    heal.
+//!    heal;
+//! 8. when a fault hit only the leader, no request to another node waited longer
+//!    than a failover (see `failover`).
 
 use super::history::{Kind, Op, Outcome, Read, W};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-pub const CHECKS: [&str; 7] = [
+pub const CHECKS: [&str; 8] = [
     "acked w>=majority writes present exactly once",
     "definitely failed writes absent",
     "final logs identical and dense",
@@ -30,6 +32,7 @@ pub const CHECKS: [&str; 7] = [
     "linearizable reads: acked writes visible, never a shorter log later",
     "reads are dense runs of the final log",
     "available again after the final heal",
+    "requests answered within a failover when the leader fails",
 ];
 
 #[derive(Clone, Debug)]
@@ -48,6 +51,8 @@ pub struct Input<'a> {
     /// Time from the final heal to the first acknowledged w = majority write.
     pub available_after: Option<Duration>,
     pub available_bound: Duration,
+    /// Check 8's findings (`failover::violations`).
+    pub slow_failovers: Vec<String>,
 }
 
 pub struct Outcome7 {
@@ -152,6 +157,9 @@ pub fn check(input: &Input<'_>) -> Outcome7 {
         None => v(&mut out, 6, format!(
             "no w=majority write was acknowledged within {:?} after the final heal",
             input.available_bound)),
+    }
+    for text in &input.slow_failovers {
+        v(&mut out, 7, text.clone());
     }
     Outcome7 {
         violations: out,
@@ -423,6 +431,7 @@ mod tests {
             logs,
             available_after: Some(t(100)),
             available_bound: t(1000),
+            slow_failovers: Vec::new(),
         });
         let mut c: Vec<usize> = r.violations.iter().map(|v| v.check).collect();
         c.dedup();
@@ -498,6 +507,7 @@ mod tests {
             logs: &logs(&[], 1),
             available_after: None,
             available_bound: t(1000),
+            slow_failovers: Vec::new(),
         });
         assert_eq!(r.violations.len(), 1);
         assert_eq!(r.violations[0].check, 6);

@@ -10,11 +10,13 @@
 //! - [`http`]: a one-request-per-connection HTTP client that tells "never sent"
 //!   from "outcome unknown".
 //! - [`workload`]: writer and reader clients; [`history`]: what they recorded.
-//! - [`nemesis`]: the schedule and its execution; [`checker`]: the checks.
+//! - [`nemesis`]: the schedule and its execution; [`checker`]: the checks;
+//!   [`failover`]: how long requests waited when the leader failed.
 //! - [`run`]: one run end to end, its summary and failure report.
 
 pub mod checker;
 pub mod cluster;
+pub mod failover;
 pub mod history;
 pub mod http;
 pub mod nemesis;

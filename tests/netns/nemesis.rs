@@ -94,6 +94,19 @@ impl Fault {
         }
     }
 
+    /// Aimed at the leader alone (when one is known as the phase starts).
+    fn hits_the_leader(&self) -> bool {
+        use Target::Leader as L;
+        matches!(
+            self,
+            Fault::IsolateLeader
+                | Fault::Kill(L { .. })
+                | Fault::Pause(L { .. })
+                | Fault::Deaf(L { .. })
+                | Fault::Unheard(L { .. })
+        )
+    }
+
     fn is_network(&self) -> bool {
         matches!(
             self,
@@ -263,6 +276,8 @@ pub struct Nemesis<'a> {
     pub cluster: &'a Cluster,
     pub hist: &'a History,
     pub counts: BTreeMap<&'static str, usize>,
+    /// Phases whose only fault hit the leader (for the failover figures).
+    pub leader_faults: Vec<super::failover::LeaderFault>,
     /// Hosts killed and not yet restarted.
     down: Vec<usize>,
 }
@@ -273,6 +288,7 @@ impl<'a> Nemesis<'a> {
             cluster,
             hist,
             counts: BTreeMap::new(),
+            leader_faults: Vec::new(),
             down: Vec::new(),
         }
     }
@@ -293,11 +309,23 @@ impl<'a> Nemesis<'a> {
     pub fn run_phase(&mut self, i: usize, p: &Phase, last: bool) {
         let desc: Vec<String> = p.faults.iter().map(|f| f.to_string()).collect();
         self.hist.fault(format!("phase {i}: {}", desc.join(" + ")));
+        let leader = self.cluster.leader();
         let mut transfers = Vec::new();
         for f in &p.faults {
             match f {
                 Fault::Transfers { to } => transfers.extend(to.iter().copied()),
                 other => self.apply(other),
+            }
+        }
+        if let ([f], Some(host)) = (&p.faults[..], leader) {
+            if f.hits_the_leader() {
+                let at = self.hist.now();
+                self.leader_faults.push(super::failover::LeaderFault {
+                    kind: f.kind(),
+                    host,
+                    at,
+                    until: at + p.hold,
+                });
             }
         }
         let hold_end = Instant::now() + p.hold;

@@ -16,6 +16,7 @@
 
 use super::checker::{self, Input, NodeLog};
 use super::cluster::Cluster;
+use super::failover;
 use super::history::{History, Outcome, W};
 use super::nemesis::{self, Nemesis};
 use super::net::{self, Net};
@@ -28,6 +29,11 @@ use std::time::{Duration, Instant};
 
 /// How long after the final heal a w = majority write must succeed.
 const AVAILABLE_BOUND: Duration = Duration::from_secs(30);
+/// Check 8: the longest a request to a healthy node may wait when the leader
+/// fails: the election timeout (1 s here), the SPEC's second, and 2 s of slack
+/// for a loaded machine. Requests that did not follow the leader waited for
+/// their write timeout (8 s, `workload::WRITE_TIMEOUT_MS`).
+const FAILOVER_BOUND: Duration = Duration::from_secs(4);
 /// Clients keep going this long after the cluster is available again.
 const QUIET: Duration = Duration::from_secs(5);
 pub const DEFAULT_DURATION_S: u64 = 60;
@@ -207,11 +213,13 @@ fn run_in_client_ns(net: Arc<Net>, n: usize, seed: u64, duration: Duration, dir:
     }
     let logs = converged_logs(&cluster, &hist);
     let ops = hist.ops();
+    let failovers = failover::measure(&ops, &nem.leader_faults);
     let result = checker::check(&Input {
         ops: &ops,
         logs: &logs,
         available_after,
         available_bound: AVAILABLE_BOUND,
+        slow_failovers: failover::violations(&failovers, &ops, FAILOVER_BOUND),
     });
 
     let summary = summary(
@@ -224,6 +232,10 @@ fn run_in_client_ns(net: Arc<Net>, n: usize, seed: u64, duration: Duration, dir:
         started.elapsed(),
     );
     eprintln!("{summary}");
+    eprintln!(
+        "nemesis: failover as clients saw it ({n} nodes, faults of the leader alone)\n{}",
+        failover::table(&failovers)
+    );
     let exits = cluster.unexpected_exits();
     if !exits.is_empty() {
         // Not one of the checks (a crash is a fault the cluster must

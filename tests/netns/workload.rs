@@ -20,9 +20,11 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 /// Client-side limit of one request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Server-side write timeout (`?timeout_ms`): a 504 comes before the client gives up.
-const WRITE_TIMEOUT_MS: u64 = 3000;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Server-side write timeout (`?timeout_ms`): a 504 comes before the client gives
+/// up. Well above a failover, so a request that waits for its timeout instead of
+/// following the leader stands out (check 8).
+pub const WRITE_TIMEOUT_MS: u64 = 8000;
 /// Tries of one keyed logical write.
 const KEYED_ATTEMPTS: u32 = 4;
 const READ_LIMIT: u64 = 10_000;
