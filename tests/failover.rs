@@ -206,3 +206,40 @@ fn without_a_leader_new_writes_get_503_with_retry_after() {
     );
     assert_eq!(r.retry_after.as_deref(), Some("1"), "{}", r.body);
 }
+
+/// A write sent to a leader while it is paused waits in its socket; after a new
+/// leader is elected and the old one continues, the old one must not answer from
+/// its stale view: it steps down and answers at once (201 after following the
+/// new leader, or 504 "outcome unknown"), never only at the 30 s timeout. A 201
+/// means exactly one copy in the log.
+#[test]
+fn a_paused_leader_answers_its_queued_write_promptly_after_it_continues() {
+    let c = cluster();
+    let leader = c.wait_leader();
+    c.write_retrying(leader, "before", json!("majority"), None);
+    c.stop(leader);
+    let r = std::thread::scope(|s| {
+        let queued =
+            s.spawn(|| c.write_with(leader, "queued", json!("majority"), "", None, PATIENCE));
+        let new_leader = c.wait_leader_among(&c.others(leader));
+        assert_ne!(new_leader, leader);
+        c.cont(leader);
+        queued.join().expect("writer thread")
+    })
+    .unwrap_or_else(|e| panic!("the continued leader did not answer its queued write: {e}"));
+    assert!(
+        r.status == 201 || r.status == 504,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    let log = c.wait_converged(&[0, 1, 2], 1);
+    assert_dense(&log);
+    let copies = count(&log, "queued");
+    if r.status == 201 {
+        assert_eq!(copies, 1, "an acknowledged write once");
+    } else {
+        r.assert_error(504, "write_timeout", "the continued leader's answer");
+        assert!(copies <= 1);
+    }
+}

@@ -215,6 +215,35 @@ pub fn schedule(seed: u64, n: usize, total: Duration) -> Vec<Phase> {
     out
 }
 
+/// Only faults of the leader alone (isolation, one-way cuts, SIGKILL, SIGSTOP),
+/// each in a phase of its own, for the failover figures
+/// (`NEMESIS_LEADER_FAULTS=1`).
+pub fn leader_schedule(seed: u64, total: Duration) -> Vec<Phase> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    let mut t = Duration::ZERO;
+    while t < total {
+        let fallback = 1;
+        let leader = Target::Leader { fallback };
+        let fault = match rng.gen_range(0..5) {
+            0 => Fault::IsolateLeader,
+            1 => Fault::Deaf(leader),
+            2 => Fault::Unheard(leader),
+            3 => Fault::Kill(leader),
+            _ => Fault::Pause(leader),
+        };
+        let hold = Duration::from_millis(rng.gen_range(2500..4000));
+        let settle = Duration::from_millis(rng.gen_range(1000..2000));
+        t += hold + settle;
+        out.push(Phase {
+            faults: vec![fault],
+            hold,
+            settle,
+        });
+    }
+    out
+}
+
 fn make(rng: &mut StdRng, hosts: &[usize], kind: u8) -> Fault {
     let n = hosts.len();
     let host = |rng: &mut StdRng| *hosts.choose(rng).expect("hosts");

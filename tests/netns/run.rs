@@ -4,6 +4,8 @@
 //! - `NEMESIS_SEED=<u64>`: the seed (default: drawn from the clock, printed).
 //! - `NEMESIS_DURATION=<seconds>`: length of the fault schedule per cluster size
 //!   (default 60: the CI run); e.g. 1200 for a 20-minute soak.
+//! - `NEMESIS_LEADER_FAULTS=1`: only faults of the leader alone, one per phase
+//!   (the failover figures of the README).
 //! - `NEMESIS_KEEP=1`: keep the data dirs and node logs even when the run passes.
 //! - `NEMESIS_NO_LEADER_UNKNOWN=1`: count a 503 `no_leader` answer to a write as
 //!   an unknown outcome, not a definite failure (weakens check 2; only for
@@ -152,7 +154,11 @@ fn run_in_client_ns(net: Arc<Net>, n: usize, seed: u64, duration: Duration, dir:
         started.elapsed().as_secs_f64()
     );
 
-    let phases = nemesis::schedule(seed, n, duration);
+    let phases = if std::env::var("NEMESIS_LEADER_FAULTS").is_ok_and(|v| v == "1") {
+        nemesis::leader_schedule(seed, duration)
+    } else {
+        nemesis::schedule(seed, n, duration)
+    };
     eprintln!("nemesis: schedule of {} phases:", phases.len());
     for (i, p) in phases.iter().enumerate() {
         let f: Vec<String> = p.faults.iter().map(|f| f.to_string()).collect();
