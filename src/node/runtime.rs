@@ -113,7 +113,8 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
         snapshot_dir: cfg.data_dir.join("snap-incoming"),
         me: (cfg.node_id.clone(), cfg.advertised_grpc_addr().to_string()),
     };
-    std::fs::create_dir_all(&handle.snapshot_dir).map_err(|e| format!("data_dir: {e}"))?;
+    crate::durable::create_dir_durable(&handle.snapshot_dir)
+        .map_err(|e| format!("data_dir: {e}"))?;
 
     // The gRPC server outlives the controller's shutdown: a leader handing over
     // must still hear its successor.
