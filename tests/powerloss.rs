@@ -6,8 +6,9 @@
 //! what was not fsynced in memory and throws it away on a cut; in strict mode
 //! (the default here) a new, renamed or removed directory entry survives only if
 //! its parent directory was fsynced after it. Small WAL and message-store
-//! segments, a snapshot every few dozen entries and message sizes from 16 B to
-//! 9 KB make cuts land on segment rolls and snapshots.
+//! segments (8-128 KiB), a snapshot every 25-250 entries (both drawn again at
+//! each restart) and message sizes from 16 B to 9 KB make cuts land on segment
+//! rolls and snapshots.
 //!
 //! Checks after every cycle: every node restarts; all converge on one dense log;
 //! every acknowledged write (w=majority or w=all) is in it exactly once at its
@@ -16,7 +17,7 @@
 //!
 //! Run as root (FUSE mounts), with python3 and `fusepy` (libfuse2):
 //! `cargo test --test powerloss -- --ignored --nocapture`.
-//! `POWERLOSS_CYCLES` (default 3: one per variant), `POWERLOSS_SEED` (default
+//! `POWERLOSS_CYCLES` (default 6: two per variant), `POWERLOSS_SEED` (default
 //! random, printed), `POWERLOSS_MODE=lenient` (directory entries survive at once),
 //! `POWERLOSS_PYTHON` (default `python3`).
 
@@ -54,7 +55,7 @@ fn mounted(path: &Path) -> bool {
 impl LazyFs {
     fn mount(mount: &Path, ctl: PathBuf, log: &Path, strict: bool) -> LazyFs {
         std::fs::create_dir_all(mount).expect("mount point");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/powerloss/lazyfs.py");
+        let script = script();
         let python = std::env::var("POWERLOSS_PYTHON").unwrap_or_else(|_| "python3".into());
         let out = std::fs::File::create(log).expect("lazyfs log");
         let mut cmd = Command::new(&python);
@@ -150,6 +151,10 @@ impl Drop for Rig {
     }
 }
 
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/powerloss/lazyfs.py")
+}
+
 fn check_prerequisites(python: &str) {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -158,13 +163,12 @@ fn check_prerequisites(python: &str) {
         "the power-loss test mounts FUSE file systems: run it as root"
     );
     assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing");
-    let fusepy = Command::new(python)
-        .args(["-c", "import fuse"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let out = Command::new(python).arg(script()).arg("--check").output();
+    let ok = out.as_ref().is_ok_and(|o| o.status.success());
     assert!(
-        fusepy,
-        "{python} cannot import fuse: install libfuse2 and `pip install fusepy`"
+        ok,
+        "{python} cannot load fusepy and libfuse (apt-get install python3-fusepy, or \
+         libfuse2 and `pip install fusepy`; POWERLOSS_PYTHON names the interpreter): {out:?}"
     );
 }
 
@@ -285,7 +289,7 @@ fn power_cuts_lose_no_acknowledged_write() {
     let cycles: usize = std::env::var("POWERLOSS_CYCLES")
         .ok()
         .map(|s| s.parse().expect("POWERLOSS_CYCLES is a number"))
-        .unwrap_or(3);
+        .unwrap_or(6);
     let strict = std::env::var("POWERLOSS_MODE").map_or(true, |m| m != "lenient");
     eprintln!("powerloss: seed {seed}, {cycles} cycles, strict directory entries: {strict}");
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -324,6 +328,16 @@ fn power_cuts_lose_no_acknowledged_write() {
         });
         let mut restarts = Vec::new();
         for &i in &victims {
+            // Vary where the next cut lands: snapshot interval and segment size.
+            let every = [25, 40, 100, 250][rng.gen_range(0..4)].to_string();
+            let seg = [8192, 32768, 131072][rng.gen_range(0..3)].to_string();
+            c.set_extra_env(
+                i,
+                &[
+                    ("RAFTLOG_SNAPSHOT__EVERY_ENTRIES", &every),
+                    ("RAFTLOG_WAL__SEGMENT_BYTES", &seg),
+                ],
+            );
             let t0 = Instant::now();
             c.restart(i);
             restarts.push(t0.elapsed());

@@ -16,6 +16,7 @@ Directory entries (create, mkdir, rename, unlink, rmdir):
   (POSIX: a new, renamed or removed name is not durable until then).
 
 Usage: lazyfs.py MOUNTPOINT CONTROL_SOCKET [--strict]
+       lazyfs.py --check   (exits 0 when fusepy and libfuse can be loaded)
 Control socket (a Unix stream socket), one command per connection:
   `cut`   -> JSON {"lost_bytes", "lost_files", "lost_entries"}
   `stats` -> JSON {"files", "bytes", "unsynced_bytes"}
@@ -38,7 +39,25 @@ import sys
 import threading
 import time
 
-from fuse import FUSE, FuseOSError, Operations
+try:  # Debian's python3-fusepy names the module fusepy; pip's fusepy names it fuse
+    import fusepy as fuselib
+except ImportError:
+    import fuse as fuselib
+
+FUSE, FuseOSError, Operations = fuselib.FUSE, fuselib.FuseOSError, fuselib.Operations
+
+
+class NullPathOk(fuselib.fuse_operations):
+    """Lets libfuse call us for files that were unlinked while open (path None,
+    the handle names the file): a node fsyncs or reads a removed segment through
+    a descriptor it still holds, which works on any real file system."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.flag_nullpath_ok = 1
+
+
+fuselib.fuse_operations = NullPathOk
 
 
 class Node:
@@ -103,6 +122,8 @@ class LazyFS(Operations):
     def node_of(self, path, fh):
         if fh and fh in self.handles:
             return self.handles[fh]
+        if path is None:
+            raise FuseOSError(errno.EBADF)
         return self.lookup(path)
 
     # ------------------------------------------------------------ metadata
@@ -341,6 +362,10 @@ def serve_control(fs, path):
 
 
 def main():
+    if "--check" in sys.argv:
+        # The imports above worked: fusepy and libfuse are there.
+        print(f"lazyfs: fusepy from {fuselib.__file__}")
+        return
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     if len(args) != 2:
         sys.exit(__doc__)
