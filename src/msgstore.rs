@@ -263,6 +263,8 @@ impl MessageStore {
     /// Opens (or creates) the store in `dir`: the longest valid prefix on disk.
     pub fn open(dir: &Path, segment_bytes: u64, cache_bytes: usize) -> io::Result<Self> {
         durable::create_dir_durable(dir)?;
+        // Entries a crash left unsynced become durable before they are relied on.
+        durable::sync_dir(dir)?;
         let mut firsts: Vec<u64> = Vec::new();
         for e in std::fs::read_dir(dir)? {
             let name = e?.file_name().to_string_lossy().to_string();

@@ -49,7 +49,10 @@ pub fn new_cluster_id() -> String {
 /// Open the WAL and decide the start mode; a founding node writes its first
 /// membership here.
 pub fn open(cfg: &Config) -> Result<(DiskStore, StartMode, Option<String>), String> {
+    // Created durably, and synced even when it exists: `wal/`, `messages/` and
+    // `cluster_id` may have been made by a run that never synced it.
     crate::durable::create_dir_durable(&cfg.data_dir)
+        .and_then(|_| crate::durable::sync_dir(&cfg.data_dir))
         .map_err(|e| format!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
     let mut store =
         DiskStore::open(&wal_dir(cfg), cfg.wal.segment_bytes).map_err(|e| e.to_string())?;

@@ -411,13 +411,16 @@ fn cut_tail(
     file.sync_all().ctx(path)
 }
 
-/// Creates `dir`, `dir/wal` and `dir/snap` (and missing ancestors) durably.
+/// Creates `dir`, `dir/wal` and `dir/snap` (and missing ancestors) durably, and
+/// syncs all three: entries a crash left unsynced (by an older version, or
+/// before any sync here) are durable before recovery relies on them.
 fn create_dirs(dir: &Path) -> Result<(), WalError> {
     for sub in [WAL_DIR, SNAP_DIR] {
         let path = dir.join(sub);
         durable::create_dir_durable(&path).ctx(&path)?;
+        durable::sync_dir(&path).ctx(&path)?;
     }
-    Ok(())
+    durable::sync_dir(dir).ctx(dir)
 }
 
 /// Creates segment `name`; its directory entry is durable before any record in
