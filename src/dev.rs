@@ -170,7 +170,7 @@ fn start_all(plans: &[NodePlan]) -> Result<Vec<Running>, String> {
 }
 
 fn start(exe: &std::path::Path, p: &NodePlan) -> Result<Child, String> {
-    std::fs::create_dir_all(&p.data_dir)
+    crate::durable::create_dir_durable(&p.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", p.data_dir.display()))?;
     Command::new(exe)
         .args(p.serve_args())

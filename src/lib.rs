@@ -11,6 +11,7 @@ pub mod certs;
 pub mod config;
 pub mod core;
 pub mod dev;
+pub mod durable;
 pub mod http;
 pub mod metrics;
 pub mod msgstore;

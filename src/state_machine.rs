@@ -333,8 +333,10 @@ impl StateMachine {
             if self.messages.len() < m.count {
                 return Err(format!(
                     "the message store holds {} messages but the snapshot at index {} needs {}: \
-                     the messages directory is damaged; remove the data directory and let \
-                     the node rejoin",
+                     the messages directory is damaged; remove this node from the cluster \
+                     through a membership change (DELETE /v1/cluster/members/<id> on the \
+                     leader), then add it back with an empty data directory (deleting the \
+                     data and rejoining under the same id could let it vote twice in a term)",
                     self.messages.len(),
                     m.applied,
                     m.count

@@ -225,3 +225,36 @@ fn a_sync_not_confirmed_is_repeated_by_the_next() {
         "only the active segment"
     );
 }
+
+/// Seals, a reopen that cuts a torn tail, a truncation removing segments and a
+/// clear: after each, every entry made under the data directory (the store's
+/// directory itself included) has had its parent synced.
+#[test]
+fn every_entry_change_is_durable_when_the_call_returns() {
+    use crate::durable::record::{assert_durable, undurable_under};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data/messages");
+    let (mut s, _) = filled(&dir, 4 << 10, 100, 300);
+    assert!(files(&dir, "msg") > 3 && files(&dir, "idx") > 2);
+    s.sync_handle().unwrap().run().unwrap();
+    assert_durable(tmp.path());
+    drop(s);
+    // Tear the last segment: open cuts it (and drops its index, if any).
+    let last = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "msg"))
+        .max()
+        .unwrap();
+    let f = OpenOptions::new().append(true).open(&last).unwrap();
+    f.write_all_at(b"\x05\0\0\0junk", f.metadata().unwrap().len())
+        .unwrap();
+    let mut s = MessageStore::open(&dir, 4 << 10, 0).unwrap();
+    assert_eq!(s.len(), 100);
+    assert_eq!(undurable_under(tmp.path()), Vec::<String>::new());
+    s.truncate(10).unwrap();
+    assert_eq!(files(&dir, "msg"), 1);
+    assert_eq!(undurable_under(tmp.path()), Vec::<String>::new());
+    s.clear().unwrap();
+    assert_durable(tmp.path());
+}

@@ -39,13 +39,7 @@ pub fn read_cluster_id(data_dir: &Path) -> Option<String> {
 
 /// Write the cluster id durably (temp file, fsync, rename, directory fsync).
 pub fn write_cluster_id(data_dir: &Path, id: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = data_dir.join("cluster_id.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(id.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, cluster_id_path(data_dir))?;
-    std::fs::File::open(data_dir)?.sync_all()
+    crate::durable::write_file_durable(&cluster_id_path(data_dir), id.as_bytes())
 }
 
 pub fn new_cluster_id() -> String {
@@ -55,7 +49,10 @@ pub fn new_cluster_id() -> String {
 /// Open the WAL and decide the start mode; a founding node writes its first
 /// membership here.
 pub fn open(cfg: &Config) -> Result<(DiskStore, StartMode, Option<String>), String> {
-    std::fs::create_dir_all(&cfg.data_dir)
+    // Created durably, and synced even when it exists: `wal/`, `messages/` and
+    // `cluster_id` may have been made by a run that never synced it.
+    crate::durable::create_dir_durable(&cfg.data_dir)
+        .and_then(|_| crate::durable::sync_dir(&cfg.data_dir))
         .map_err(|e| format!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
     let mut store =
         DiskStore::open(&wal_dir(cfg), cfg.wal.segment_bytes).map_err(|e| e.to_string())?;
@@ -105,4 +102,28 @@ fn found(cfg: &Config, store: &mut DiskStore) -> Result<(), crate::wal::WalError
         commit: 1,
     })?;
     store.sync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable::record::assert_durable;
+
+    /// A founding node: the data directory (and its missing parents), the WAL
+    /// directories, the first segment and the cluster id are all durable before
+    /// `open` returns.
+    #[test]
+    fn a_founding_node_makes_every_entry_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            node_id: "n1".into(),
+            data_dir: tmp.path().join("nodes/n1"),
+            bootstrap: true,
+            ..Config::default()
+        };
+        let (_, mode, id) = open(&cfg).unwrap();
+        assert_eq!(mode, StartMode::Found);
+        assert_eq!(read_cluster_id(&cfg.data_dir), id);
+        assert_durable(tmp.path());
+    }
 }

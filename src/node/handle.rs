@@ -237,7 +237,8 @@ impl InboundHandler for NodeHandle {
             let data = tokio::fs::read(&snap.path)
                 .await
                 .map_err(|e| format!("reading snapshot: {e}"))?;
-            let _ = tokio::fs::remove_file(&snap.path).await;
+            let p = snap.path.clone();
+            let _ = tokio::task::spawn_blocking(move || crate::durable::remove_durable(&p)).await;
             // Refused before it can reach the WAL: a manifest names messages that
             // only its author's message store holds.
             if crate::state_machine::is_manifest(&data) {

@@ -122,7 +122,8 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
             Duration::from_millis(cfg.raft.election_timeout_max_ms),
         ),
     };
-    std::fs::create_dir_all(&handle.snapshot_dir).map_err(|e| format!("data_dir: {e}"))?;
+    crate::durable::create_dir_durable(&handle.snapshot_dir)
+        .map_err(|e| format!("data_dir: {e}"))?;
 
     // The gRPC server outlives the controller's shutdown: a leader handing over
     // must still hear its successor.

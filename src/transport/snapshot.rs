@@ -14,6 +14,8 @@
 //! - at most one transfer per sender writes at a time: a newer transfer from the
 //!   same sender supersedes an older one (a half-dead stream cannot corrupt it);
 //! - a sender keeps at most one partial file here (older ones are removed);
+//! - the staging directory and every partial file's creation, rename and removal
+//!   are made durable through [`crate::durable`] before the transfer goes on;
 //! - file names are derived from peer input only through [`file_component`], so a
 //!   node id can never escape the snapshot directory.
 
@@ -23,12 +25,13 @@ use super::peers::Svc;
 use super::server::{next_or_stop, Shared};
 use super::ReceivedSnapshot;
 use crate::core::{Envelope, NodeId, Snapshot, SnapshotMeta};
+use crate::durable;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::fs::{File, OpenOptions};
+use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -202,17 +205,10 @@ impl Receiver {
     /// from the same sender still in progress.
     async fn open_partial(&mut self, hdr: &Header) -> Result<Partial, TransferError> {
         let dir = self.shared.handler.snapshot_dir();
-        tokio::fs::create_dir_all(&dir).await?;
         let slot = self.shared.transfers.slot(&hdr.from);
         let mut generation = slot.lock().await;
         *generation += 1;
-        remove_other_partials(&dir, &hdr.from, &partial_name(hdr)).await;
-        let path = dir.join(partial_name(hdr));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .await?;
+        let (path, file) = open_staged(&dir, &hdr.from, &partial_name(hdr)).await?;
         let mut len = file.metadata().await?.len();
         if len > hdr.total {
             file.set_len(0).await?;
@@ -287,20 +283,50 @@ impl Partial {
     }
 }
 
+/// Creates the staging directory, removes `from`'s other partial files and
+/// opens (or resumes) the partial file `name`, each change durable.
+async fn open_staged(dir: &Path, from: &str, name: &str) -> std::io::Result<(PathBuf, File)> {
+    let d = dir.to_path_buf();
+    blocking(move || durable::create_dir_durable(&d)).await?;
+    remove_other_partials(dir, from, name).await;
+    let path = dir.join(name);
+    let p = path.clone();
+    let file = blocking(move || {
+        let opts = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .clone();
+        durable::create_file_durable(&p, &opts)
+    })
+    .await?;
+    Ok((path, File::from_std(file)))
+}
+
 /// Checks length and checksum, then renames the partial file to its final name.
 async fn verify_and_seal(partial: Partial, total: u64, crc: u32) -> Result<PathBuf, TransferError> {
     partial.file.sync_all().await?;
     let actual = crc_of_file(&partial.path).await?;
     if partial.len != total || actual != crc {
-        let _ = tokio::fs::remove_file(&partial.path).await;
+        let p = partial.path.clone();
+        let _ = blocking(move || durable::remove_durable(&p)).await;
         return Err(protocol(format!(
             "snapshot corrupt: {} of {total} bytes, crc32c {actual:08x}, expected {crc:08x}",
             partial.len
         )));
     }
     let sealed = partial.path.with_extension("snap");
-    tokio::fs::rename(&partial.path, &sealed).await?;
+    let (from, to) = (partial.path.clone(), sealed.clone());
+    blocking(move || durable::rename_durable(&from, &to)).await?;
     Ok(sealed)
+}
+
+/// Runs a blocking file-system call (a [`durable`] helper) off the runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(format!("file task failed: {e}")))?
 }
 
 async fn crc_of_file(path: &Path) -> std::io::Result<u32> {
@@ -357,7 +383,8 @@ async fn remove_other_partials(dir: &Path, from: &str, keep: &str) {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(&prefix) && name.ends_with(".partial") && name != keep {
             debug!(file = %name, "removing a stale partial snapshot");
-            let _ = tokio::fs::remove_file(entry.path()).await;
+            let p = entry.path();
+            let _ = blocking(move || durable::remove_durable(&p)).await;
         }
     }
 }
@@ -504,5 +531,36 @@ mod tests {
         assert_eq!(file_component("../etc/x"), "%2e%2e%2fetc%2fx");
         assert_eq!(file_component("a.b"), "a%2eb");
         assert!(!sender_prefix("n1").starts_with(&sender_prefix("n")));
+    }
+
+    async fn staged(dir: &Path, name: &str, data: &[u8]) -> Partial {
+        let (path, mut file) = open_staged(dir, "n1", name).await.unwrap();
+        file.write_all(data).await.unwrap();
+        Partial {
+            path,
+            file,
+            len: data.len() as u64,
+            slot: Arc::new(tokio::sync::Mutex::new(0)),
+            generation: 0,
+        }
+    }
+
+    /// Every staging change (directory, partial files, the stale partial
+    /// removed, the corrupt one removed, the seal) has its parent synced.
+    #[tokio::test]
+    async fn staging_changes_are_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data/snap-incoming");
+        drop(staged(&dir, "snap-n1.1-5-3.partial", b"old").await);
+        let bad = staged(&dir, "snap-n1.2-9-3.partial", b"abc").await;
+        assert!(verify_and_seal(bad, 3, 0).await.is_err());
+        let good = staged(&dir, "snap-n1.2-9-3.partial", b"abc").await;
+        let sealed = verify_and_seal(good, 3, crc32c::crc32c(b"abc"))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&sealed).unwrap(), b"abc");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the sealed file is left: {left:?}");
+        crate::durable::record::assert_durable(tmp.path());
     }
 }
