@@ -33,8 +33,9 @@ pub struct Measured {
     /// Fault to the first acknowledged w = majority write invoked after it at
     /// another host (`None`: none within the hold).
     pub resumed_after: Option<Duration>,
-    /// The longest request to another host that was in flight at the fault or
-    /// invoked during the hold, and that request.
+    /// The longest time a request to another host was left unanswered after the
+    /// fault (in flight at the fault, or invoked during the hold; time waited
+    /// before the fault is not the fault's), and that request.
     pub longest_wait: Duration,
     pub longest_op: Option<u64>,
 }
@@ -51,11 +52,12 @@ pub fn measure(ops: &[Op], faults: &[LeaderFault]) -> Vec<Measured> {
                 .map(|o| o.complete - f.at)
                 .min();
             let caught = others.filter(|o| o.complete > f.at && o.invoke <= f.until);
-            let longest = caught.max_by_key(|o| o.complete - o.invoke);
+            let waited = |o: &Op| o.complete - o.invoke.max(f.at);
+            let longest = caught.max_by_key(|o| waited(o));
             Measured {
                 fault: f.clone(),
                 resumed_after,
-                longest_wait: longest.map_or(Duration::ZERO, |o| o.complete - o.invoke),
+                longest_wait: longest.map_or(Duration::ZERO, waited),
                 longest_op: longest.map(|o| o.id),
             }
         })
@@ -70,7 +72,7 @@ pub fn violations(measured: &[Measured], ops: &[Op], bound: Duration) -> Vec<Str
         .map(|m| {
             let op = m.longest_op.and_then(|id| ops.iter().find(|o| o.id == id));
             format!(
-                "{} of host {} at {:.3}s: a request to another node waited {:.3}s (bound {:.3}s): {}",
+                "{} of host {} at {:.3}s: a request to another node waited {:.3}s after it (bound {:.3}s): {}",
                 m.fault.kind,
                 m.fault.host,
                 m.fault.at.as_secs_f64(),
