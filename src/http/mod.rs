@@ -51,6 +51,10 @@ pub struct HttpLimits {
     pub max_wait_ms: u64,
     /// Time allowed to receive a whole request body (`limits.http_body_timeout_ms`).
     pub body_timeout_ms: u64,
+    /// Most messages in one batch (`write.max_batch_messages`).
+    pub max_batch_messages: usize,
+    /// Most bytes of messages in one batch (`write.max_batch_bytes`).
+    pub max_batch_bytes: usize,
 }
 
 impl HttpLimits {
@@ -62,7 +66,18 @@ impl HttpLimits {
             max_read_limit: cfg.read.max_limit,
             max_wait_ms: cfg.read.max_wait_ms,
             body_timeout_ms: cfg.limits.http_body_timeout_ms,
+            max_batch_messages: cfg.write.max_batch_messages,
+            max_batch_bytes: cfg.write.max_batch_bytes,
         }
+    }
+
+    /// Largest batch request body read: a maximal batch fully escaped, the
+    /// quotes and commas of its strings, plus slack.
+    pub fn max_batch_body_bytes(&self) -> usize {
+        self.max_batch_bytes
+            .saturating_mul(JSON_ESCAPE_FACTOR)
+            .saturating_add(self.max_batch_messages.saturating_mul(4))
+            .saturating_add(BODY_OVERHEAD_BYTES)
     }
 
     /// Largest request body read: a maximal message fully escaped, plus slack.
@@ -111,6 +126,7 @@ pub fn router<N: NodeApi>(node: Arc<N>, limits: HttpLimits) -> Router {
             "/v1/messages",
             post(post_message::<N>).get(get_messages::<N>),
         )
+        .route("/v1/messages/batch", post(post_batch::<N>))
         .route("/api/v1/append", post(compat_append::<N>))
         .route("/api/v1/messages", get(compat_messages::<N>))
         .route("/v1/status", get(status::<N>))

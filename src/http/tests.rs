@@ -46,6 +46,9 @@ fn status(phase: &str, leader: Option<&str>) -> Status {
         commit_index: 5,
         applied_index: 5,
         last_log_index: 5,
+        first_offset: 0,
+        next_offset: 25,
+        log_bytes: 100,
         members: vec![],
         health: json!({}),
     }
@@ -64,6 +67,7 @@ impl NodeApi for FakeNode {
             acks: 2,
             committed: true,
             duplicate: self.duplicate,
+            passed_cursors: vec![],
         })
     }
 
@@ -103,6 +107,8 @@ fn limits() -> HttpLimits {
         max_read_limit: 20,
         max_wait_ms: 1000,
         body_timeout_ms: 1000,
+        max_batch_messages: 3,
+        max_batch_bytes: 10,
     }
 }
 
@@ -159,6 +165,9 @@ async fn write_succeeds_with_201() {
         w,
         WriteRequest {
             message: "hi".into(),
+            batch: None,
+            if_next_offset: None,
+            op: None,
             w: Some(WriteConcern::Count(2)),
             timeout_ms: None,
             idempotency_key: None
@@ -711,4 +720,155 @@ async fn a_stalled_body_gets_408_after_the_body_timeout() {
         (StatusCode::REQUEST_TIMEOUT, "request_timeout")
     );
     assert!(node.writes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_is_one_write_answered_with_its_first_offset_and_count() {
+    let node = Arc::new(FakeNode::new());
+    let req = Request::post("/v1/messages/batch?timeout_ms=5")
+        .header("Idempotency-Key", "b-1")
+        .header("If-Next-Offset", "7")
+        .body(Body::from(
+            r#"{"messages": ["a", "", "bc"], "w": "majority"}"#,
+        ))
+        .unwrap();
+    let (s, _, body) = send(&node, req).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        body,
+        json!({"first_offset": 7, "count": 3, "index": 9, "term": 2, "acks": 2, "committed": true})
+    );
+    let w = node.writes.lock().unwrap()[0].clone();
+    assert_eq!(
+        w,
+        WriteRequest {
+            message: String::new(),
+            batch: Some(vec!["a".into(), "".into(), "bc".into()]),
+            if_next_offset: Some(7),
+            op: None,
+            w: Some(WriteConcern::Majority),
+            timeout_ms: Some(5),
+            idempotency_key: Some("b-1".into()),
+        }
+    );
+    let dup = Arc::new(FakeNode {
+        duplicate: true,
+        ..FakeNode::new()
+    });
+    let (s, body) = post_json(&dup, "/v1/messages/batch", json!({"messages": ["a"]})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["duplicate"], json!(true));
+}
+
+#[tokio::test]
+async fn bad_batches_are_400_or_413_and_reach_no_node() {
+    let node = Arc::new(FakeNode::new());
+    for (body, status) in [
+        (json!({"messages": []}), StatusCode::BAD_REQUEST),
+        (json!({"messages": ["a", 1]}), StatusCode::BAD_REQUEST),
+        (json!({"messages": "a"}), StatusCode::BAD_REQUEST),
+        (json!({}), StatusCode::BAD_REQUEST),
+        (json!(["a"]), StatusCode::BAD_REQUEST),
+        (json!({"messages": ["a"], "w": 9}), StatusCode::BAD_REQUEST),
+        (
+            json!({"messages": ["a", "b", "c", "d"]}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            json!({"messages": ["0123456789", "x"]}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ] {
+        let (s, resp) = post_json(&node, "/v1/messages/batch", body.clone()).await;
+        assert_eq!(s, status, "{body}: {resp}");
+        let want = if status == StatusCode::BAD_REQUEST {
+            "invalid_request"
+        } else {
+            "payload_too_large"
+        };
+        assert_eq!(code(&resp), want, "{body}");
+    }
+    let huge = format!(r#"{{"messages": ["{}"]}}"#, "x".repeat(200_000));
+    let (s, _, resp) = send(&node, post("/v1/messages/batch", huge)).await;
+    assert_eq!(
+        (s, code(&resp)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    assert!(node.writes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_if_next_offset_is_400_on_both_write_routes() {
+    let node = Arc::new(FakeNode::new());
+    for (uri, body) in [
+        ("/v1/messages", r#"{"message": "a"}"#),
+        ("/v1/messages/batch", r#"{"messages": ["a"]}"#),
+    ] {
+        for bad in ["-1", "x", "1.5", ""] {
+            let req = Request::post(uri)
+                .header("If-Next-Offset", bad)
+                .body(Body::from(body))
+                .unwrap();
+            let (s, _, resp) = send(&node, req).await;
+            assert_eq!(
+                (s, code(&resp)),
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            );
+        }
+        let req = Request::post(uri)
+            .header("If-Next-Offset", "1")
+            .header("If-Next-Offset", "2")
+            .body(Body::from(body))
+            .unwrap();
+        assert_eq!(send(&node, req).await.0, StatusCode::BAD_REQUEST);
+        let req = Request::post(uri)
+            .header("If-Next-Offset", " 3 ")
+            .body(Body::from(body))
+            .unwrap();
+        assert_eq!(send(&node, req).await.0.as_u16() / 100, 2);
+    }
+    let writes = node.writes.lock().unwrap();
+    assert_eq!(writes.len(), 2);
+    assert!(writes.iter().all(|w| w.if_next_offset == Some(3)));
+}
+
+#[tokio::test]
+async fn lifecycle_errors_map_to_their_statuses_and_fields() {
+    let node = Arc::new(FakeNode::new());
+    let cases = [
+        (
+            ApiError::OffsetConflict { next_offset: 12 },
+            StatusCode::CONFLICT,
+            "offset_conflict",
+            "next_offset",
+            12,
+        ),
+        (
+            ApiError::OffsetTrimmed { first_offset: 5 },
+            StatusCode::GONE,
+            "offset_trimmed",
+            "first_offset",
+            5,
+        ),
+        (
+            ApiError::CursorRegression { current: 4 },
+            StatusCode::CONFLICT,
+            "cursor_regression",
+            "offset",
+            4,
+        ),
+        (
+            ApiError::TooManyCursors { max: 2 },
+            StatusCode::CONFLICT,
+            "too_many_cursors",
+            "limit",
+            2,
+        ),
+    ];
+    for (err, status, want, field, value) in cases {
+        *node.write_error.lock().unwrap() = Some(err);
+        let (s, body) = post_json(&node, "/v1/messages/batch", json!({"messages": ["a"]})).await;
+        assert_eq!((s, code(&body)), (status, want));
+        assert_eq!(body["error"][field], json!(value), "{body}");
+    }
 }
