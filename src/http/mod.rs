@@ -20,6 +20,7 @@ mod cluster;
 pub mod error;
 pub mod extract;
 mod handlers;
+mod lifecycle;
 pub mod ops;
 pub mod serve;
 
@@ -127,6 +128,14 @@ pub fn router<N: NodeApi>(node: Arc<N>, limits: HttpLimits) -> Router {
             post(post_message::<N>).get(get_messages::<N>),
         )
         .route("/v1/messages/batch", post(post_batch::<N>))
+        .route("/v1/log/trim", post(lifecycle::trim::<N>))
+        .route("/v1/cursors", get(lifecycle::list_cursors::<N>))
+        .route(
+            "/v1/cursors/:name",
+            get(lifecycle::get_cursor::<N>)
+                .put(lifecycle::put_cursor::<N>)
+                .delete(lifecycle::delete_cursor::<N>),
+        )
         .route("/api/v1/append", post(compat_append::<N>))
         .route("/api/v1/messages", get(compat_messages::<N>))
         .route("/v1/status", get(status::<N>))

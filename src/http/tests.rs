@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::node::api::{
-    ApiError, Consistency, ReadMessage, ReadRequest, ReadResult, Status, WriteConcern,
+    ApiError, Consistency, LogOp, ReadMessage, ReadRequest, ReadResult, Status, WriteConcern,
     WriteRequest, WriteResult,
 };
 use axum::body::Body;
@@ -97,6 +97,10 @@ impl NodeApi for FakeNode {
 
     fn voter_count(&self) -> usize {
         self.voters
+    }
+
+    async fn cursors(&self) -> Result<Vec<(String, u64)>, ApiError> {
+        Ok(vec![("a".into(), 3), ("b-2".into(), 9)])
     }
 }
 
@@ -651,7 +655,7 @@ async fn status_with_token(app: &Router, method: &Method, uri: &str, token: Opti
 async fn every_endpoint_class_needs_its_role() {
     let node = Arc::new(FakeNode::new());
     let app = guarded_app(&node, false);
-    let classes: [(&str, Method, &str); 10] = [
+    let classes: [(&str, Method, &str); 16] = [
         ("open", Method::GET, "/health"),
         ("open", Method::GET, "/ready"),
         ("read", Method::GET, "/v1/messages"),
@@ -662,6 +666,12 @@ async fn every_endpoint_class_needs_its_role() {
         ("admin", Method::POST, "/v1/cluster/members"),
         ("admin", Method::POST, "/v1/cluster/transfer-leadership"),
         ("admin", Method::GET, "/v1/debug/faults"),
+        ("admin", Method::POST, "/v1/log/trim"),
+        ("write", Method::POST, "/v1/messages/batch"),
+        ("write", Method::PUT, "/v1/cursors/c"),
+        ("write", Method::DELETE, "/v1/cursors/c"),
+        ("read", Method::GET, "/v1/cursors"),
+        ("read", Method::GET, "/v1/cursors/c"),
     ];
     let tokens = [
         (0, Some("Bearer read-secret-0123456789")),
@@ -697,8 +707,9 @@ async fn every_endpoint_class_needs_its_role() {
             }
         }
     }
-    // Refused requests never reached the node: only the write/admin-token writes did.
-    assert_eq!(node.writes.lock().unwrap().len(), 4);
+    // Refused requests never reached the node: only the write/admin-token writes
+    // did (two message routes and the cursor delete, with two tokens each).
+    assert_eq!(node.writes.lock().unwrap().len(), 6);
     let public = guarded_app(&node, true);
     assert_eq!(
         status_with_token(&public, &Method::GET, "/metrics", None).await,
@@ -871,4 +882,145 @@ async fn lifecycle_errors_map_to_their_statuses_and_fields() {
         assert_eq!((s, code(&body)), (status, want));
         assert_eq!(body["error"][field], json!(value), "{body}");
     }
+}
+
+fn request(method: Method, uri: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_trim_goes_to_the_node_as_a_log_op() {
+    let node = Arc::new(FakeNode::new());
+    let (s, body) = post_json(&node, "/v1/log/trim", json!({"before_offset": 5})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["first_offset"], 7);
+    assert_eq!(body["passed_cursors"], json!([]));
+    let w = node.writes.lock().unwrap()[0].clone();
+    assert_eq!(w, WriteRequest::op(LogOp::Trim { before: 5 }));
+    for bad in [
+        json!({}),
+        json!({"before_offset": -1}),
+        json!({"before_offset": "5"}),
+        json!({"before_offset": 1.5}),
+        json!([5]),
+    ] {
+        let (s, resp) = post_json(&node, "/v1/log/trim", bad.clone()).await;
+        assert_eq!(
+            (s, code(&resp)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{bad}"
+        );
+    }
+    assert_eq!(node.writes.lock().unwrap().len(), 1);
+    // A trim past the end, refused by the leader, keeps its 400.
+    *node.write_error.lock().unwrap() = Some(ApiError::InvalidRequest("past the end".into()));
+    let (s, _) = post_json(&node, "/v1/log/trim", json!({"before_offset": 99})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn cursor_routes_set_read_list_and_delete() {
+    let node = Arc::new(FakeNode::new());
+    let put = request(
+        Method::PUT,
+        "/v1/cursors/a",
+        r#"{"offset": 3, "force": true}"#,
+    );
+    let (s, _, body) = send(&node, put).await;
+    assert_eq!(
+        (s, body),
+        (StatusCode::OK, json!({"name": "a", "offset": 7}))
+    );
+    let put = request(Method::PUT, "/v1/cursors/b-2", r#"{"offset": 4}"#);
+    assert_eq!(send(&node, put).await.0, StatusCode::OK);
+    let del = request(Method::DELETE, "/v1/cursors/a", "");
+    let (s, _, body) = send(&node, del).await;
+    assert_eq!(
+        (s, body),
+        (StatusCode::OK, json!({"name": "a", "deleted": true}))
+    );
+    let writes = node.writes.lock().unwrap().clone();
+    let ops: Vec<_> = writes.into_iter().map(|w| w.op.unwrap()).collect();
+    assert_eq!(
+        ops,
+        vec![
+            LogOp::SetCursor {
+                name: "a".into(),
+                offset: 3,
+                force: true
+            },
+            LogOp::SetCursor {
+                name: "b-2".into(),
+                offset: 4,
+                force: false
+            },
+            LogOp::DeleteCursor { name: "a".into() },
+        ]
+    );
+    let (s, _, body) = send(&node, get("/v1/cursors")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"cursors": [{"name": "a", "offset": 3}, {"name": "b-2", "offset": 9}]})
+    );
+    let (s, _, body) = send(&node, get("/v1/cursors/b-2")).await;
+    assert_eq!(
+        (s, body),
+        (StatusCode::OK, json!({"name": "b-2", "offset": 9}))
+    );
+    let (s, _, body) = send(&node, get("/v1/cursors/nope")).await;
+    assert_eq!((s, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+}
+
+#[tokio::test]
+async fn bad_cursor_names_and_bodies_are_400_and_reach_no_node() {
+    let node = Arc::new(FakeNode::new());
+    let long = "x".repeat(129);
+    let names = ["a%20b", "a%2Fb", "%C3%A9", "a+b", long.as_str()];
+    for name in names {
+        for (method, body) in [
+            (Method::PUT, r#"{"offset": 1}"#),
+            (Method::GET, ""),
+            (Method::DELETE, ""),
+        ] {
+            let req = request(method.clone(), &format!("/v1/cursors/{name}"), body);
+            let (s, _, resp) = send(&node, req).await;
+            assert_eq!(
+                (s, code(&resp)),
+                (StatusCode::BAD_REQUEST, "invalid_request"),
+                "{method} {name}"
+            );
+        }
+    }
+    let ok_name = "x".repeat(128);
+    for body in [
+        r#"{}"#,
+        r#"{"offset": -2}"#,
+        r#"{"offset": "1"}"#,
+        r#"{"offset": 1, "force": "yes"}"#,
+        "nope",
+    ] {
+        let req = request(Method::PUT, "/v1/cursors/c", body);
+        let (s, _, resp) = send(&node, req).await;
+        assert_eq!(
+            (s, code(&resp)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{body}"
+        );
+    }
+    assert!(node.writes.lock().unwrap().is_empty());
+    let req = request(
+        Method::PUT,
+        &format!("/v1/cursors/{ok_name}"),
+        r#"{"offset": 1}"#,
+    );
+    assert_eq!(send(&node, req).await.0, StatusCode::OK);
+    // A missing cursor's delete: 404 from the node.
+    *node.write_error.lock().unwrap() = Some(ApiError::NotFound("no such cursor".into()));
+    let (s, _, resp) = send(&node, request(Method::DELETE, "/v1/cursors/c", "")).await;
+    assert_eq!((s, code(&resp)), (StatusCode::NOT_FOUND, "not_found"));
 }

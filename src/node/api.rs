@@ -250,6 +250,11 @@ pub trait NodeApi: Send + Sync + 'static {
     fn status(&self) -> impl Future<Output = Result<Status, ApiError>> + Send;
     /// Number of voters now (bounds `w`).
     fn voter_count(&self) -> usize;
+    /// Every cursor and its offset, by name, including every change
+    /// acknowledged before the call (a linearizable read).
+    fn cursors(&self) -> impl Future<Output = Result<Vec<(String, u64)>, ApiError>> + Send {
+        async { Err(ApiError::Internal("cursors are not supported here".into())) }
+    }
     /// Add or update (`Some`) or remove (`None`) one member through the log;
     /// returns the index of the committed change.
     fn change_member(

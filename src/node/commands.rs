@@ -31,6 +31,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             Cmd::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Cmd::Cursors { reply } => {
+                let all = self.sm.cursors().iter();
+                let _ = reply.send(all.map(|(n, o)| (n.clone(), *o)).collect());
+            }
             Cmd::Join {
                 node_id,
                 grpc_addr,

@@ -79,6 +79,10 @@ pub enum Cmd {
     AddPeers {
         peers: BTreeMap<NodeId, String>,
     },
+    /// Every cursor, as this node applied them.
+    Cursors {
+        reply: oneshot::Sender<Vec<(String, u64)>>,
+    },
     /// Add or update (`Some`) or remove (`None`) one member, through the log; the
     /// reply comes once the change is committed.
     ChangeMember {
