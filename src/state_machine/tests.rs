@@ -397,6 +397,9 @@ fn a_version_1_manifest_and_full_payload_still_restore() {
     assert_eq!((same.applied_index(), same.next_offset()), (7, 2));
 }
 
+/// What a replica shows: first and next offset, messages, cursors.
+type View = (u64, u64, Vec<(u64, Bytes)>, BTreeMap<String, u64>);
+
 /// A replica under test: a store in memory or on disk, restarted at times
 /// from its own durable manifest, or rebuilt from a full payload as a joiner.
 struct Replica {
@@ -411,7 +414,7 @@ impl Replica {
         StateMachine::with_store(8, MessageStore::open(dir.path(), 256, 0).unwrap())
     }
 
-    fn view(&self) -> (u64, u64, Vec<(u64, Bytes)>, BTreeMap<String, u64>) {
+    fn view(&self) -> View {
         let sm = &self.sm;
         let all = sm.read(0, 100_000).unwrap();
         (
