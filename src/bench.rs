@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// Message size in bytes.
     #[arg(long, short = 's', default_value_t = 100)]
     pub size: usize,
+    /// Messages per write: 0 sends single writes (`POST /v1/messages`); N >= 1
+    /// sends atomic batches of N (`POST /v1/messages/batch`).
+    #[arg(long, default_value_t = 0)]
+    pub batch: usize,
     /// Write concern of every write: a number of voters, `majority` or `all`.
     #[arg(long, default_value = "majority", value_parser = parse_w)]
     pub w: String,
@@ -94,6 +98,7 @@ impl Default for BenchArgs {
             duration: None,
             requests: None,
             size: 100,
+            batch: 0,
             w: "majority".into(),
             read_ratio: 0.0,
             timeout: Duration::from_secs(30),
@@ -426,8 +431,13 @@ fn request(
     b.body(Full::new(body)).expect("a request from valid parts")
 }
 
+/// The offset of a write's answer (a batch's last message).
 fn offset_of(body: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<Value>(body).ok()?["offset"].as_u64()
+    let v = serde_json::from_slice::<Value>(body).ok()?;
+    match (v["first_offset"].as_u64(), v["count"].as_u64()) {
+        (Some(first), Some(n)) => Some(first + n.saturating_sub(1)),
+        _ => v["offset"].as_u64(),
+    }
 }
 
 fn status_key(s: StatusCode) -> String {
@@ -557,6 +567,8 @@ pub struct Summary {
     pub addrs: Vec<String>,
     pub concurrency: usize,
     pub size: usize,
+    /// Messages per write (0: single writes).
+    pub batch: usize,
     pub w: String,
     pub read_ratio: f64,
     pub elapsed: Duration,
@@ -580,6 +592,11 @@ impl Summary {
 
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
+    }
+
+    /// Messages written (each batch counts its messages).
+    pub fn messages_written(&self) -> u64 {
+        self.writes.count() * self.batch.max(1) as u64
     }
 
     /// The summary as a JSON value (latencies in milliseconds).
@@ -610,6 +627,9 @@ impl Summary {
             "ok": all.count(),
             "errors": self.error_count(),
             "throughput": all.count() as f64 / secs,
+            "batch": self.batch,
+            "messages_per_sec": self.messages_written() as f64 / secs,
+            "mb_per_sec": (self.messages_written() * self.size as u64) as f64 / secs / 1e6,
             "all": part(&all),
             "writes": part(&self.writes),
             "reads": part(&self.reads),
@@ -647,8 +667,16 @@ impl Summary {
             all.count() as f64 / secs,
             self.writes.count() as f64 / secs,
             self.reads.count() as f64 / secs,
-            (self.writes.count() as f64 * self.size as f64) / secs / 1e6
+            (self.messages_written() as f64 * self.size as f64) / secs / 1e6
         );
+        if self.batch > 0 {
+            let _ = writeln!(
+                o,
+                "  batches       {} messages each: {:.1} messages/s",
+                self.batch,
+                self.messages_written() as f64 / secs
+            );
+        }
         if all.count() > 0 {
             let _ = writeln!(o);
             let _ = writeln!(
@@ -731,10 +759,16 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         (None, Some(_)) => None,
         (None, None) => Some(DEFAULT_DURATION),
     };
-    let body =
-        serde_json::to_vec(&json!({ "message": message(args.size) })).map_err(|e| e.to_string())?;
+    let (route, body) = match args.batch {
+        0 => ("/v1/messages", json!({ "message": message(args.size) })),
+        n => (
+            "/v1/messages/batch",
+            json!({ "messages": vec![message(args.size); n] }),
+        ),
+    };
+    let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
     let plan = Arc::new(Plan {
-        write_path: format!("/v1/messages?w={}", args.w),
+        write_path: format!("{route}?w={}", args.w),
         body: Bytes::from(body),
         read_ratio: args.read_ratio,
         timeout: args.timeout,
@@ -808,6 +842,7 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         addrs,
         concurrency: args.concurrency,
         size: args.size,
+        batch: args.batch,
         w: args.w.clone(),
         read_ratio: args.read_ratio,
         elapsed,
@@ -941,6 +976,7 @@ mod tests {
             addrs: vec!["a:1".into()],
             concurrency: 2,
             size: 100,
+            batch: 10,
             w: "majority".into(),
             read_ratio: 0.0,
             elapsed: Duration::from_secs(1),
@@ -955,6 +991,10 @@ mod tests {
         assert_eq!(j["writes"]["latency_ms"]["p50"], 0.2);
         assert_eq!(j["errors_by_kind"]["503 Service Unavailable"], 2);
         assert_eq!(j["retried_after_503"], 4);
+        assert_eq!(j["messages_per_sec"], 30.0);
+        assert_eq!(j["mb_per_sec"], 0.003);
+        assert_eq!(offset_of(br#"{"first_offset": 5, "count": 3}"#), Some(7));
+        assert_eq!(offset_of(br#"{"offset": 5}"#), Some(5));
         let t = s.to_table();
         assert!(t.contains("503 Service Unavailable"), "{t}");
         assert!(t.contains("writes"), "{t}");

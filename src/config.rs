@@ -77,6 +77,38 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Connection, size, time and rate limits against hostile or broken clients.
     pub limits: LimitsConfig,
+    /// How much of the log is kept (the oldest messages go first).
+    pub retention: RetentionConfig,
+    /// Named consumer positions.
+    pub cursors: CursorsConfig,
+}
+
+/// `[retention]`: automatic trimming of the oldest messages, decided by the
+/// leader and replicated as a trim entry. 0 = no limit (the default: keep all).
+/// It never trims past the lowest consumer cursor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep at most this many of the newest messages.
+    pub max_messages: u64,
+    /// Keep at most about this many bytes of message files (whole segments go).
+    pub max_bytes: u64,
+    /// Drop messages older than this, by the leader's clock when proposed.
+    pub max_age_s: u64,
+}
+
+/// `[cursors]`: consumer cursors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CursorsConfig {
+    /// Most cursors that may exist at once; creating one more is a 409.
+    pub max_cursors: u64,
+}
+
+impl Default for CursorsConfig {
+    fn default() -> Self {
+        CursorsConfig { max_cursors: 1000 }
+    }
 }
 
 /// `[health]`: thresholds of the health manager.
@@ -137,6 +169,10 @@ pub struct WriteConfig {
     pub timeout_ms: u64,
     /// Largest message accepted, in bytes of UTF-8 text.
     pub max_message_bytes: usize,
+    /// Most messages in one `POST /v1/messages/batch`.
+    pub max_batch_messages: usize,
+    /// Most bytes of messages (UTF-8 text) in one batch.
+    pub max_batch_bytes: usize,
     /// How many idempotency keys are remembered (oldest forgotten first).
     pub idempotency_window: usize,
 }
@@ -344,6 +380,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            retention: RetentionConfig::default(),
+            cursors: CursorsConfig::default(),
         }
     }
 }
@@ -366,6 +404,8 @@ impl Default for WriteConfig {
             default_w: DefaultW::Majority,
             timeout_ms: 30_000,
             max_message_bytes: 1024 * 1024,
+            max_batch_messages: 10_000,
+            max_batch_bytes: 16 << 20,
             idempotency_window: 100_000,
         }
     }
@@ -442,8 +482,10 @@ impl Config {
         self.tls.validate(&mut errs);
         self.auth.validate(&mut errs);
         self.limits.validate(&mut errs);
-        self.limits
-            .validate_grpc_size(self.write.max_message_bytes, &mut errs);
+        self.limits.validate_grpc_size(
+            self.write.max_message_bytes.max(self.write.max_batch_bytes),
+            &mut errs,
+        );
         if errs.is_empty() {
             Ok(())
         } else {
@@ -533,6 +575,14 @@ impl Config {
             w.max_message_bytes as u64,
             1,
         );
+        at_least(
+            errs,
+            "write.max_batch_messages",
+            w.max_batch_messages as u64,
+            1,
+        );
+        at_least(errs, "write.max_batch_bytes", w.max_batch_bytes as u64, 1);
+        at_least(errs, "cursors.max_cursors", self.cursors.max_cursors, 1);
         at_least(
             errs,
             "write.idempotency_window",

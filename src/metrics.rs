@@ -52,6 +52,9 @@ pub struct Metrics {
     pub commit_index: Gauge,
     pub applied_index: Gauge,
     pub last_index: Gauge,
+    pub first_offset: Gauge,
+    pub next_offset: Gauge,
+    pub log_bytes: Gauge,
     pub peer_match_index: Family<PeerLabels, Gauge>,
     pub peer_lag: Family<PeerLabels, Gauge>,
     pub peer_reachable: Family<PeerLabels, Gauge>,
@@ -89,6 +92,9 @@ impl Metrics {
             commit_index: Gauge::default(),
             applied_index: Gauge::default(),
             last_index: Gauge::default(),
+            first_offset: Gauge::default(),
+            next_offset: Gauge::default(),
+            log_bytes: Gauge::default(),
             peer_match_index: Family::default(),
             peer_lag: Family::default(),
             peer_reachable: Family::default(),
@@ -139,6 +145,21 @@ impl Metrics {
             "last_log_index",
             "Last index in this node's log",
             m.last_index.clone(),
+        );
+        r.register(
+            "first_offset",
+            "Lowest message offset still held (everything below was trimmed)",
+            m.first_offset.clone(),
+        );
+        r.register(
+            "next_offset",
+            "Offset the next message will get",
+            m.next_offset.clone(),
+        );
+        r.register(
+            "log_bytes",
+            "Bytes of the message store on this node",
+            m.log_bytes.clone(),
         );
         r.register(
             "peer_match_index",

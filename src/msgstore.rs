@@ -23,10 +23,16 @@
 //! it. An `.idx` that does not match its segment is ignored and the segment
 //! scanned.
 //!
+//! Trimming (`trim_front`) is logical at once (reads start at `first`, the
+//! cache lets go) and physical later: whole segments below the trim point are
+//! removed by [`MessageStore::release`], which the state machine calls once a
+//! manifest naming the new first offset is durable (so a restart never finds
+//! the store starting after its snapshot's first offset).
+//!
 //! Invariants:
-//! - the store holds offsets `0..len` with no hole; on open, it is the longest
-//!   valid prefix on disk (a torn or corrupt record ends it; later files are
-//!   removed);
+//! - the store holds offsets `start..len` with no hole, `start <= first <= len`;
+//!   on open, it is the longest valid run of segments on disk from the oldest
+//!   (a torn or corrupt record ends it; later files are removed);
 //! - the cache holds offsets `cache_first..len` and at least `cache_limit` bytes of
 //!   them when the store has that much, which is more than the write buffer:
 //!   anything not cached is already in the files, so reads never flush;
@@ -90,6 +96,7 @@ impl Segments {
     /// Messages `from..` (at most `limit`) from the files.
     pub fn read(&self, from: u64, limit: usize) -> io::Result<Vec<(u64, Bytes)>> {
         let mut out = Vec::new();
+        let from = from.max(self.segs.first().map_or(0, |s| s.first));
         let end = self.len().min(from.saturating_add(limit as u64));
         let mut next = from;
         let i = self.segs.partition_point(|s| s.first + s.count <= from);
@@ -215,6 +222,10 @@ pub struct MessageStore {
     /// `cache_limit` as configured (it is lifted while writes fail).
     configured_limit: usize,
     len: u64,
+    /// The first offset readers may see (everything below is trimmed).
+    first: u64,
+    /// `first` as of the last `sync_handle`: what `synced` may release.
+    handed_first: u64,
     /// The first write error since the store last worked. Messages appended
     /// meanwhile stay in the cache until [`MessageStore::repair`] writes them.
     failed: Option<String>,
@@ -256,6 +267,8 @@ impl MessageStore {
             cache_limit: usize::MAX,
             configured_limit: usize::MAX,
             len: 0,
+            first: 0,
+            handed_first: 0,
             failed: None,
         }
     }
@@ -277,7 +290,7 @@ impl MessageStore {
         let mut cut = false;
         for (i, &first) in firsts.iter().enumerate() {
             let path = seg_path(dir, first);
-            let expected = segs.last().map_or(0, |s: &Segment| s.first + s.count);
+            let expected = segs.last().map_or(first, |s: &Segment| s.first + s.count);
             if cut || first != expected {
                 // After a torn record or a gap nothing later can be trusted.
                 remove_segment(&path)?;
@@ -299,8 +312,9 @@ impl MessageStore {
         };
         store.len = store.segments.len();
         store.cache_first = store.len;
+        store.first = store.segments.segs.first().map_or(0, |s| s.first);
         if store.segments.segs.is_empty() {
-            store.new_segment()?;
+            store.new_segment(0)?;
         }
         store.open_writer()?;
         Ok(store)
@@ -311,7 +325,110 @@ impl MessageStore {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len == self.first
+    }
+
+    /// The first offset held (everything below was trimmed).
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The first offset the files hold (at most `first`: trimmed segments stay
+    /// until released).
+    pub fn start(&self) -> u64 {
+        match self.segments.segs.first() {
+            Some(s) if self.dir.is_some() => s.first,
+            _ => self.first,
+        }
+    }
+
+    /// Bytes held: the segment files, or the messages of a memory store.
+    pub fn bytes(&self) -> u64 {
+        if self.dir.is_none() {
+            return self.cache_bytes as u64;
+        }
+        self.segments.segs.iter().map(|s| s.size).sum()
+    }
+
+    /// Trims (logically) every message below `to` (at most `len`).
+    pub fn trim_front(&mut self, to: u64) {
+        let to = to.min(self.len);
+        if to <= self.first {
+            return;
+        }
+        self.first = to;
+        while self.cache_first < to && !self.cache.is_empty() {
+            if self.failed.is_some() {
+                // `repair` may still need to write it from here.
+                break;
+            }
+            let m = self.cache.pop_front().expect("non-empty");
+            self.cache_bytes -= m.len();
+            self.cache_first += 1;
+        }
+    }
+
+    /// Removes the sealed segments that hold only messages below `upto` (and
+    /// below `first`), oldest first; each removal is durable when it returns.
+    pub fn release(&mut self, upto: u64) -> io::Result<()> {
+        let upto = upto.min(self.first);
+        let segs = &mut self.segments.segs;
+        while segs.len() > 1 && segs[0].first + segs[0].count <= upto {
+            remove_segment(&segs[0].path)?;
+            segs.remove(0);
+        }
+        Ok(())
+    }
+
+    /// The lowest offset to trim below so that at most `max` bytes stay held:
+    /// whole sealed segments on disk, single messages in memory.
+    pub fn trim_point_for_bytes(&self, max: u64) -> u64 {
+        let mut total = self.bytes();
+        if self.dir.is_none() {
+            let mut to = self.cache_first;
+            for m in &self.cache {
+                if total <= max {
+                    break;
+                }
+                total -= m.len() as u64;
+                to += 1;
+            }
+            return to.max(self.first);
+        }
+        let mut to = self.first;
+        let segs = &self.segments.segs;
+        for s in &segs[..segs.len() - 1] {
+            if total <= max {
+                break;
+            }
+            total -= s.size;
+            to = to.max(s.first + s.count);
+        }
+        to
+    }
+
+    /// Drops everything and starts empty at offset `first` (a full snapshot
+    /// from the leader, or a log replayed from its start).
+    pub fn reset_at(&mut self, first: u64) -> io::Result<()> {
+        self.cache.clear();
+        self.cache_bytes = 0;
+        self.cache_first = first;
+        self.len = first;
+        self.first = first;
+        self.handed_first = first;
+        self.failed = None;
+        self.cache_limit = self.configured_limit;
+        if self.dir.is_none() {
+            return Ok(());
+        }
+        self.writer = None;
+        self.unsynced.clear();
+        self.handed = 0;
+        for seg in std::mem::take(&mut self.segments.segs) {
+            remove_segment(&seg.path)?;
+        }
+        self.new_segment(first)?;
+        self.open_writer()
     }
 
     /// The write error the store is failing with, if any.
@@ -404,13 +521,12 @@ impl MessageStore {
         }
         let active = self.segments.segs.last().expect("an active segment");
         write_idx(active)?;
-        self.new_segment()?;
+        self.new_segment(self.segments.len())?;
         self.open_writer()
     }
 
-    fn new_segment(&mut self) -> io::Result<()> {
+    fn new_segment(&mut self, first: u64) -> io::Result<()> {
         let dir = self.dir.clone().expect("disk store");
-        let first = self.segments.len();
         let path = seg_path(&dir, first);
         let opts = OpenOptions::new()
             .create(true)
@@ -449,8 +565,9 @@ impl MessageStore {
         }
     }
 
-    /// Messages `from..` (at most `limit`).
+    /// Messages `from..` (at most `limit`; nothing below `first`).
     pub fn read(&self, from: u64, limit: usize) -> io::Result<Vec<(u64, Bytes)>> {
+        let from = from.max(self.first);
         let end = self.len.min(from.saturating_add(limit as u64));
         if from >= end {
             return Ok(Vec::new());
@@ -476,13 +593,13 @@ impl MessageStore {
             w.flush()?;
         }
         if self.dir.is_none() || self.failed.is_some() {
-            let n = count.min(self.len);
+            let n = count.min(self.len).saturating_sub(self.first);
             let msgs = self
-                .read(0, n as usize)?
+                .read(self.first, n as usize)?
                 .into_iter()
                 .map(|(_, m)| m)
                 .collect();
-            return Ok(Reader::Memory(msgs));
+            return Ok(Reader::Memory(self.first, msgs));
         }
         Ok(Reader::Files(self.segments.clone()))
     }
@@ -500,6 +617,7 @@ impl MessageStore {
         }
         // Cleared only by `synced`: a sync that failed is repeated by the next.
         self.handed = self.unsynced.len();
+        self.handed_first = self.first;
         Ok(SyncHandle {
             files: self.unsynced.clone(),
         })
@@ -507,7 +625,12 @@ impl MessageStore {
 
     /// The last [`SyncHandle`] ran successfully: its files need no sync again,
     /// except the active segment, which has grown since.
+    /// The manifest written after it names `first` as of that handle: sealed
+    /// segments below it are removed.
     pub fn synced(&mut self) {
+        if let Err(e) = self.release(self.handed_first) {
+            tracing::warn!(error = %e, "removing trimmed message segments failed (retried at the next snapshot)");
+        }
         let done = self.handed.min(self.unsynced.len());
         self.unsynced.drain(..done);
         self.handed = 0;
@@ -518,11 +641,16 @@ impl MessageStore {
         }
     }
 
-    /// Keeps only the first `count` messages (recovery to a snapshot's count).
+    /// Keeps only the messages below `count` (recovery to a snapshot's count);
+    /// below `start` the store is emptied to begin at `count`.
     pub fn truncate(&mut self, count: u64) -> io::Result<()> {
         if count >= self.len {
             return Ok(());
         }
+        if count < self.start() {
+            return self.reset_at(count);
+        }
+        self.first = self.first.min(count);
         if count < self.cache_first {
             self.cache.clear();
             self.cache_bytes = 0;
@@ -567,7 +695,7 @@ impl MessageStore {
 
     /// Removes every message (a snapshot from the leader replaces the state).
     pub fn clear(&mut self) -> io::Result<()> {
-        self.truncate(0)
+        self.reset_at(0)
     }
 }
 
@@ -575,17 +703,20 @@ impl MessageStore {
 #[derive(Clone)]
 pub enum Reader {
     Files(Segments),
-    Memory(Vec<Bytes>),
+    /// The messages from an offset on.
+    Memory(u64, Vec<Bytes>),
 }
 
 impl Reader {
     pub fn read(&self, from: u64, limit: usize) -> io::Result<Vec<(u64, Bytes)>> {
         match self {
             Reader::Files(s) => s.read(from, limit),
-            Reader::Memory(v) => {
-                let start = (from as usize).min(v.len());
+            Reader::Memory(first, v) => {
+                let start = (from.saturating_sub(*first) as usize).min(v.len());
                 let end = start.saturating_add(limit).min(v.len());
-                Ok((start..end).map(|i| (i as u64, v[i].clone())).collect())
+                Ok((start..end)
+                    .map(|i| (first + i as u64, v[i].clone()))
+                    .collect())
             }
         }
     }

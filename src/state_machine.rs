@@ -1,193 +1,102 @@
 //! The state machine: the message log itself.
 //!
-//! Committed `Command` entries become messages with dense 0-based offsets, in log
-//! order, identical on every node. Idempotency keys are part of the replicated state:
-//! a command whose key was already applied takes no offset and maps to the original
-//! write. Keys are remembered for the last `idempotency_window` keyed writes
-//! (deterministic eviction, so every node agrees).
+//! Committed `Command` entries (see [`command`]) become messages with dense
+//! 0-based offsets, in log order, identical on every node. An entry may append
+//! several messages (a batch: consecutive offsets, nothing between them), may be
+//! conditional (`if_next_offset`: it lands only if the next offset is exactly
+//! that when applied, else nothing is appended), may trim the front of the log,
+//! or may set or delete a named consumer cursor. Everything is decided here, at
+//! apply time and in log order, so every node decides alike.
 //!
-//! The messages themselves live in a [`MessageStore`] (segment files on a node,
-//! memory in tests). A snapshot comes in two encodings:
-//! - a *manifest* (local snapshots): applied index, message count and keys. The
-//!   messages stay in the store, which is synced before the manifest is written;
-//!   restoring cuts the store back to the count.
-//! - a *full payload* (what a leader sends): applied index, every message, keys.
-//!   [`full_payload`] builds it from a manifest and a store [`Reader`].
+//! Idempotency keys are part of the replicated state: a command whose key was
+//! already applied changes nothing and answers the first outcome (where it
+//! landed, or that its condition failed). Keys are remembered for the last
+//! `idempotency_window` keyed writes (deterministic eviction).
+//!
+//! The messages live in a [`MessageStore`]. Snapshots (see [`snapshot`]) carry
+//! the first and next offset, keys, cursors and the time samples used by
+//! retention by age.
 //!
 //! Invariants:
 //! - `apply` is called with dense, increasing indexes (asserted);
-//! - offsets are never reused or skipped;
+//! - offsets are never reused or skipped; trims only raise the first offset, and
+//!   never past the next one;
 //! - a snapshot restores exactly the state after applying up to its index;
 //! - the store always holds a prefix of the one message sequence every node
-//!   agrees on, so cutting it back to a count gives that count's exact state.
+//!   agrees on (from its first offset), so cutting it back to a count gives that
+//!   count's exact state.
+
+mod command;
+mod snapshot;
+
+pub use command::{encode_append_parts as encode_append, Append, Command};
+pub use snapshot::{full_payload, is_manifest};
 
 use crate::core::{Entry, EntryPayload};
 use crate::msgstore::{MessageStore, Reader, SyncHandle};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use std::collections::{HashMap, VecDeque};
+use bytes::Bytes;
+use snapshot::Meta;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
-/// First bytes of a manifest. A full payload starts with its applied index, which
-/// would have to be about 3.5e18 to look the same.
-const MANIFEST_MAGIC: &[u8; 8] = b"RLMANIF1";
+/// Time samples kept for retention by age; beyond it every other one is dropped.
+const MAX_TIME_SAMPLES: usize = 1 << 16;
+/// A new time sample once the leader's clock moved on by this much.
+const TIME_SAMPLE_MS: u64 = 1000;
 
-/// A client write as carried inside a `Command` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Command {
-    pub key: Option<String>,
-    pub message: Bytes,
-}
-
-impl Command {
-    pub fn encode(&self) -> Bytes {
-        let key = self.key.as_deref().unwrap_or("");
-        let mut b = BytesMut::with_capacity(5 + key.len() + self.message.len());
-        b.put_u8(u8::from(self.key.is_some()));
-        b.put_u32_le(key.len() as u32);
-        b.put_slice(key.as_bytes());
-        b.put_slice(&self.message);
-        b.freeze()
-    }
-
-    /// Decode; `None` for bytes that are not a command (never panics).
-    pub fn decode(mut b: Bytes) -> Option<Command> {
-        if b.len() < 5 {
-            return None;
-        }
-        let has_key = b.get_u8() == 1;
-        let klen = b.get_u32_le() as usize;
-        if b.len() < klen {
-            return None;
-        }
-        let key = String::from_utf8(b.split_to(klen).to_vec()).ok()?;
-        Some(Command {
-            key: has_key.then_some(key),
-            message: b,
-        })
-    }
-}
-
-/// Where a keyed write landed.
+/// The remembered outcome of a keyed write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Landed {
+    /// First offset of what it appended; for a conflict, the next offset then.
     pub offset: u64,
     pub index: u64,
     pub term: u64,
+    /// Messages appended (0 for a conflict).
+    pub count: u64,
+    /// Its condition failed: nothing was appended.
+    pub conflict: bool,
+}
+
+impl Landed {
+    pub fn appended(offset: u64, index: u64, term: u64, count: u64) -> Self {
+        Landed {
+            offset,
+            index,
+            term,
+            count,
+            conflict: false,
+        }
+    }
+}
+
+/// Why a cursor command was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CursorRefusal {
+    /// It would move back (without `force`); the cursor's offset now.
+    Regression { current: u64 },
+    /// A new cursor beyond the limit.
+    TooMany { max: u64 },
+    /// Delete of a cursor that does not exist.
+    NotFound,
 }
 
 /// What applying one entry did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// A new message at this offset.
-    Message { offset: u64 },
-    /// The key was seen before: the original write.
+    /// New messages at `first..first + count`.
+    Appended { first: u64, count: u64 },
+    /// The key was seen before: the original outcome.
     Duplicate(Landed),
-    /// Not a message (no-op, membership, undecodable).
+    /// The condition failed; nothing appended.
+    Conflict { next_offset: u64 },
+    /// A trim: the first offset now, and the cursors it passed (explicit trims).
+    Trimmed {
+        first_offset: u64,
+        passed_cursors: Vec<String>,
+    },
+    /// A cursor set (its offset now) or delete (`Ok(0)`), or why not.
+    Cursor(Result<u64, CursorRefusal>),
+    /// Not a command (no-op, membership, undecodable).
     Other,
-}
-
-fn encode_keys(b: &mut BytesMut, keys: &[(String, Landed)]) {
-    b.put_u64_le(keys.len() as u64);
-    for (k, l) in keys {
-        b.put_u32_le(k.len() as u32);
-        b.put_slice(k.as_bytes());
-        b.put_u64_le(l.offset);
-        b.put_u64_le(l.index);
-        b.put_u64_le(l.term);
-    }
-}
-
-fn malformed() -> String {
-    "malformed snapshot".to_string()
-}
-
-fn need(b: &Bytes, n: usize) -> Result<(), String> {
-    if b.len() < n {
-        Err(malformed())
-    } else {
-        Ok(())
-    }
-}
-
-fn decode_keys(b: &mut Bytes) -> Result<Vec<(String, Landed)>, String> {
-    need(b, 8)?;
-    let k = b.get_u64_le();
-    let mut keys = Vec::new();
-    for _ in 0..k {
-        need(b, 4)?;
-        let len = b.get_u32_le() as usize;
-        need(b, len + 24)?;
-        let key = String::from_utf8(b.split_to(len).to_vec()).map_err(|_| malformed())?;
-        let l = Landed {
-            offset: b.get_u64_le(),
-            index: b.get_u64_le(),
-            term: b.get_u64_le(),
-        };
-        keys.push((key, l));
-    }
-    Ok(keys)
-}
-
-/// A decoded manifest.
-struct Manifest {
-    applied: u64,
-    count: u64,
-    keys: Vec<(String, Landed)>,
-}
-
-fn decode_manifest(mut b: Bytes) -> Result<Manifest, String> {
-    need(&b, 24)?;
-    b.advance(8);
-    let applied = b.get_u64_le();
-    let count = b.get_u64_le();
-    let keys = decode_keys(&mut b)?;
-    Ok(Manifest {
-        applied,
-        count,
-        keys,
-    })
-}
-
-/// True for a manifest (a local snapshot), false for a full payload.
-pub fn is_manifest(data: &[u8]) -> bool {
-    data.starts_with(MANIFEST_MAGIC)
-}
-
-/// The full payload for a snapshot whose data is `data`: a full payload is
-/// returned as it is; a manifest gets its messages from `reader`. Reads the whole
-/// log: run it on a blocking thread.
-pub fn full_payload(data: &Bytes, reader: &Reader) -> Result<Bytes, String> {
-    if !is_manifest(data) {
-        return Ok(data.clone());
-    }
-    let m = decode_manifest(data.clone())?;
-    let mut msgs = Vec::with_capacity(m.count.min(1 << 20) as usize);
-    let mut size = 0usize;
-    while (msgs.len() as u64) < m.count {
-        let want = (m.count - msgs.len() as u64).min(8192) as usize;
-        let got = reader
-            .read(msgs.len() as u64, want)
-            .map_err(|e| format!("reading the message store: {e}"))?;
-        if got.is_empty() {
-            return Err(format!(
-                "the message store ends at {} of {} messages",
-                msgs.len(),
-                m.count
-            ));
-        }
-        for (_, msg) in got {
-            size += msg.len() + 4;
-            msgs.push(msg);
-        }
-    }
-    let mut b = BytesMut::with_capacity(24 + size + m.keys.len() * 64);
-    b.put_u64_le(m.applied);
-    b.put_u64_le(m.count);
-    for msg in &msgs {
-        b.put_u32_le(msg.len() as u32);
-        b.put_slice(msg);
-    }
-    encode_keys(&mut b, &m.keys);
-    Ok(b.freeze())
 }
 
 #[derive(Debug, Default)]
@@ -197,6 +106,11 @@ pub struct StateMachine {
     key_order: VecDeque<String>,
     window: usize,
     applied: u64,
+    cursors: BTreeMap<String, u64>,
+    /// `(offset, leader clock ms)`: the message at `offset` and every later one
+    /// up to the next sample were proposed at or after this time, and every
+    /// earlier one at or before it.
+    times: VecDeque<(u64, u64)>,
 }
 
 impl StateMachine {
@@ -235,13 +149,32 @@ impl StateMachine {
         self.messages.len()
     }
 
+    /// The lowest offset still held (everything below was trimmed).
+    pub fn first_offset(&self) -> u64 {
+        self.messages.first()
+    }
+
+    /// Bytes the message store occupies (files on disk, or memory).
+    pub fn log_bytes(&self) -> u64 {
+        self.messages.bytes()
+    }
+
     pub fn lookup_key(&self, key: &str) -> Option<Landed> {
         self.keys.get(key).copied()
     }
 
-    /// Messages from `from`, at most `limit`.
+    pub fn cursor(&self, name: &str) -> Option<u64> {
+        self.cursors.get(name).copied()
+    }
+
+    /// Every cursor, by name.
+    pub fn cursors(&self) -> &BTreeMap<String, u64> {
+        &self.cursors
+    }
+
+    /// Messages from `from` (at least the first offset), at most `limit`.
     pub fn read(&self, from: u64, limit: usize) -> std::io::Result<Vec<(u64, Bytes)>> {
-        self.messages.read(from, limit)
+        self.messages.read(from.max(self.first_offset()), limit)
     }
 
     pub fn apply(&mut self, e: &Entry) -> Applied {
@@ -250,27 +183,138 @@ impl StateMachine {
         let EntryPayload::Command(data) = &e.payload else {
             return Applied::Other;
         };
-        let Some(cmd) = Command::decode(data.clone()) else {
-            return Applied::Other;
-        };
-        if let Some(k) = &cmd.key {
+        match Command::decode(data.clone()) {
+            Some(Command::Append(a)) => self.apply_append(a, e),
+            Some(Command::Trim { before, by_policy }) => self.apply_trim(before, by_policy),
+            Some(Command::SetCursor {
+                name,
+                offset,
+                force,
+                max_cursors,
+            }) => Applied::Cursor(self.set_cursor(name, offset, force, max_cursors)),
+            Some(Command::DeleteCursor { name }) => match self.cursors.remove(&name) {
+                Some(_) => Applied::Cursor(Ok(0)),
+                None => Applied::Cursor(Err(CursorRefusal::NotFound)),
+            },
+            None => Applied::Other,
+        }
+    }
+
+    fn apply_append(&mut self, a: Append, e: &Entry) -> Applied {
+        if let Some(k) = &a.key {
             if let Some(l) = self.keys.get(k) {
                 return Applied::Duplicate(*l);
             }
         }
-        let offset = self.messages.len();
-        self.messages.append(cmd.message);
-        if let Some(k) = cmd.key {
-            self.remember(
-                k,
-                Landed {
-                    offset,
+        let next = self.messages.len();
+        if a.if_next_offset.is_some_and(|n| n != next) {
+            if let Some(k) = a.key {
+                let l = Landed {
+                    offset: next,
                     index: e.index,
                     term: e.term,
-                },
-            );
+                    count: 0,
+                    conflict: true,
+                };
+                self.remember(k, l);
+            }
+            return Applied::Conflict { next_offset: next };
         }
-        Applied::Message { offset }
+        let count = a.messages.len() as u64;
+        self.sample_time(next, a.ts_ms);
+        for m in a.messages {
+            self.messages.append(m);
+        }
+        if let Some(k) = a.key {
+            self.remember(k, Landed::appended(next, e.index, e.term, count));
+        }
+        Applied::Appended { first: next, count }
+    }
+
+    fn sample_time(&mut self, offset: u64, ts_ms: u64) {
+        if ts_ms == 0 {
+            return;
+        }
+        let last = self.times.back().map(|t| t.1);
+        let ts = ts_ms.max(last.unwrap_or(0));
+        if last.is_none_or(|l| ts >= l + TIME_SAMPLE_MS) {
+            self.times.push_back((offset, ts));
+        }
+        if self.times.len() > MAX_TIME_SAMPLES {
+            // Coarser, still true: every earlier message is at or before a sample.
+            let kept = self.times.iter().copied().skip(1).step_by(2).collect();
+            self.times = kept;
+        }
+    }
+
+    fn apply_trim(&mut self, before: u64, by_policy: bool) -> Applied {
+        let mut to = before.min(self.messages.len());
+        if by_policy {
+            if let Some(low) = self.cursors.values().min() {
+                to = to.min(*low);
+            }
+        }
+        let passed_cursors = if by_policy {
+            Vec::new()
+        } else {
+            let passed = self.cursors.iter().filter(|(_, o)| **o < to);
+            passed.map(|(n, _)| n.clone()).collect()
+        };
+        if to > self.first_offset() {
+            self.messages.trim_front(to);
+            while self.times.len() > 1 && self.times[1].0 <= to {
+                self.times.pop_front();
+            }
+        }
+        Applied::Trimmed {
+            first_offset: self.first_offset(),
+            passed_cursors,
+        }
+    }
+
+    fn set_cursor(
+        &mut self,
+        name: String,
+        offset: u64,
+        force: bool,
+        max: u64,
+    ) -> Result<u64, CursorRefusal> {
+        match self.cursors.get(&name) {
+            Some(&current) if offset < current && !force => {
+                Err(CursorRefusal::Regression { current })
+            }
+            None if self.cursors.len() as u64 >= max => Err(CursorRefusal::TooMany { max }),
+            _ => {
+                self.cursors.insert(name, offset);
+                Ok(offset)
+            }
+        }
+    }
+
+    /// The offset retention would trim below now (the leader's view): the
+    /// highest of what `max_messages`, `max_bytes` and `max_age_s` (against
+    /// `now_ms`, the leader's clock) allow, never past the lowest cursor. 0 in
+    /// a limit means no limit.
+    pub fn retention_point(&self, r: &Retention, now_ms: u64) -> u64 {
+        let next = self.next_offset();
+        let mut to = self.first_offset();
+        if r.max_messages > 0 {
+            to = to.max(next.saturating_sub(r.max_messages));
+        }
+        if r.max_bytes > 0 {
+            to = to.max(self.messages.trim_point_for_bytes(r.max_bytes));
+        }
+        if r.max_age_s > 0 {
+            let cutoff = now_ms.saturating_sub(r.max_age_s.saturating_mul(1000));
+            let old = self.times.iter().take_while(|(_, ts)| *ts <= cutoff);
+            if let Some((off, _)) = old.last() {
+                to = to.max(*off);
+            }
+        }
+        if let Some(low) = self.cursors.values().min() {
+            to = to.min(*low);
+        }
+        to.min(next)
     }
 
     fn remember(&mut self, key: String, l: Landed) {
@@ -282,11 +326,30 @@ impl StateMachine {
         }
     }
 
-    fn keys(&self) -> Vec<(String, Landed)> {
-        self.key_order
-            .iter()
-            .map(|k| (k.clone(), self.keys[k]))
-            .collect()
+    fn meta(&self) -> Meta {
+        Meta {
+            applied: self.applied,
+            first: self.first_offset(),
+            next: self.next_offset(),
+            keys: self
+                .key_order
+                .iter()
+                .map(|k| (k.clone(), self.keys[k]))
+                .collect(),
+            cursors: self.cursors.iter().map(|(n, o)| (n.clone(), *o)).collect(),
+            times: self.times.iter().copied().collect(),
+        }
+    }
+
+    fn set_meta(&mut self, m: Meta) {
+        self.applied = m.applied;
+        self.keys.clear();
+        self.key_order.clear();
+        for (k, l) in m.keys {
+            self.remember(k, l);
+        }
+        self.cursors = m.cursors.into_iter().collect();
+        self.times = m.times.into_iter().collect();
     }
 
     /// A local snapshot: the manifest of the current state, and what must be
@@ -296,23 +359,18 @@ impl StateMachine {
         Ok((self.encode_manifest(), sync))
     }
 
-    /// The sync of the last [`StateMachine::manifest`] succeeded.
+    /// The sync of the last [`StateMachine::manifest`] succeeded and that
+    /// manifest is durable: trimmed segments it no longer needs are removed.
     pub fn synced(&mut self) {
         self.messages.synced();
     }
 
     /// The manifest of the current state, with no durability implied.
     pub fn encode_manifest(&self) -> Bytes {
-        let keys = self.keys();
-        let mut b = BytesMut::with_capacity(32 + keys.len() * 64);
-        b.put_slice(MANIFEST_MAGIC);
-        b.put_u64_le(self.applied);
-        b.put_u64_le(self.messages.len());
-        encode_keys(&mut b, &keys);
-        b.freeze()
+        snapshot::encode_manifest(&self.meta())
     }
 
-    /// A reader of the first `count` messages, usable from another thread.
+    /// A reader of the messages below `count`, usable from another thread.
     pub fn reader(&mut self, count: u64) -> std::io::Result<Reader> {
         self.messages.reader(count)
     }
@@ -326,35 +384,37 @@ impl StateMachine {
     }
 
     /// Replace the state with a snapshot's (a manifest of ours, or a full
-    /// payload). Errors on malformed data and on a store too short for a manifest.
+    /// payload). Errors on malformed data and on a store that does not hold
+    /// what a manifest names.
     pub fn restore(&mut self, b: Bytes) -> Result<(), String> {
-        let (applied, keys) = if is_manifest(&b) {
-            let m = decode_manifest(b)?;
-            if self.messages.len() < m.count {
+        let m = if is_manifest(&b) {
+            let m = snapshot::decode_manifest(b)?;
+            let (first, len) = (self.messages.start(), self.messages.len());
+            if len < m.next || first > m.first {
                 return Err(format!(
-                    "the message store holds {} messages but the snapshot at index {} needs {}: \
-                     the messages directory is damaged; remove this node from the cluster \
-                     through a membership change (DELETE /v1/cluster/members/<id> on the \
-                     leader), then add it back with an empty data directory (deleting the \
-                     data and rejoining under the same id could let it vote twice in a term)",
-                    self.messages.len(),
-                    m.applied,
-                    m.count
+                    "the message store holds messages {first}..{len} but the snapshot at \
+                     index {} needs {}..{}: the messages directory is damaged; remove this \
+                     node from the cluster through a membership change (DELETE \
+                     /v1/cluster/members/<id> on the leader), then add it back with an empty \
+                     data directory (deleting the data and rejoining under the same id could \
+                     let it vote twice in a term)",
+                    m.applied, m.first, m.next
                 ));
             }
-            self.messages
-                .truncate(m.count)
+            let store = &mut self.messages;
+            store
+                .truncate(m.next)
                 .map_err(|e| format!("message store: {e}"))?;
-            (m.applied, m.keys)
+            store.trim_front(m.first);
+            // The manifest is durable: what it trimmed may go (else at the next).
+            if let Err(e) = store.release(m.first) {
+                tracing::warn!(error = %e, "removing trimmed message segments failed");
+            }
+            m
         } else {
             self.restore_full(b)?
         };
-        self.applied = applied;
-        self.keys.clear();
-        self.key_order.clear();
-        for (k, l) in keys {
-            self.remember(k, l);
-        }
+        self.set_meta(m);
         Ok(())
     }
 
@@ -370,155 +430,43 @@ impl StateMachine {
     /// Back to the empty state (the log will be applied from its start).
     pub fn reset(&mut self) -> Result<(), String> {
         self.messages
-            .clear()
+            .reset_at(0)
             .map_err(|e| format!("message store: {e}"))?;
-        self.applied = 0;
-        self.keys.clear();
-        self.key_order.clear();
+        self.set_meta(Meta::default());
         Ok(())
     }
 
-    /// Rebuilds the store from a full payload; returns its applied index and keys.
-    fn restore_full(&mut self, mut b: Bytes) -> Result<(u64, Vec<(String, Landed)>), String> {
-        need(&b, 16)?;
-        let applied = b.get_u64_le();
-        let n = b.get_u64_le();
-        // Check the whole payload before touching the store.
-        let mut probe = b.clone();
-        for _ in 0..n {
-            need(&probe, 4)?;
-            let len = probe.get_u32_le() as usize;
-            need(&probe, len)?;
-            probe.advance(len);
-        }
-        let keys = decode_keys(&mut probe)?;
+    /// Rebuilds the store from a full payload; returns its meta.
+    fn restore_full(&mut self, b: Bytes) -> Result<Meta, String> {
+        let (m, msgs) = snapshot::decode_full(b)?;
         self.messages
-            .clear()
+            .reset_at(m.first)
             .map_err(|e| format!("message store: {e}"))?;
-        for _ in 0..n {
-            let len = b.get_u32_le() as usize;
-            self.messages.append(b.split_to(len));
+        for msg in msgs {
+            self.messages.append(msg);
         }
         // Slices of the payload in the cache would keep all of it alive.
         self.messages.own_cache();
         if let Some(e) = self.messages.failure() {
             return Err(format!("message store: {e}"));
         }
-        Ok((applied, keys))
+        Ok(m)
+    }
+}
+
+/// Retention limits (`[retention]`); 0 = no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub max_messages: u64,
+    pub max_bytes: u64,
+    pub max_age_s: u64,
+}
+
+impl Retention {
+    pub fn is_unlimited(&self) -> bool {
+        *self == Retention::default()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cmd(index: u64, key: Option<&str>, msg: &str) -> Entry {
-        let c = Command {
-            key: key.map(String::from),
-            message: Bytes::from(msg.to_string()),
-        };
-        Entry {
-            index,
-            term: 1,
-            payload: EntryPayload::Command(c.encode()),
-        }
-    }
-
-    #[test]
-    fn offsets_are_dense_and_keys_dedupe() {
-        let mut sm = StateMachine::new(10);
-        assert_eq!(
-            sm.apply(&cmd(1, Some("a"), "x")),
-            Applied::Message { offset: 0 }
-        );
-        assert_eq!(
-            sm.apply(&Entry {
-                index: 2,
-                term: 1,
-                payload: EntryPayload::Noop
-            }),
-            Applied::Other
-        );
-        let dup = sm.apply(&cmd(3, Some("a"), "x"));
-        assert_eq!(
-            dup,
-            Applied::Duplicate(Landed {
-                offset: 0,
-                index: 1,
-                term: 1
-            })
-        );
-        assert_eq!(sm.apply(&cmd(4, None, "y")), Applied::Message { offset: 1 });
-        let got: Vec<_> = sm.read(0, 10).unwrap();
-        assert_eq!(got, vec![(0, Bytes::from("x")), (1, Bytes::from("y"))]);
-    }
-
-    #[test]
-    fn window_evicts_oldest_key() {
-        let mut sm = StateMachine::new(1);
-        sm.apply(&cmd(1, Some("a"), "x"));
-        sm.apply(&cmd(2, Some("b"), "y"));
-        assert!(sm.lookup_key("a").is_none());
-        assert!(matches!(
-            sm.apply(&cmd(3, Some("a"), "z")),
-            Applied::Message { offset: 2 }
-        ));
-    }
-
-    #[test]
-    fn snapshot_round_trip_and_garbage() {
-        let mut sm = StateMachine::new(10);
-        sm.apply(&cmd(1, Some("a"), "x"));
-        sm.apply(&cmd(2, None, "y"));
-        let mut other = StateMachine::new(10);
-        other.restore(sm.snapshot()).unwrap();
-        assert_eq!(other.read(0, 10).unwrap(), sm.read(0, 10).unwrap());
-        assert_eq!(other.lookup_key("a"), sm.lookup_key("a"));
-        assert_eq!(other.applied_index(), 2);
-        assert!(other.restore(Bytes::from_static(b"\x01\x02")).is_err());
-        assert!(Command::decode(Bytes::from_static(b"\x01\xff\xff\xff\xff")).is_none());
-    }
-
-    #[test]
-    fn a_manifest_cuts_the_store_back_to_its_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let open = || MessageStore::open(dir.path(), 1 << 20, 0).unwrap();
-        let mut sm = StateMachine::with_store(10, open());
-        sm.apply(&cmd(1, Some("a"), "x"));
-        sm.apply(&cmd(2, None, "y"));
-        let (manifest, sync) = sm.manifest().unwrap();
-        sync.run().unwrap();
-        let full = sm.snapshot();
-        sm.apply(&cmd(3, Some("b"), "z"));
-        drop(sm);
-        // A restart: the store holds 3 messages, the manifest says 2.
-        let mut sm = StateMachine::with_store(10, open());
-        sm.restore(manifest.clone()).unwrap();
-        assert_eq!(sm.applied_index(), 2);
-        assert_eq!(sm.next_offset(), 2);
-        assert!(sm.lookup_key("b").is_none());
-        assert!(sm.lookup_key("a").is_some());
-        assert_eq!(
-            sm.apply(&cmd(3, Some("b"), "z")),
-            Applied::Message { offset: 2 }
-        );
-        assert!(StateMachine::new(10)
-            .restore_received(manifest.clone())
-            .is_err());
-        // The full payload a leader would send equals the in-memory encoding.
-        let reader = sm.reader(2).unwrap();
-        assert_eq!(full_payload(&manifest, &reader).unwrap(), full);
-        // A store shorter than the manifest is an error, not a silent loss.
-        let mut empty = StateMachine::new(10);
-        let err = empty.restore(manifest).unwrap_err();
-        assert!(err.contains("holds 0 messages"), "{err}");
-        // A full payload rebuilds a store from scratch.
-        let dir2 = tempfile::tempdir().unwrap();
-        let mut store2 = MessageStore::open(dir2.path(), 1 << 20, 0).unwrap();
-        store2.append(Bytes::from_static(b"stale"));
-        let mut other = StateMachine::with_store(10, store2);
-        other.restore(full).unwrap();
-        assert_eq!(other.read(0, 10).unwrap(), sm.read(0, 2).unwrap());
-        assert!(other.restore(Bytes::from_static(b"RLMANIF1\x01")).is_err());
-    }
-}
+mod tests;

@@ -32,10 +32,10 @@ struct Pending {
 }
 
 fn command(key: u64) -> Bytes {
-    Command {
-        key: Some(format!("\0fwd/sim/{key}")),
-        message: Bytes::from(format!("m{key}")),
-    }
+    Command::single(
+        Some(format!("\0fwd/sim/{key}")),
+        Bytes::from(format!("m{key}")),
+    )
     .encode()
 }
 
@@ -175,8 +175,10 @@ fn check_log(c: &Cluster, seed: u64, answered: &[u64], resends: u64) -> Outcome 
             .entry(index)
             .unwrap_or_else(|| panic!("seed {seed}: entry {index} not in the log"));
         if let EntryPayload::Command(b) = &e.payload {
-            let cmd = Command::decode(b.clone()).expect("a command");
-            let key: u64 = cmd.key.expect("keyed")[9..].parse().expect("key");
+            let Some(Command::Append(a)) = Command::decode(b.clone()) else {
+                panic!("seed {seed}: entry {index} is not an append");
+            };
+            let key: u64 = a.key.expect("keyed")[9..].parse().expect("key");
             *raw.entry(key).or_default() += 1;
         }
         sm.apply(e);

@@ -73,6 +73,7 @@ impl InboundHandler for Recorder {
                     acks: 2,
                     committed: true,
                     duplicate: req.idempotency_key.is_some(),
+                    passed_cursors: vec![],
                 }),
                 "slow" => Err(ApiError::WriteTimeout {
                     offset: 1,
@@ -345,6 +346,9 @@ async fn another_clusters_traffic_is_refused() {
     assert!(denied(peers.join(&addr, &join).await.unwrap_err()));
     let write = WriteRequest {
         message: "ok".into(),
+        batch: None,
+        if_next_offset: None,
+        op: None,
         w: None,
         timeout_ms: None,
         idempotency_key: None,
@@ -391,6 +395,9 @@ async fn a_joining_node_without_cluster_id_may_join_but_not_write() {
     assert_eq!(outcome.cluster_id, "c1");
     let write = WriteRequest {
         message: "ok".into(),
+        batch: None,
+        if_next_offset: None,
+        op: None,
         w: None,
         timeout_ms: None,
         idempotency_key: None,
@@ -448,6 +455,9 @@ async fn cluster_rpcs_round_trip() {
     let peers = Peers::new("a".into(), cluster, PeersConfig::default());
     let write = |m: &str| WriteRequest {
         message: m.into(),
+        batch: None,
+        if_next_offset: None,
+        op: None,
         w: Some(WriteConcern::Count(2)),
         timeout_ms: Some(1000),
         idempotency_key: Some("k1".into()),
@@ -461,7 +471,8 @@ async fn cluster_rpcs_round_trip() {
             term: 2,
             acks: 2,
             committed: true,
-            duplicate: true
+            duplicate: true,
+            passed_cursors: vec![],
         }
     );
     let err = peers

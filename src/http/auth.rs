@@ -150,12 +150,17 @@ pub fn required_role(method: &Method, path: &str, public_metrics: bool) -> Optio
     match path {
         "/health" | "/ready" => None,
         "/metrics" if public_metrics => None,
-        "/v1/cluster/transfer-leadership" => Some(Role::Admin),
+        "/v1/cluster/transfer-leadership" | "/v1/log/trim" => Some(Role::Admin),
         p if p.starts_with("/v1/debug/") => Some(Role::Admin),
         p if p.starts_with("/v1/cluster/") && method != Method::GET && method != Method::HEAD => {
             Some(Role::Admin)
         }
-        "/v1/messages" | "/api/v1/append" if method == Method::POST => Some(Role::Write),
+        "/v1/messages" | "/v1/messages/batch" | "/api/v1/append" if method == Method::POST => {
+            Some(Role::Write)
+        }
+        p if p.starts_with("/v1/cursors/") && method != Method::GET && method != Method::HEAD => {
+            Some(Role::Write)
+        }
         _ => Some(Role::Read),
     }
 }

@@ -59,6 +59,11 @@ pub fn status_of(e: &ApiError) -> StatusCode {
         ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+        ApiError::BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        ApiError::OffsetConflict { .. }
+        | ApiError::CursorRegression { .. }
+        | ApiError::TooManyCursors { .. } => StatusCode::CONFLICT,
+        ApiError::OffsetTrimmed { .. } => StatusCode::GONE,
     }
 }
 
@@ -85,6 +90,18 @@ fn extra_fields(e: &ApiError) -> Map<String, Value> {
         ApiError::PayloadTooLarge { limit } => {
             m.insert("limit".into(), json!(limit));
         }
+        ApiError::OffsetConflict { next_offset } => {
+            m.insert("next_offset".into(), json!(next_offset));
+        }
+        ApiError::OffsetTrimmed { first_offset } => {
+            m.insert("first_offset".into(), json!(first_offset));
+        }
+        ApiError::CursorRegression { current } => {
+            m.insert("offset".into(), json!(current));
+        }
+        ApiError::TooManyCursors { max } => {
+            m.insert("limit".into(), json!(max));
+        }
         _ => {}
     }
     m
@@ -108,7 +125,10 @@ impl IntoResponse for ApiError {
             let value = HeaderValue::from_static(RETRY_AFTER_SECS);
             resp.headers_mut().insert(header::RETRY_AFTER, value);
         }
-        if matches!(self, ApiError::PayloadTooLarge { .. }) {
+        if matches!(
+            self,
+            ApiError::PayloadTooLarge { .. } | ApiError::BatchTooLarge(_)
+        ) {
             // The body may be left unread: tell the client this connection ends here
             // rather than letting its next request on it fail.
             let close = HeaderValue::from_static("close");

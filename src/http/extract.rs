@@ -24,6 +24,33 @@ use crate::node::api::{ApiError, WriteConcern};
 /// A JSON body, read with the size limit from [`HttpLimits`].
 pub struct ApiJson(pub Value);
 
+/// A batch's JSON body, read with the batch size limit from [`HttpLimits`].
+pub struct BatchJson(pub Value);
+
+#[async_trait]
+impl<S> FromRequest<S> for BatchJson
+where
+    S: Send + Sync,
+    HttpLimits: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let limits = HttpLimits::from_ref(state);
+        let max = limits.max_batch_body_bytes();
+        let too_large = || {
+            ApiError::BatchTooLarge(format!(
+                "batch body is larger than {max} bytes (write.max_batch_bytes is {})",
+                limits.max_batch_bytes
+            ))
+        };
+        let bytes = read_body(req, max, &limits, too_large).await?;
+        serde_json::from_slice(&bytes)
+            .map(BatchJson)
+            .map_err(|e| invalid(format!("request body is not valid JSON: {e}")))
+    }
+}
+
 #[async_trait]
 impl<S> FromRequest<S> for ApiJson
 where
@@ -55,17 +82,28 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let limits = HttpLimits::from_ref(state);
         let max = limits.max_body_bytes();
-        if declared_length(req.headers()).is_some_and(|len| len > max) {
-            return Err(too_large(&limits));
-        }
-        let timeout = std::time::Duration::from_millis(limits.body_timeout_ms);
-        tokio::time::timeout(timeout, read_limited(req.into_body(), max, &limits))
+        read_body(req, max, &limits, || too_large(&limits))
             .await
-            .map_err(|_| {
-                ApiError::RequestTimeout(format!("request body not received within {timeout:?}"))
-            })?
             .map(ApiBytes)
     }
+}
+
+/// The body, at most `max` bytes (`too_large` beyond), within the body timeout.
+async fn read_body(
+    req: Request,
+    max: usize,
+    limits: &HttpLimits,
+    too_large: impl Fn() -> ApiError,
+) -> Result<Bytes, ApiError> {
+    if declared_length(req.headers()).is_some_and(|len| len > max) {
+        return Err(too_large());
+    }
+    let timeout = std::time::Duration::from_millis(limits.body_timeout_ms);
+    tokio::time::timeout(timeout, read_limited(req.into_body(), max, &too_large))
+        .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!("request body not received within {timeout:?}"))
+        })?
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<usize> {
@@ -79,13 +117,17 @@ fn too_large(limits: &HttpLimits) -> ApiError {
 }
 
 /// Reads the body chunk by chunk, failing as soon as it grows past `max`.
-async fn read_limited(body: Body, max: usize, limits: &HttpLimits) -> Result<Bytes, ApiError> {
+async fn read_limited(
+    body: Body,
+    max: usize,
+    too_large: &impl Fn() -> ApiError,
+) -> Result<Bytes, ApiError> {
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| invalid(format!("could not read request body: {e}")))?;
         if buf.len() + chunk.len() > max {
-            return Err(too_large(limits));
+            return Err(too_large());
         }
         buf.extend_from_slice(&chunk);
     }

@@ -13,7 +13,8 @@ use serde_json::{json, Map, Value};
 
 use super::error::error_response;
 use super::extract::{
-    check_w, invalid, parse_u64, parse_w_json, parse_w_str, ApiJson, ApiQuery, QueryParams,
+    check_w, invalid, parse_u64, parse_w_json, parse_w_str, ApiJson, ApiQuery, BatchJson,
+    QueryParams,
 };
 use super::{AppState, HttpLimits};
 use crate::node::api::{
@@ -26,6 +27,9 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Longest idempotency key accepted; keys are stored in the replicated log.
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+
+/// Header making a write conditional on the log's next offset.
+const IF_NEXT_OFFSET: &str = "if-next-offset";
 
 /// `POST /v1/messages`: 201, or 200 for a duplicate.
 pub async fn post_message<N: NodeApi>(
@@ -53,6 +57,75 @@ pub async fn compat_append<N: NodeApi>(
     write(&app, &query, &headers, body).await.map(Json)
 }
 
+/// `POST /v1/messages/batch`: 201 `{"first_offset", "count", ...}`, or 200 for
+/// a duplicate.
+pub async fn post_batch<N: NodeApi>(
+    State(app): State<AppState<N>>,
+    ApiQuery(query): ApiQuery,
+    headers: HeaderMap,
+    BatchJson(body): BatchJson,
+) -> Result<Response, ApiError> {
+    let Value::Object(mut obj) = body else {
+        return Err(invalid("request body must be a JSON object".into()));
+    };
+    let batch = parse_batch(obj.remove("messages"), &app.limits)?;
+    let count = batch.len();
+    let body_w = obj.get("w").map(parse_w_json).transpose()?.flatten();
+    let mut req = write_options(&app, &query, &headers, body_w)?;
+    req.batch = Some(batch);
+    let res = app.node.write(req).await?;
+    let mut out = json!({
+        "first_offset": res.offset,
+        "count": count,
+        "index": res.index,
+        "term": res.term,
+        "acks": res.acks,
+        "committed": res.committed,
+    });
+    let status = if res.duplicate {
+        out["duplicate"] = json!(true);
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(out)).into_response())
+}
+
+/// A non-empty list of strings within the batch limits.
+fn parse_batch(v: Option<Value>, limits: &HttpLimits) -> Result<Vec<String>, ApiError> {
+    let list = match v {
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(invalid("messages must be a list of strings".into())),
+        None => return Err(invalid("messages is missing".into())),
+    };
+    if list.is_empty() {
+        return Err(invalid("messages must not be empty".into()));
+    }
+    if list.len() > limits.max_batch_messages {
+        return Err(ApiError::BatchTooLarge(format!(
+            "a batch holds at most {} messages (write.max_batch_messages), got {}",
+            limits.max_batch_messages,
+            list.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    let mut bytes = 0usize;
+    for (i, m) in list.into_iter().enumerate() {
+        let Value::String(m) = m else {
+            return Err(invalid(format!("messages[{i}] must be a string")));
+        };
+        bytes += m.len();
+        out.push(m);
+    }
+    if bytes > limits.max_batch_bytes {
+        return Err(ApiError::BatchTooLarge(format!(
+            "a batch holds at most {} bytes of messages (write.max_batch_bytes), got {bytes}",
+            limits.max_batch_bytes
+        )));
+    }
+    Ok(out)
+}
+
 async fn write<N: NodeApi>(
     app: &AppState<N>,
     query: &QueryParams,
@@ -70,16 +143,46 @@ fn write_request<N: NodeApi>(
     body: Value,
 ) -> Result<WriteRequest, ApiError> {
     let (message, body_w) = parse_write_body(body, &app.limits)?;
+    let mut req = write_options(app, query, headers, body_w)?;
+    req.message = message;
+    Ok(req)
+}
+
+/// A write request with no messages yet: `w`, timeout, key and condition.
+fn write_options<N: NodeApi>(
+    app: &AppState<N>,
+    query: &QueryParams,
+    headers: &HeaderMap,
+    body_w: Option<WriteConcern>,
+) -> Result<WriteRequest, ApiError> {
     let w = merge_w(body_w, query.get("w")?.map(parse_w_str).transpose()?)?;
     if let Some(w) = w {
         check_w(w, app.node.voter_count())?;
     }
     Ok(WriteRequest {
-        message,
+        message: String::new(),
+        batch: None,
+        if_next_offset: if_next_offset(headers)?,
         w,
         timeout_ms: query.get_u64("timeout_ms")?,
         idempotency_key: idempotency_key(headers)?,
+        op: None,
     })
+}
+
+/// The `If-Next-Offset` header: one non-negative integer, if given.
+fn if_next_offset(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let mut values = headers.get_all(IF_NEXT_OFFSET).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(invalid("If-Next-Offset is given more than once".into()));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| invalid("If-Next-Offset must be a non-negative integer".into()))?;
+    parse_u64("If-Next-Offset", text).map(Some)
 }
 
 /// The body must be an object with a string `message` and an optional `w`.

@@ -20,6 +20,7 @@ mod cluster;
 pub mod error;
 pub mod extract;
 mod handlers;
+mod lifecycle;
 pub mod ops;
 pub mod serve;
 
@@ -54,6 +55,10 @@ pub struct HttpLimits {
     /// `Retry-After` of a 503, in whole seconds: one election timeout
     /// (`raft.election_timeout_max_ms`, rounded up), when a new leader is known.
     pub retry_after_s: u64,
+    /// Most messages in one batch (`write.max_batch_messages`).
+    pub max_batch_messages: usize,
+    /// Most bytes of messages in one batch (`write.max_batch_bytes`).
+    pub max_batch_bytes: usize,
 }
 
 impl HttpLimits {
@@ -66,7 +71,18 @@ impl HttpLimits {
             max_wait_ms: cfg.read.max_wait_ms,
             body_timeout_ms: cfg.limits.http_body_timeout_ms,
             retry_after_s: cfg.raft.election_timeout_max_ms.div_ceil(1000).max(1),
+            max_batch_messages: cfg.write.max_batch_messages,
+            max_batch_bytes: cfg.write.max_batch_bytes,
         }
+    }
+
+    /// Largest batch request body read: a maximal batch fully escaped, the
+    /// quotes and commas of its strings, plus slack.
+    pub fn max_batch_body_bytes(&self) -> usize {
+        self.max_batch_bytes
+            .saturating_mul(JSON_ESCAPE_FACTOR)
+            .saturating_add(self.max_batch_messages.saturating_mul(4))
+            .saturating_add(BODY_OVERHEAD_BYTES)
     }
 
     /// Largest request body read: a maximal message fully escaped, plus slack.
@@ -119,6 +135,15 @@ pub fn router<N: NodeApi>(node: Arc<N>, limits: HttpLimits) -> Router {
         .route(
             "/v1/messages",
             post(post_message::<N>).get(get_messages::<N>),
+        )
+        .route("/v1/messages/batch", post(post_batch::<N>))
+        .route("/v1/log/trim", post(lifecycle::trim::<N>))
+        .route("/v1/cursors", get(lifecycle::list_cursors::<N>))
+        .route(
+            "/v1/cursors/:name",
+            get(lifecycle::get_cursor::<N>)
+                .put(lifecycle::put_cursor::<N>)
+                .delete(lifecycle::delete_cursor::<N>),
         )
         .route("/api/v1/append", post(compat_append::<N>))
         .route("/api/v1/messages", get(compat_messages::<N>))

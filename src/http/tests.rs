@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::node::api::{
-    ApiError, Consistency, ReadMessage, ReadRequest, ReadResult, Status, WriteConcern,
+    ApiError, Consistency, LogOp, ReadMessage, ReadRequest, ReadResult, Status, WriteConcern,
     WriteRequest, WriteResult,
 };
 use axum::body::Body;
@@ -46,6 +46,9 @@ fn status(phase: &str, leader: Option<&str>) -> Status {
         commit_index: 5,
         applied_index: 5,
         last_log_index: 5,
+        first_offset: 0,
+        next_offset: 25,
+        log_bytes: 100,
         members: vec![],
         health: json!({}),
     }
@@ -64,6 +67,7 @@ impl NodeApi for FakeNode {
             acks: 2,
             committed: true,
             duplicate: self.duplicate,
+            passed_cursors: vec![],
         })
     }
 
@@ -94,6 +98,10 @@ impl NodeApi for FakeNode {
     fn voter_count(&self) -> usize {
         self.voters
     }
+
+    async fn cursors(&self) -> Result<Vec<(String, u64)>, ApiError> {
+        Ok(vec![("a".into(), 3), ("b-2".into(), 9)])
+    }
 }
 
 fn limits() -> HttpLimits {
@@ -104,6 +112,8 @@ fn limits() -> HttpLimits {
         max_wait_ms: 1000,
         body_timeout_ms: 1000,
         retry_after_s: 2,
+        max_batch_messages: 3,
+        max_batch_bytes: 10,
     }
 }
 
@@ -160,6 +170,9 @@ async fn write_succeeds_with_201() {
         w,
         WriteRequest {
             message: "hi".into(),
+            batch: None,
+            if_next_offset: None,
+            op: None,
             w: Some(WriteConcern::Count(2)),
             timeout_ms: None,
             idempotency_key: None
@@ -655,7 +668,7 @@ async fn status_with_token(app: &Router, method: &Method, uri: &str, token: Opti
 async fn every_endpoint_class_needs_its_role() {
     let node = Arc::new(FakeNode::new());
     let app = guarded_app(&node, false);
-    let classes: [(&str, Method, &str); 10] = [
+    let classes: [(&str, Method, &str); 16] = [
         ("open", Method::GET, "/health"),
         ("open", Method::GET, "/ready"),
         ("read", Method::GET, "/v1/messages"),
@@ -666,6 +679,12 @@ async fn every_endpoint_class_needs_its_role() {
         ("admin", Method::POST, "/v1/cluster/members"),
         ("admin", Method::POST, "/v1/cluster/transfer-leadership"),
         ("admin", Method::GET, "/v1/debug/faults"),
+        ("admin", Method::POST, "/v1/log/trim"),
+        ("write", Method::POST, "/v1/messages/batch"),
+        ("write", Method::PUT, "/v1/cursors/c"),
+        ("write", Method::DELETE, "/v1/cursors/c"),
+        ("read", Method::GET, "/v1/cursors"),
+        ("read", Method::GET, "/v1/cursors/c"),
     ];
     let tokens = [
         (0, Some("Bearer read-secret-0123456789")),
@@ -701,8 +720,9 @@ async fn every_endpoint_class_needs_its_role() {
             }
         }
     }
-    // Refused requests never reached the node: only the write/admin-token writes did.
-    assert_eq!(node.writes.lock().unwrap().len(), 4);
+    // Refused requests never reached the node: only the write/admin-token writes
+    // did (two message routes and the cursor delete, with two tokens each).
+    assert_eq!(node.writes.lock().unwrap().len(), 6);
     let public = guarded_app(&node, true);
     assert_eq!(
         status_with_token(&public, &Method::GET, "/metrics", None).await,
@@ -724,4 +744,296 @@ async fn a_stalled_body_gets_408_after_the_body_timeout() {
         (StatusCode::REQUEST_TIMEOUT, "request_timeout")
     );
     assert!(node.writes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_is_one_write_answered_with_its_first_offset_and_count() {
+    let node = Arc::new(FakeNode::new());
+    let req = Request::post("/v1/messages/batch?timeout_ms=5")
+        .header("Idempotency-Key", "b-1")
+        .header("If-Next-Offset", "7")
+        .body(Body::from(
+            r#"{"messages": ["a", "", "bc"], "w": "majority"}"#,
+        ))
+        .unwrap();
+    let (s, _, body) = send(&node, req).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        body,
+        json!({"first_offset": 7, "count": 3, "index": 9, "term": 2, "acks": 2, "committed": true})
+    );
+    let w = node.writes.lock().unwrap()[0].clone();
+    assert_eq!(
+        w,
+        WriteRequest {
+            message: String::new(),
+            batch: Some(vec!["a".into(), "".into(), "bc".into()]),
+            if_next_offset: Some(7),
+            op: None,
+            w: Some(WriteConcern::Majority),
+            timeout_ms: Some(5),
+            idempotency_key: Some("b-1".into()),
+        }
+    );
+    let dup = Arc::new(FakeNode {
+        duplicate: true,
+        ..FakeNode::new()
+    });
+    let (s, body) = post_json(&dup, "/v1/messages/batch", json!({"messages": ["a"]})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["duplicate"], json!(true));
+}
+
+#[tokio::test]
+async fn bad_batches_are_400_or_413_and_reach_no_node() {
+    let node = Arc::new(FakeNode::new());
+    for (body, status) in [
+        (json!({"messages": []}), StatusCode::BAD_REQUEST),
+        (json!({"messages": ["a", 1]}), StatusCode::BAD_REQUEST),
+        (json!({"messages": "a"}), StatusCode::BAD_REQUEST),
+        (json!({}), StatusCode::BAD_REQUEST),
+        (json!(["a"]), StatusCode::BAD_REQUEST),
+        (json!({"messages": ["a"], "w": 9}), StatusCode::BAD_REQUEST),
+        (
+            json!({"messages": ["a", "b", "c", "d"]}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            json!({"messages": ["0123456789", "x"]}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ] {
+        let (s, resp) = post_json(&node, "/v1/messages/batch", body.clone()).await;
+        assert_eq!(s, status, "{body}: {resp}");
+        let want = if status == StatusCode::BAD_REQUEST {
+            "invalid_request"
+        } else {
+            "payload_too_large"
+        };
+        assert_eq!(code(&resp), want, "{body}");
+    }
+    let huge = format!(r#"{{"messages": ["{}"]}}"#, "x".repeat(200_000));
+    let (s, _, resp) = send(&node, post("/v1/messages/batch", huge)).await;
+    assert_eq!(
+        (s, code(&resp)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    assert!(node.writes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_if_next_offset_is_400_on_both_write_routes() {
+    let node = Arc::new(FakeNode::new());
+    for (uri, body) in [
+        ("/v1/messages", r#"{"message": "a"}"#),
+        ("/v1/messages/batch", r#"{"messages": ["a"]}"#),
+    ] {
+        for bad in ["-1", "x", "1.5", ""] {
+            let req = Request::post(uri)
+                .header("If-Next-Offset", bad)
+                .body(Body::from(body))
+                .unwrap();
+            let (s, _, resp) = send(&node, req).await;
+            assert_eq!(
+                (s, code(&resp)),
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            );
+        }
+        let req = Request::post(uri)
+            .header("If-Next-Offset", "1")
+            .header("If-Next-Offset", "2")
+            .body(Body::from(body))
+            .unwrap();
+        assert_eq!(send(&node, req).await.0, StatusCode::BAD_REQUEST);
+        let req = Request::post(uri)
+            .header("If-Next-Offset", " 3 ")
+            .body(Body::from(body))
+            .unwrap();
+        assert_eq!(send(&node, req).await.0.as_u16() / 100, 2);
+    }
+    let writes = node.writes.lock().unwrap();
+    assert_eq!(writes.len(), 2);
+    assert!(writes.iter().all(|w| w.if_next_offset == Some(3)));
+}
+
+#[tokio::test]
+async fn lifecycle_errors_map_to_their_statuses_and_fields() {
+    let node = Arc::new(FakeNode::new());
+    let cases = [
+        (
+            ApiError::OffsetConflict { next_offset: 12 },
+            StatusCode::CONFLICT,
+            "offset_conflict",
+            "next_offset",
+            12,
+        ),
+        (
+            ApiError::OffsetTrimmed { first_offset: 5 },
+            StatusCode::GONE,
+            "offset_trimmed",
+            "first_offset",
+            5,
+        ),
+        (
+            ApiError::CursorRegression { current: 4 },
+            StatusCode::CONFLICT,
+            "cursor_regression",
+            "offset",
+            4,
+        ),
+        (
+            ApiError::TooManyCursors { max: 2 },
+            StatusCode::CONFLICT,
+            "too_many_cursors",
+            "limit",
+            2,
+        ),
+    ];
+    for (err, status, want, field, value) in cases {
+        *node.write_error.lock().unwrap() = Some(err);
+        let (s, body) = post_json(&node, "/v1/messages/batch", json!({"messages": ["a"]})).await;
+        assert_eq!((s, code(&body)), (status, want));
+        assert_eq!(body["error"][field], json!(value), "{body}");
+    }
+}
+
+fn request(method: Method, uri: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_trim_goes_to_the_node_as_a_log_op() {
+    let node = Arc::new(FakeNode::new());
+    let (s, body) = post_json(&node, "/v1/log/trim", json!({"before_offset": 5})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["first_offset"], 7);
+    assert_eq!(body["passed_cursors"], json!([]));
+    let w = node.writes.lock().unwrap()[0].clone();
+    assert_eq!(w, WriteRequest::op(LogOp::Trim { before: 5 }));
+    for bad in [
+        json!({}),
+        json!({"before_offset": -1}),
+        json!({"before_offset": "5"}),
+        json!({"before_offset": 1.5}),
+        json!([5]),
+    ] {
+        let (s, resp) = post_json(&node, "/v1/log/trim", bad.clone()).await;
+        assert_eq!(
+            (s, code(&resp)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{bad}"
+        );
+    }
+    assert_eq!(node.writes.lock().unwrap().len(), 1);
+    // A trim past the end, refused by the leader, keeps its 400.
+    *node.write_error.lock().unwrap() = Some(ApiError::InvalidRequest("past the end".into()));
+    let (s, _) = post_json(&node, "/v1/log/trim", json!({"before_offset": 99})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn cursor_routes_set_read_list_and_delete() {
+    let node = Arc::new(FakeNode::new());
+    let put = request(
+        Method::PUT,
+        "/v1/cursors/a",
+        r#"{"offset": 3, "force": true}"#,
+    );
+    let (s, _, body) = send(&node, put).await;
+    assert_eq!(
+        (s, body),
+        (StatusCode::OK, json!({"name": "a", "offset": 7}))
+    );
+    let put = request(Method::PUT, "/v1/cursors/b-2", r#"{"offset": 4}"#);
+    assert_eq!(send(&node, put).await.0, StatusCode::OK);
+    let del = request(Method::DELETE, "/v1/cursors/a", "");
+    let (s, _, body) = send(&node, del).await;
+    assert_eq!(
+        (s, body),
+        (StatusCode::OK, json!({"name": "a", "deleted": true}))
+    );
+    let writes = node.writes.lock().unwrap().clone();
+    let ops: Vec<_> = writes.into_iter().map(|w| w.op.unwrap()).collect();
+    assert_eq!(
+        ops,
+        vec![
+            LogOp::SetCursor {
+                name: "a".into(),
+                offset: 3,
+                force: true
+            },
+            LogOp::SetCursor {
+                name: "b-2".into(),
+                offset: 4,
+                force: false
+            },
+            LogOp::DeleteCursor { name: "a".into() },
+        ]
+    );
+    let (s, _, body) = send(&node, get("/v1/cursors")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"cursors": [{"name": "a", "offset": 3}, {"name": "b-2", "offset": 9}]})
+    );
+    let (s, _, body) = send(&node, get("/v1/cursors/b-2")).await;
+    assert_eq!(
+        (s, body),
+        (StatusCode::OK, json!({"name": "b-2", "offset": 9}))
+    );
+    let (s, _, body) = send(&node, get("/v1/cursors/nope")).await;
+    assert_eq!((s, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+}
+
+#[tokio::test]
+async fn bad_cursor_names_and_bodies_are_400_and_reach_no_node() {
+    let node = Arc::new(FakeNode::new());
+    let long = "x".repeat(129);
+    let names = ["a%20b", "a%2Fb", "%C3%A9", "a+b", long.as_str()];
+    for name in names {
+        for (method, body) in [
+            (Method::PUT, r#"{"offset": 1}"#),
+            (Method::GET, ""),
+            (Method::DELETE, ""),
+        ] {
+            let req = request(method.clone(), &format!("/v1/cursors/{name}"), body);
+            let (s, _, resp) = send(&node, req).await;
+            assert_eq!(
+                (s, code(&resp)),
+                (StatusCode::BAD_REQUEST, "invalid_request"),
+                "{method} {name}"
+            );
+        }
+    }
+    let ok_name = "x".repeat(128);
+    for body in [
+        r#"{}"#,
+        r#"{"offset": -2}"#,
+        r#"{"offset": "1"}"#,
+        r#"{"offset": 1, "force": "yes"}"#,
+        "nope",
+    ] {
+        let req = request(Method::PUT, "/v1/cursors/c", body);
+        let (s, _, resp) = send(&node, req).await;
+        assert_eq!(
+            (s, code(&resp)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{body}"
+        );
+    }
+    assert!(node.writes.lock().unwrap().is_empty());
+    let req = request(
+        Method::PUT,
+        &format!("/v1/cursors/{ok_name}"),
+        r#"{"offset": 1}"#,
+    );
+    assert_eq!(send(&node, req).await.0, StatusCode::OK);
+    // A missing cursor's delete: 404 from the node.
+    *node.write_error.lock().unwrap() = Some(ApiError::NotFound("no such cursor".into()));
+    let (s, _, resp) = send(&node, request(Method::DELETE, "/v1/cursors/c", "")).await;
+    assert_eq!((s, code(&resp)), (StatusCode::NOT_FOUND, "not_found"));
 }

@@ -15,14 +15,72 @@ pub enum WriteConcern {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteRequest {
+    /// The message of a single write (empty for a batch).
     pub message: String,
+    /// `Some`: an atomic batch of these messages instead of `message`.
+    pub batch: Option<Vec<String>>,
+    /// Land only if the log's next offset is exactly this when applied.
+    pub if_next_offset: Option<u64>,
     /// `None`: the configured default.
     pub w: Option<WriteConcern>,
     /// `None`: the configured default; `Some(0)`: no limit.
     pub timeout_ms: Option<u64>,
     pub idempotency_key: Option<String>,
+    /// `Some`: not a write of messages but this change of the log (through the
+    /// log like a write, answered once applied; `message`, `batch`, `w` and the
+    /// condition are ignored).
+    pub op: Option<LogOp>,
 }
 
+/// Changes of the log other than appends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogOp {
+    /// Remove every message below `before` (it must not pass the next offset).
+    Trim {
+        before: u64,
+    },
+    SetCursor {
+        name: String,
+        offset: u64,
+        force: bool,
+    },
+    DeleteCursor {
+        name: String,
+    },
+}
+
+impl WriteRequest {
+    /// A single unconditional write with the configured defaults.
+    pub fn single(message: impl Into<String>) -> Self {
+        WriteRequest {
+            message: message.into(),
+            batch: None,
+            if_next_offset: None,
+            w: None,
+            timeout_ms: None,
+            idempotency_key: None,
+            op: None,
+        }
+    }
+
+    /// A change of the log (see [`LogOp`]).
+    pub fn op(op: LogOp) -> Self {
+        WriteRequest {
+            op: Some(op),
+            ..Self::single("")
+        }
+    }
+
+    /// The messages it appends, in order.
+    pub fn messages(&self) -> Vec<&[u8]> {
+        match &self.batch {
+            Some(b) => b.iter().map(|m| m.as_bytes()).collect(),
+            None => vec![self.message.as_bytes()],
+        }
+    }
+}
+
+/// A write's answer; for a batch, `offset` is its first message's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WriteResult {
     pub offset: u64,
@@ -33,6 +91,9 @@ pub struct WriteResult {
     /// True when an earlier write with the same idempotency key is returned.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// Cursors below the new first offset (an explicit trim).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passed_cursors: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +145,12 @@ pub struct Status {
     pub commit_index: u64,
     pub applied_index: u64,
     pub last_log_index: u64,
+    /// The lowest offset still held (everything below was trimmed).
+    pub first_offset: u64,
+    /// The offset the next message will get.
+    pub next_offset: u64,
+    /// Bytes the message store occupies on this node.
+    pub log_bytes: u64,
     pub members: Vec<MemberStatus>,
     pub health: serde_json::Value,
 }
@@ -131,6 +198,22 @@ pub enum ApiError {
     /// The client did not send its request in time (a slow or stalled body). 408.
     #[error("request timeout: {0}")]
     RequestTimeout(String),
+    /// A batch over `write.max_batch_messages` or `write.max_batch_bytes`. 413.
+    #[error("{0}")]
+    BatchTooLarge(String),
+    /// `If-Next-Offset` did not hold when the write was applied; nothing
+    /// was appended. 409.
+    #[error("the log's next offset is {next_offset}, not the one the write was conditioned on; nothing was appended")]
+    OffsetConflict { next_offset: u64 },
+    /// The offset asked for was trimmed. 410.
+    #[error("offsets below {first_offset} were trimmed")]
+    OffsetTrimmed { first_offset: u64 },
+    /// A cursor may only move forward without `force`. 409.
+    #[error("cursor is at {current}; moving it back needs \"force\": true")]
+    CursorRegression { current: u64 },
+    /// No room for another cursor. 409.
+    #[error("there are already {max} cursors (cursors.max_cursors); delete one first")]
+    TooManyCursors { max: u64 },
 }
 
 impl ApiError {
@@ -147,6 +230,11 @@ impl ApiError {
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
             ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::BatchTooLarge(_) => "payload_too_large",
+            ApiError::OffsetConflict { .. } => "offset_conflict",
+            ApiError::OffsetTrimmed { .. } => "offset_trimmed",
+            ApiError::CursorRegression { .. } => "cursor_regression",
+            ApiError::TooManyCursors { .. } => "too_many_cursors",
         }
     }
 }
@@ -162,6 +250,11 @@ pub trait NodeApi: Send + Sync + 'static {
     fn status(&self) -> impl Future<Output = Result<Status, ApiError>> + Send;
     /// Number of voters now (bounds `w`).
     fn voter_count(&self) -> usize;
+    /// Every cursor and its offset, by name, including every change
+    /// acknowledged before the call (a linearizable read).
+    fn cursors(&self) -> impl Future<Output = Result<Vec<(String, u64)>, ApiError>> + Send {
+        async { Err(ApiError::Internal("cursors are not supported here".into())) }
+    }
     /// Add or update (`Some`) or remove (`None`) one member through the log;
     /// returns the index of the committed change.
     fn change_member(

@@ -8,6 +8,7 @@ use super::api::*;
 use super::controller::{Cmd, Controller, JoinError, Outbound};
 use super::waiters::{RawRead, WriteWaiter};
 use crate::core::*;
+use crate::state_machine::Command;
 use crate::wal::LogStore;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -29,6 +30,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             Cmd::ReadIndex { reply } => self.waiters.read_index_batch.push(reply),
             Cmd::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Cmd::Cursors { reply } => {
+                let all = self.sm.cursors().iter();
+                let _ = reply.send(all.map(|(n, o)| (n.clone(), *o)).collect());
             }
             Cmd::Join {
                 node_id,
@@ -83,6 +88,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             let _ = reply.send(Err(e));
             return;
         }
+        if let Some(op) = req.op {
+            self.on_log_op(op, reply);
+            return;
+        }
         let w = match self.resolve_w(req.w) {
             Ok(w) => w,
             Err(e) => {
@@ -105,9 +114,15 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             duplicate,
             offset: None,
             key,
+            passed_cursors: Vec::new(),
         };
         if let Some(k) = &key {
             if let Some(l) = self.sm.lookup_key(k) {
+                if l.conflict {
+                    let next_offset = l.offset;
+                    let _ = reply.send(Err(ApiError::OffsetConflict { next_offset }));
+                    return;
+                }
                 let acks = self
                     .raft
                     .acks(l.index, l.term)
@@ -119,6 +134,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                     acks,
                     committed: true,
                     duplicate: true,
+                    passed_cursors: Vec::new(),
                 };
                 let _ = reply.send(Ok(res));
                 return;
@@ -134,6 +150,54 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 self.metrics.write_waits.inc();
                 self.waiters
                     .add_write(index, waiter(term, reply, key, false))
+            }
+            Err(e) => {
+                let _ = reply.send(Err(propose_error(e)));
+            }
+        }
+    }
+
+    /// A trim or cursor change: proposed like a write, answered once applied
+    /// (committed by a majority) with what applying it decided.
+    fn on_log_op(&mut self, op: LogOp, reply: super::waiters::WriteReply) {
+        let cmd = match op {
+            LogOp::Trim { before } => {
+                let next = self.sm.next_offset();
+                if before > next {
+                    let msg = format!("before_offset {before} is past the end of the log ({next})");
+                    let _ = reply.send(Err(ApiError::InvalidRequest(msg)));
+                    return;
+                }
+                Command::Trim {
+                    before,
+                    by_policy: false,
+                }
+            }
+            LogOp::SetCursor {
+                name,
+                offset,
+                force,
+            } => Command::SetCursor {
+                name,
+                offset,
+                force,
+                max_cursors: self.cfg.max_cursors,
+            },
+            LogOp::DeleteCursor { name } => Command::DeleteCursor { name },
+        };
+        match self.raft.propose(cmd.encode()) {
+            Ok((index, term)) => {
+                let waiter = WriteWaiter {
+                    term,
+                    w: self.raft.membership().quorum().max(1),
+                    deadline: self.cfg.write_timeout.map(|t| Instant::now() + t),
+                    reply,
+                    duplicate: false,
+                    offset: None,
+                    key: None,
+                    passed_cursors: Vec::new(),
+                };
+                self.waiters.add_write(index, waiter);
             }
             Err(e) => {
                 let _ = reply.send(Err(propose_error(e)));
@@ -209,6 +273,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 acks: reported,
                 committed: applied,
                 duplicate: w.duplicate,
+                passed_cursors: w.passed_cursors,
             };
             let _ = w.reply.send(Ok(res));
         } else if w.deadline.is_some_and(|d| now >= d) {
@@ -249,6 +314,12 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 } else {
                     self.waiters.reads.push(r);
                 }
+                continue;
+            }
+            let first_offset = self.sm.first_offset();
+            if r.req.from < first_offset {
+                // Also ends a long poll whose offset a trim passed while it waited.
+                let _ = r.reply.send(Err(ApiError::OffsetTrimmed { first_offset }));
                 continue;
             }
             let msgs = match self.sm.read(r.req.from, r.limit) {
@@ -398,6 +469,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                     duplicate: false,
                     offset: None,
                     key: None,
+                    passed_cursors: Vec::new(),
                 };
                 self.waiters.add_write(index, waiter);
             }
@@ -456,6 +528,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             commit_index: r.commit_index(),
             applied_index: self.sm.applied_index(),
             last_log_index: r.last_index(),
+            first_offset: self.sm.first_offset(),
+            next_offset: self.sm.next_offset(),
+            log_bytes: self.sm.log_bytes(),
             members,
             health: self.health.report(apply_lag, &unreachable),
         }

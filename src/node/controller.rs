@@ -79,6 +79,10 @@ pub enum Cmd {
     AddPeers {
         peers: BTreeMap<NodeId, String>,
     },
+    /// Every cursor, as this node applied them.
+    Cursors {
+        reply: oneshot::Sender<Vec<(String, u64)>>,
+    },
     /// Add or update (`Some`) or remove (`None`) one member, through the log; the
     /// reply comes once the change is committed.
     ChangeMember {
@@ -108,6 +112,10 @@ pub struct ControllerConfig {
     pub snapshot_every: u64,
     pub snapshot_every_bytes: u64,
     pub idempotency_window: usize,
+    /// Automatic trimming (the leader proposes it).
+    pub retention: crate::state_machine::Retention,
+    /// Most cursors at once.
+    pub max_cursors: u64,
     /// Where the state machine keeps its messages; `None` = in memory (tests).
     pub messages: Option<MessagesConfig>,
 }
@@ -200,6 +208,10 @@ pub struct Controller<S: LogStore, O: Outbound> {
     /// The WAL's snapshot is a full payload (received, or from before the
     /// message store): replaced by a manifest at the next applied entry.
     pub(crate) wal_full_payload: bool,
+    /// A trim was applied: snapshot soon, so its segments can be removed.
+    pub(crate) trim_applied: bool,
+    /// Index of the policy trim proposed last (none again until it applied).
+    pub(crate) policy_trim: u64,
 }
 
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
@@ -259,6 +271,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             payloads: Default::default(),
             applied_bytes: 0,
             wal_full_payload,
+            trim_applied: false,
+            policy_trim: 0,
         })
     }
 
@@ -343,6 +357,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     pub(crate) fn apply(&mut self, e: &Entry) {
         self.applied_bytes += e.size() as u64;
         let applied = self.sm.apply(e);
+        if matches!(applied, Applied::Trimmed { .. }) {
+            self.trim_applied = true;
+        }
         if let EntryPayload::Membership(m) = &e.payload {
             let me = self.raft.id();
             if self.applied_membership.contains(me) && !m.contains(me) {
@@ -359,13 +376,35 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 let _ = w.reply.send(Err(ApiError::NoQuorum(msg.into())));
                 continue;
             }
-            w.offset = match applied {
-                Applied::Message { offset } => Some(offset),
+            w.offset = match &applied {
+                Applied::Appended { first, .. } => Some(*first),
+                Applied::Duplicate(l) if l.conflict => {
+                    let next_offset = l.offset;
+                    let _ = w.reply.send(Err(ApiError::OffsetConflict { next_offset }));
+                    continue;
+                }
                 Applied::Duplicate(l) => {
                     w.duplicate = true;
                     Some(l.offset)
                 }
-                Applied::Other => Some(self.sm.next_offset()),
+                Applied::Conflict { next_offset } => {
+                    let next_offset = *next_offset;
+                    let _ = w.reply.send(Err(ApiError::OffsetConflict { next_offset }));
+                    continue;
+                }
+                Applied::Trimmed {
+                    first_offset,
+                    passed_cursors,
+                } => {
+                    w.passed_cursors = passed_cursors.clone();
+                    Some(*first_offset)
+                }
+                Applied::Cursor(Ok(offset)) => Some(*offset),
+                Applied::Cursor(Err(refusal)) => {
+                    let _ = w.reply.send(Err(cursor_error(refusal)));
+                    continue;
+                }
+                _ => Some(self.sm.next_offset()),
             };
             self.waiters.add_write(e.index, w);
         }
@@ -378,7 +417,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         let snap_index = self.raft.snapshot_meta().index;
         let due = applied >= snap_index + self.cfg.snapshot_every
             || self.applied_bytes >= self.cfg.snapshot_every_bytes
-            || self.wal_full_payload;
+            || self.wal_full_payload
+            || self.trim_applied;
         if job.is_some()
             || self.cfg.snapshot_every == 0
             || applied <= snap_index
@@ -390,6 +430,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
         self.applied_bytes = 0;
         self.wal_full_payload = false;
+        self.trim_applied = false;
         let Some(term) = self.raft.entry_term(applied) else {
             return;
         };
@@ -460,6 +501,35 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.update_metrics();
         if self.raft.is_leader() && self.ticks.is_multiple_of(5) {
             self.maybe_promote_learner();
+            self.maybe_retention_trim();
+        }
+    }
+
+    /// Leader: propose the trim retention asks for, by this node's clock (one at
+    /// a time; followers apply the entry, never their own policy).
+    fn maybe_retention_trim(&mut self) {
+        let r = self.cfg.retention;
+        if r.is_unlimited() || self.shutdown.is_some() || self.sm.applied_index() < self.policy_trim
+        {
+            return;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let before = self.sm.retention_point(&r, now_ms);
+        if before <= self.sm.first_offset() {
+            return;
+        }
+        let cmd = Command::Trim {
+            before,
+            by_policy: true,
+        };
+        match self.raft.propose(cmd.encode()) {
+            Ok((index, _)) => {
+                tracing::info!(before, index, "retention: trimming the log");
+                self.policy_trim = index;
+            }
+            Err(e) => tracing::debug!(error = %e, "retention trim deferred"),
         }
     }
 
@@ -548,23 +618,28 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     pub(crate) fn predicted_offset(&self, index: u64) -> u64 {
         let from = self.sm.applied_index() + 1;
-        let cmds = (from..index)
-            .filter(|i| {
-                matches!(
-                    self.raft.entry(*i).map(|e| &e.payload),
-                    Some(EntryPayload::Command(_))
-                )
+        let msgs: u64 = (from..index)
+            .map(|i| match self.raft.entry(i).map(|e| &e.payload) {
+                Some(EntryPayload::Command(c)) => Command::message_count(c),
+                _ => 0,
             })
-            .count() as u64;
-        self.sm.next_offset() + cmds
+            .sum();
+        self.sm.next_offset() + msgs
     }
 
+    /// The entry of a write, stamped with this (the leader's) clock for
+    /// retention by age. Each message is copied once, into the entry.
     pub(crate) fn encode_command(req: &WriteRequest) -> Bytes {
-        Command {
-            key: req.idempotency_key.clone(),
-            message: Bytes::from(req.message.clone()),
-        }
-        .encode()
+        let ts_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+            .max(1);
+        crate::state_machine::encode_append(
+            req.idempotency_key.as_deref(),
+            req.if_next_offset,
+            ts_ms,
+            &req.messages(),
+        )
     }
 
     pub(crate) fn park_read(&mut self, req: ReadRequest, min_index: u64, reply: ReadReply) {
@@ -581,5 +656,15 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             deadline,
             reply,
         });
+    }
+}
+
+/// The API error for a refused cursor command.
+pub(crate) fn cursor_error(r: &crate::state_machine::CursorRefusal) -> ApiError {
+    use crate::state_machine::CursorRefusal as R;
+    match r {
+        R::Regression { current } => ApiError::CursorRegression { current: *current },
+        R::TooMany { max } => ApiError::TooManyCursors { max: *max },
+        R::NotFound => ApiError::NotFound("no such cursor".into()),
     }
 }

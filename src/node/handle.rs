@@ -134,6 +134,19 @@ impl NodeApi for NodeHandle {
         self.status_now().await
     }
 
+    async fn cursors(&self) -> Result<Vec<(String, u64)>, ApiError> {
+        // An empty linearizable read is the barrier: this node has then
+        // applied every change acknowledged before the call.
+        let barrier = ReadRequest {
+            from: u64::MAX,
+            limit: Some(1),
+            consistency: Consistency::Linearizable,
+            wait_ms: None,
+        };
+        self.read(barrier).await?;
+        self.ask(|reply| Cmd::Cursors { reply }).await
+    }
+
     async fn change_member(
         &self,
         node_id: String,

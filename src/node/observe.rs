@@ -126,6 +126,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         m.commit_index.set(r.commit_index() as i64);
         m.applied_index.set(self.sm.applied_index() as i64);
         m.last_index.set(r.last_index() as i64);
+        m.first_offset.set(self.sm.first_offset() as i64);
+        m.next_offset.set(self.sm.next_offset() as i64);
+        m.log_bytes.set(self.sm.log_bytes() as i64);
         m.set_role(self.role_name());
         let last = r.last_index();
         for id in r.membership().members.keys().filter(|id| *id != r.id()) {

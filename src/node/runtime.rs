@@ -60,6 +60,12 @@ fn controller_config(cfg: &Config, tick: Duration) -> ControllerConfig {
         snapshot_every: cfg.snapshot.every_entries,
         snapshot_every_bytes: cfg.snapshot.every_bytes,
         idempotency_window: cfg.write.idempotency_window,
+        retention: crate::state_machine::Retention {
+            max_messages: cfg.retention.max_messages,
+            max_bytes: cfg.retention.max_bytes,
+            max_age_s: cfg.retention.max_age_s,
+        },
+        max_cursors: cfg.cursors.max_cursors,
         messages: Some(MessagesConfig {
             dir: cfg.data_dir.join("messages"),
             segment_bytes: cfg.wal.segment_bytes,

@@ -50,6 +50,8 @@ pub struct WriteWaiter {
     /// Set once the entry is applied: its offset (the original's for a duplicate).
     pub offset: Option<u64>,
     pub key: Option<String>,
+    /// Cursors an explicit trim passed (reported in its answer).
+    pub passed_cursors: Vec<String>,
 }
 
 impl WriteWaiter {
@@ -270,6 +272,7 @@ mod tests {
             duplicate: false,
             offset,
             key: None,
+            passed_cursors: Vec::new(),
         };
         (ww, rx)
     }

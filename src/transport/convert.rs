@@ -11,7 +11,7 @@ use super::pb::envelope::Msg;
 use super::{JoinOutcome, JoinRequest};
 use crate::core::SnapshotMeta;
 use crate::core::{Entry, EntryPayload, Envelope, Member, Membership, Message, Snapshot};
-use crate::node::api::{ApiError, WriteConcern, WriteRequest, WriteResult};
+use crate::node::api::{ApiError, LogOp, WriteConcern, WriteRequest, WriteResult};
 use std::collections::BTreeMap;
 
 /// A protobuf message from a peer that does not describe a valid value.
@@ -289,6 +289,10 @@ impl From<&WriteRequest> for pb::WriteRequestPb {
             w,
             timeout_ms: r.timeout_ms,
             idempotency_key: r.idempotency_key.clone(),
+            batch: r.batch.is_some(),
+            messages: r.batch.clone().unwrap_or_default(),
+            if_next_offset: r.if_next_offset,
+            op: r.op.as_ref().map(log_op_pb),
         }
     }
 }
@@ -305,13 +309,50 @@ impl TryFrom<pb::WriteRequestPb> for WriteRequest {
                 Kind::All(_) => WriteConcern::All,
             }),
         };
+        if !r.batch && !r.messages.is_empty() {
+            return Err(invalid("messages", "given without batch"));
+        }
         Ok(WriteRequest {
             message: r.message,
+            batch: r.batch.then_some(r.messages),
+            if_next_offset: r.if_next_offset,
+            op: r.op.map(log_op).transpose()?,
             w,
             timeout_ms: r.timeout_ms,
             idempotency_key: r.idempotency_key,
         })
     }
+}
+
+fn log_op_pb(op: &LogOp) -> pb::LogOpPb {
+    use pb::log_op_pb::Kind;
+    let kind = match op {
+        LogOp::Trim { before } => Kind::TrimBefore(*before),
+        LogOp::SetCursor {
+            name,
+            offset,
+            force,
+        } => Kind::SetCursor(pb::CursorSetPb {
+            name: name.clone(),
+            offset: *offset,
+            force: *force,
+        }),
+        LogOp::DeleteCursor { name } => Kind::DeleteCursor(name.clone()),
+    };
+    pb::LogOpPb { kind: Some(kind) }
+}
+
+fn log_op(op: pb::LogOpPb) -> Result<LogOp, ConvertError> {
+    use pb::log_op_pb::Kind;
+    Ok(match op.kind.ok_or(ConvertError::Missing("op.kind"))? {
+        Kind::TrimBefore(before) => LogOp::Trim { before },
+        Kind::SetCursor(c) => LogOp::SetCursor {
+            name: c.name,
+            offset: c.offset,
+            force: c.force,
+        },
+        Kind::DeleteCursor(name) => LogOp::DeleteCursor { name },
+    })
 }
 
 fn to_usize(field: &'static str, n: u64) -> Result<usize, ConvertError> {
@@ -327,6 +368,7 @@ impl From<&WriteResult> for pb::WriteResultPb {
             acks: r.acks as u64,
             committed: r.committed,
             duplicate: r.duplicate,
+            passed_cursors: r.passed_cursors.clone(),
         }
     }
 }
@@ -341,6 +383,7 @@ impl TryFrom<pb::WriteResultPb> for WriteResult {
             acks: to_usize("acks", r.acks)?,
             committed: r.committed,
             duplicate: r.duplicate,
+            passed_cursors: r.passed_cursors,
         })
     }
 }
@@ -412,6 +455,14 @@ impl From<&ApiError> for pb::ApiErrorPb {
             | ApiError::NotFound(s)
             | ApiError::Internal(s)
             | ApiError::RequestTimeout(s) => pb.message = s.clone(),
+            ApiError::BatchTooLarge(s) => {
+                pb.code = "batch_too_large".into();
+                pb.message = s.clone();
+            }
+            ApiError::OffsetConflict { next_offset: o }
+            | ApiError::OffsetTrimmed { first_offset: o }
+            | ApiError::CursorRegression { current: o } => pb.offset = Some(*o),
+            ApiError::TooManyCursors { max } => pb.limit = Some(*max),
             ApiError::OutcomeUnknown(s) => {
                 pb.code = "outcome_unknown".into();
                 pb.message = s.clone();
@@ -462,6 +513,17 @@ impl From<pb::ApiErrorPb> for ApiError {
             "internal" => ApiError::Internal(e.message),
             "request_timeout" => ApiError::RequestTimeout(e.message),
             "outcome_unknown" => ApiError::OutcomeUnknown(e.message),
+            "batch_too_large" => ApiError::BatchTooLarge(e.message),
+            "offset_conflict" => ApiError::OffsetConflict {
+                next_offset: n(e.offset),
+            },
+            "offset_trimmed" => ApiError::OffsetTrimmed {
+                first_offset: n(e.offset),
+            },
+            "cursor_regression" => ApiError::CursorRegression {
+                current: n(e.offset),
+            },
+            "too_many_cursors" => ApiError::TooManyCursors { max: n(e.limit) },
             other => ApiError::Internal(format!("{other}: {}", e.message)),
         }
     }
@@ -688,6 +750,11 @@ mod tests {
             ApiError::NotFound("n9".into()),
             ApiError::ShuttingDown,
             ApiError::Internal("oops".into()),
+            ApiError::BatchTooLarge("too many".into()),
+            ApiError::OffsetConflict { next_offset: 7 },
+            ApiError::OffsetTrimmed { first_offset: 8 },
+            ApiError::CursorRegression { current: 9 },
+            ApiError::TooManyCursors { max: 10 },
         ];
         for e in errors {
             assert_eq!(ApiError::from(pb::ApiErrorPb::from(&e)), e);
@@ -709,6 +776,9 @@ mod tests {
         ] {
             let req = WriteRequest {
                 message: "hi".into(),
+                batch: None,
+                if_next_offset: None,
+                op: None,
                 w,
                 timeout_ms: Some(0),
                 idempotency_key: Some("k".into()),
@@ -717,6 +787,27 @@ mod tests {
                 WriteRequest::try_from(pb::WriteRequestPb::from(&req)).unwrap(),
                 req
             );
+            let batch = WriteRequest {
+                message: String::new(),
+                batch: Some(vec!["a".into(), String::new()]),
+                if_next_offset: Some(4),
+                ..req
+            };
+            let back = WriteRequest::try_from(pb::WriteRequestPb::from(&batch)).unwrap();
+            assert_eq!(back, batch);
+            for op in [
+                LogOp::Trim { before: 3 },
+                LogOp::SetCursor {
+                    name: "c".into(),
+                    offset: 2,
+                    force: true,
+                },
+                LogOp::DeleteCursor { name: "c".into() },
+            ] {
+                let req = WriteRequest::op(op);
+                let back = WriteRequest::try_from(pb::WriteRequestPb::from(&req)).unwrap();
+                assert_eq!(back, req);
+            }
         }
     }
 }

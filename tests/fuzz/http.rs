@@ -64,6 +64,7 @@ impl NodeApi for FakeNode {
             acks: 1,
             committed: true,
             duplicate: false,
+            passed_cursors: vec![],
         })
     }
 
@@ -95,6 +96,9 @@ impl NodeApi for FakeNode {
             commit_index: 3,
             applied_index: 3,
             last_log_index: 3,
+            first_offset: 0,
+            next_offset: 0,
+            log_bytes: 0,
             members: vec![],
             health: json!({}),
         })

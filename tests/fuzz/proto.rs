@@ -101,6 +101,9 @@ fn write_request(rng: &mut SmallRng) -> WriteRequest {
     };
     WriteRequest {
         message: gen::string(rng),
+        batch: None,
+        if_next_offset: None,
+        op: None,
         w,
         timeout_ms: rng.gen_bool(0.5).then(|| gen::u64_edge(rng)),
         idempotency_key: rng.gen_bool(0.5).then(|| gen::string(rng)),
@@ -168,6 +171,7 @@ pub fn valid_encoding(rng: &mut SmallRng) -> Result<Vec<u8>, String> {
                 acks: gen::u64_edge(rng) as usize,
                 committed: rng.gen(),
                 duplicate: rng.gen(),
+                passed_cursors: vec![gen::string(rng)],
             };
             let bytes = pb::WriteResultPb::from(&r).encode_to_vec();
             let back = pb::WriteResultPb::decode(&bytes[..]).map_err(|e| e.to_string())?;
@@ -477,7 +481,9 @@ fn check_envelope(env: pb::Envelope, stats: &mut Stats) -> Result<(), String> {
 }
 
 fn check_write_request(r: pb::WriteRequestPb) -> Result<(), String> {
-    let invalid = r.w.as_ref().is_some_and(|w| w.kind.is_none());
+    let invalid = r.w.as_ref().is_some_and(|w| w.kind.is_none())
+        || (!r.batch && !r.messages.is_empty())
+        || r.op.as_ref().is_some_and(|op| op.kind.is_none());
     match WriteRequest::try_from(r.clone()) {
         Ok(req) if !invalid => same(pb::WriteRequestPb::from(&req), r, "write request back"),
         Err(_) if invalid => Ok(()),
@@ -533,7 +539,7 @@ fn check_join_reply(r: pb::JoinReply) -> Result<(), String> {
 }
 
 fn check_write_result(r: pb::WriteResultPb) -> Result<(), String> {
-    let back = WriteResult::try_from(r).map(|w| pb::WriteResultPb::from(&w));
+    let back = WriteResult::try_from(r.clone()).map(|w| pb::WriteResultPb::from(&w));
     same(back, Ok(r), "write result back")
 }
 
