@@ -22,9 +22,7 @@
 use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -33,7 +31,6 @@ use std::io::{IsTerminal, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 /// Run length when neither `--duration` nor `--requests` is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -320,56 +317,10 @@ enum Outcome {
     Status(StatusCode),
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+use crate::client::{tls_connector, Sender};
 
 async fn connect(addr: &str, plan: &Plan) -> Result<Sender, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let Some(tls) = &plan.tls else {
-        return handshake(stream).await;
-    };
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| format!("server name {host:?}: {e}"))?;
-    let stream = tls
-        .connect(name, stream)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    handshake(stream).await
-}
-
-async fn handshake<IO>(io: IO) -> Result<Sender, String>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// A TLS client trusting only the CA in `path`.
-fn tls_connector(path: &std::path::Path) -> Result<tokio_rustls::TlsConnector, String> {
-    crate::tls::install_crypto_provider();
-    let pem = std::fs::read(path).map_err(|e| format!("--cacert {}: {e}", path.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &pem[..]) {
-        let cert = cert.map_err(|e| format!("--cacert {}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("--cacert {}: {e}", path.display()))?;
-    }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    crate::client::connect(addr, plan.tls.as_ref()).await
 }
 
 async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Outcome, hyper::Error> {
@@ -706,15 +657,11 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         read_ratio: args.read_ratio,
         timeout: args.timeout,
         tls: args.cacert.as_deref().map(tls_connector).transpose()?,
-        auth: match &args.token {
-            None => None,
-            Some(t) => {
-                let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {t}"))
-                    .map_err(|_| "--token: not a valid header value".to_string())?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-        },
+        auth: args
+            .token
+            .as_deref()
+            .map(crate::client::bearer)
+            .transpose()?,
     });
     let mut recent = 0;
     if args.read_ratio > 0.0 {

@@ -22,6 +22,7 @@ pub mod extract;
 mod handlers;
 pub mod ops;
 pub mod serve;
+pub mod stream;
 
 use axum::extract::FromRef;
 use axum::routing::{get, post};

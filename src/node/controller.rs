@@ -132,6 +132,9 @@ pub struct Observability {
 #[derive(Default)]
 pub struct Shared {
     pub voters: AtomicUsize,
+    /// The state machine's next offset after the last apply: every committed
+    /// message below it is readable here. Streams wait on it instead of polling.
+    pub applied_offset: tokio::sync::watch::Sender<u64>,
 }
 
 pub struct Controller<S: LogStore, O: Outbound> {
@@ -306,11 +309,22 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn after_turn(&mut self, job: &mut InFlight<S>) -> Result<(), WalError> {
         self.flush_read_index_batch();
         self.drive_ready(job)?;
+        self.publish_applied();
         self.maybe_snapshot(job);
         self.sync_peers();
         self.check_writes();
         self.check_reads();
         Ok(())
+    }
+
+    /// Wake streams when messages were applied (only on a change).
+    fn publish_applied(&self) {
+        let next = self.sm.next_offset();
+        self.shared.applied_offset.send_if_modified(|v| {
+            let changed = *v != next;
+            *v = next;
+            changed
+        });
     }
 
     pub(crate) fn apply(&mut self, e: &Entry) {
