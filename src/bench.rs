@@ -32,6 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod streams;
+
 /// Run length when neither `--duration` nor `--requests` is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
@@ -81,6 +83,10 @@ pub struct BenchArgs {
     /// Bearer token for clusters with `[auth]` (needs the `write` role).
     #[arg(long, env = "RAFTLOG_BENCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Live subscriptions (`GET /v1/messages/stream`) held open during the run,
+    /// spread over the `--addr`s; the summary adds their delivery lag.
+    #[arg(long, default_value_t = 0)]
+    pub streams: usize,
 }
 
 impl Default for BenchArgs {
@@ -98,6 +104,7 @@ impl Default for BenchArgs {
             quiet: false,
             cacert: None,
             token: None,
+            streams: 0,
         }
     }
 }
@@ -279,6 +286,8 @@ struct Shared {
     /// Largest offset a write returned: what reads ask for.
     recent: AtomicU64,
     stop: AtomicBool,
+    /// Ack times for stream lag, with `--streams`.
+    probe: Option<Arc<streams::Probe>>,
 }
 
 impl Shared {
@@ -415,6 +424,9 @@ async fn worker(addr: String, plan: Arc<Plan>, shared: Arc<Shared>, seed: u64) -
                     stats.reads.record(us);
                 } else {
                     stats.writes.record(us);
+                    if let (Some(p), Some(off)) = (&shared.probe, offset_of(&body)) {
+                        p.ack(off);
+                    }
                     if plan.read_ratio > 0.0 {
                         if let Some(off) = offset_of(&body) {
                             shared.recent.fetch_max(off, Ordering::Relaxed);
@@ -485,6 +497,10 @@ pub struct Summary {
     pub writes: Histogram,
     pub reads: Histogram,
     pub errors: BTreeMap<String, u64>,
+    /// `--streams`, their delivery lag (ack to event) and how many failed.
+    pub streams: usize,
+    pub stream_lag: Histogram,
+    pub stream_failures: u64,
 }
 
 impl Summary {
@@ -534,6 +550,9 @@ impl Summary {
             "writes": part(&self.writes),
             "reads": part(&self.reads),
             "errors_by_kind": self.errors,
+            "streams": self.streams,
+            "stream_failures": self.stream_failures,
+            "stream_lag": part(&self.stream_lag),
         })
     }
 
@@ -591,6 +610,7 @@ impl Summary {
         };
         row("writes", &self.writes);
         row("reads", &self.reads);
+        row("stream lag", &self.stream_lag);
         if self.writes.count() > 0 && self.reads.count() > 0 {
             row("all", &all);
         }
@@ -664,12 +684,14 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
             .transpose()?,
     });
     let mut recent = 0;
-    if args.read_ratio > 0.0 {
+    if args.read_ratio > 0.0 || args.streams > 0 {
         match seed_write(&addrs[0], &plan).await {
             Ok(off) => recent = off,
             Err(e) => eprintln!("raftlog bench: {e}; reads start from offset 0"),
         }
     }
+    let probe = (args.streams > 0).then(|| Arc::new(streams::Probe::default()));
+    let (streams_done, streams) = open_streams(args, &addrs, recent + 1, &plan, &probe).await;
     let start = Instant::now();
     let shared = Arc::new(Shared {
         deadline: duration.map(|d| start + d),
@@ -678,6 +700,7 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         errors: AtomicU64::new(0),
         recent: AtomicU64::new(recent),
         stop: AtomicBool::new(false),
+        probe,
     });
     let progress = (!args.quiet).then(|| tokio::spawn(progress(Arc::clone(&shared), start)));
     let workers: Vec<_> = (0..args.concurrency)
@@ -710,6 +733,7 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         }
     }
     let elapsed = start.elapsed();
+    let stream_lag = close_streams(streams_done, streams).await;
     interrupt.abort();
     if let Some(p) = progress {
         p.abort();
@@ -727,7 +751,63 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         writes: total.writes,
         reads: total.reads,
         errors: total.errors,
+        streams: args.streams,
+        stream_lag,
+        stream_failures: shared
+            .probe
+            .as_ref()
+            .map_or(0, |p| p.failures.load(Ordering::Relaxed)),
     })
+}
+
+type StreamTasks = Vec<tokio::task::JoinHandle<Histogram>>;
+
+/// Opens `--streams` subscriptions from `from` and waits until each answered.
+async fn open_streams(
+    args: &BenchArgs,
+    addrs: &[String],
+    from: u64,
+    plan: &Arc<Plan>,
+    probe: &Option<Arc<streams::Probe>>,
+) -> (tokio::sync::watch::Sender<bool>, StreamTasks) {
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let Some(probe) = probe else {
+        return (done_tx, Vec::new());
+    };
+    let tasks = (0..args.streams)
+        .map(|i| {
+            tokio::spawn(streams::stream(
+                i,
+                addrs[i % addrs.len()].clone(),
+                from,
+                Arc::clone(plan),
+                Arc::clone(probe),
+                done_rx.clone(),
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let settled = probe.opened.load(Ordering::Relaxed) + probe.failures.load(Ordering::Relaxed);
+        if settled >= args.streams as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (done_tx, tasks)
+}
+
+/// Lets the streams drain for a moment after the last write, then ends them.
+async fn close_streams(done: tokio::sync::watch::Sender<bool>, tasks: StreamTasks) -> Histogram {
+    if !tasks.is_empty() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _ = done.send(true);
+    let mut lag = Histogram::default();
+    for t in futures::future::join_all(tasks).await.into_iter().flatten() {
+        lag.merge(&t);
+    }
+    lag
 }
 
 /// Once a second: elapsed, ops, ops/s over the last second, errors.
@@ -859,6 +939,9 @@ mod tests {
             writes,
             reads: Histogram::default(),
             errors: BTreeMap::from([("503 Service Unavailable".to_string(), 2)]),
+            streams: 0,
+            stream_lag: Histogram::default(),
+            stream_failures: 0,
         };
         let j = s.to_json();
         assert_eq!(j["ok"], 3);

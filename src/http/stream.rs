@@ -1,11 +1,13 @@
 //! `GET /v1/messages/stream?from=n`: committed messages as Server-Sent Events
 //! (SPEC §8), one event per message: `id: <offset>`, `data: {"offset","message"}`.
 //!
-//! Why this shape: a subscriber costs no polling. A per-stream task waits on the
+//! Why this shape: a subscriber costs no polling. The [`tail`] hub waits on the
 //! node's applied-offset watch (published by the controller after each apply),
-//! reads a page of this node's committed copy through the ordinary local read, and
-//! queues the events for the response body. Serving the local copy means a stream
-//! keeps going across leader changes: a follower applies what any leader commits.
+//! reads each new page of this node's committed copy once through the ordinary
+//! local read, and broadcasts it. A per-stream task first catches up by reading
+//! the node itself, then follows the hub's pages, and queues events for the
+//! response body. Serving the local copy means a stream keeps going across leader
+//! changes: a follower applies what any leader commits.
 //!
 //! Invariants:
 //! - Events go out in offset order with no gaps and no repeats: each event's offset
@@ -23,24 +25,27 @@
 //!   (`shutting_down`); the client resumes elsewhere with `Last-Event-ID`.
 //! - A client that goes away frees its slot at once (the task sees the queue close).
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Map};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
+
+mod tail;
 
 use super::error::error_response;
 use super::extract::{invalid, parse_u64, ApiQuery};
 use crate::config::Config;
-use crate::node::api::{ApiError, Consistency, NodeApi, ReadMessage, ReadRequest};
+use crate::node::api::{ApiError, Consistency, NodeApi, ReadRequest};
 
 /// Longest quiet time on a stream before a keep-alive comment (SPEC: at most 15 s).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -78,6 +83,8 @@ struct StreamState<N> {
     limits: StreamLimits,
     /// One permit per open stream.
     slots: Arc<Semaphore>,
+    /// The node's applied offset and the tail hub; `None`: the node cannot stream.
+    tail: Option<(watch::Receiver<u64>, broadcast::Sender<Arc<tail::Page>>)>,
 }
 
 impl<N> Clone for StreamState<N> {
@@ -86,19 +93,26 @@ impl<N> Clone for StreamState<N> {
             node: self.node.clone(),
             limits: self.limits,
             slots: self.slots.clone(),
+            tail: self.tail.clone(),
         }
     }
 }
 
-/// The stream route, to be merged into the client API router.
+/// The stream route, to be merged into the client API router. Starts the tail
+/// hub, so it must be called within a Tokio runtime.
 pub fn router<N: NodeApi>(node: Arc<N>, limits: StreamLimits) -> Router {
     let slots = Arc::new(Semaphore::new(limits.max_streams.max(1)));
+    let tail = node.applied_offsets().map(|applied| {
+        let hub = tail::start(node.clone(), applied.clone(), limits.page);
+        (applied, hub)
+    });
     Router::new()
         .route("/v1/messages/stream", get(stream::<N>))
         .with_state(StreamState {
             node,
             limits,
             slots,
+            tail,
         })
 }
 
@@ -113,9 +127,9 @@ async fn stream<N: NodeApi>(
             .ok_or_else(|| invalid("Last-Event-ID is the largest offset there is".into()))?,
         None => query.get_u64("from")?.unwrap_or(0),
     };
-    let applied = st
-        .node
-        .applied_offsets()
+    let (applied, hub) = st
+        .tail
+        .clone()
         .ok_or_else(|| ApiError::Internal("this node cannot stream".into()))?;
     let Ok(slot) = st.slots.clone().try_acquire_owned() else {
         return Ok(too_many_streams(st.limits.max_streams));
@@ -128,6 +142,7 @@ async fn stream<N: NodeApi>(
     let task = Follower {
         node: st.node.clone(),
         applied,
+        pages: hub.subscribe(),
         next: from,
         tx,
         budget,
@@ -135,16 +150,17 @@ async fn stream<N: NodeApi>(
         _slot: slot,
     };
     tokio::spawn(task.run(farewell_tx));
-    let events = ReceiverStream::new(rx)
-        .map(|(event, _bytes): Queued| event)
+    let chunks = ReceiverStream::new(rx)
+        .map(|(chunk, _budget): Queued| chunk)
         .chain(futures::stream::once(farewell_rx).filter_map(|r| async { r.ok() }))
         .map(Ok::<_, Infallible>);
-    let mut resp = Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response();
-    // Reverse proxies must pass events on at once.
-    resp.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let resp = Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        // Reverse proxies must pass events on at once.
+        .header("x-accel-buffering", "no")
+        .body(Body::from_stream(chunks))
+        .expect("a response from valid parts");
     Ok(resp)
 }
 
@@ -171,9 +187,17 @@ fn too_many_streams(max: usize) -> Response {
     resp
 }
 
-/// A queued event and the share of the stream's byte budget it holds until the
-/// response body takes it.
-type Queued = (Event, OwnedSemaphorePermit);
+/// Queued events (one or a page of them, framed) and the share of the stream's
+/// byte budget they hold until the response body takes them.
+type Queued = (Bytes, OwnedSemaphorePermit);
+
+/// One event as SSE text: `id: <offset>`, `data: <json>`, blank line.
+pub(crate) fn frame(offset: u64, data: &str) -> String {
+    format!("id: {offset}\ndata: {data}\n\n")
+}
+
+/// The comment sent on a quiet stream.
+const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
 /// Why a stream ended.
 enum End {
@@ -187,6 +211,7 @@ enum End {
 struct Follower<N> {
     node: Arc<N>,
     applied: watch::Receiver<u64>,
+    pages: broadcast::Receiver<Arc<tail::Page>>,
     /// The offset of the next event.
     next: u64,
     tx: mpsc::Sender<Queued>,
@@ -196,34 +221,53 @@ struct Follower<N> {
 }
 
 impl<N: NodeApi> Follower<N> {
-    async fn run(mut self, farewell: oneshot::Sender<Event>) {
+    async fn run(mut self, farewell: oneshot::Sender<Bytes>) {
         if let End::Say(code, message) = self.follow().await {
             tracing::debug!(code, next = self.next, "a stream ended");
             let body = json!({
                 "error": { "code": code, "message": message },
                 "next_offset": self.next,
             });
-            let _ = farewell.send(Event::default().event("end").data(body.to_string()));
+            let end = format!("event: end\ndata: {body}\n\n");
+            let _ = farewell.send(Bytes::from(end));
         }
         // Dropping `tx` lets the body drain the queue, then send the farewell.
     }
 
     async fn follow(&mut self) -> End {
         loop {
-            let target = *self.applied.borrow_and_update();
-            if self.next < target {
+            // Catch up from the node: everything applied so far.
+            while self.next < *self.applied.borrow() {
                 match self.send_page().await {
-                    Ok(true) => continue,
-                    Ok(false) => {}
+                    Ok(true) => {}
+                    Ok(false) => break,
                     Err(end) => return end,
                 }
             }
-            tokio::select! {
-                r = self.applied.changed() => if r.is_err() {
-                    return shutting_down();
-                },
+            // Then the hub's pages; one that starts past `next` (missed pages)
+            // sends us back to catching up.
+            let page = tokio::select! {
+                p = self.pages.recv() => p,
                 _ = self.node.stopped() => return shutting_down(),
                 _ = self.tx.closed() => return End::ClientGone,
+                _ = tokio::time::sleep(KEEP_ALIVE) => {
+                    let ping = Bytes::from_static(KEEP_ALIVE_COMMENT);
+                    if let Err(end) = self.enqueue(ping).await {
+                        return end;
+                    }
+                    continue;
+                }
+            };
+            match page {
+                Ok(page) if page.first <= self.next && self.next < page.end() => {
+                    let chunk = page.from(self.next);
+                    if let Err(end) = self.enqueue(chunk).await {
+                        return end;
+                    }
+                    self.next = page.end();
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return shutting_down(),
             }
         }
     }
@@ -249,7 +293,8 @@ impl<N: NodeApi> Follower<N> {
                 let msg = format!("expected offset {}, the log has {}", self.next, m.offset);
                 return Err(End::Say("offset_gap", msg));
             }
-            self.enqueue(&m).await?;
+            let data = serde_json::to_string(&m).expect("a message serializes");
+            self.enqueue(Bytes::from(frame(m.offset, &data))).await?;
             self.next += 1;
         }
         if page.next_offset > self.next {
@@ -260,11 +305,9 @@ impl<N: NodeApi> Follower<N> {
     }
 
     /// Queues one event, waiting for room at most `limits.stall`.
-    async fn enqueue(&mut self, m: &ReadMessage) -> Result<(), End> {
-        let data = serde_json::to_string(m).expect("a message serializes");
-        let want = data.len().clamp(1, self.limits.buffer_bytes.max(1));
+    async fn enqueue(&mut self, chunk: Bytes) -> Result<(), End> {
+        let want = chunk.len().clamp(1, self.limits.buffer_bytes.max(1));
         let want = u32::try_from(want).unwrap_or(u32::MAX);
-        let event = Event::default().id(m.offset.to_string()).data(data);
         let stall = tokio::time::sleep(self.limits.stall);
         tokio::pin!(stall);
         let bytes = tokio::select! {
@@ -276,7 +319,7 @@ impl<N: NodeApi> Follower<N> {
             s = self.tx.reserve() => s.map_err(|_| End::ClientGone)?,
             _ = &mut stall => return Err(slow_reader(self.limits.stall)),
         };
-        slot.send((event, bytes));
+        slot.send((chunk, bytes));
         Ok(())
     }
 }
