@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod core;

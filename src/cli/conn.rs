@@ -100,6 +100,33 @@ impl Conn {
         &self.addrs[self.cur]
     }
 
+    /// Use `addr` from now on (added first when it is not listed).
+    pub fn prefer(&mut self, addr: &str) {
+        self.sender = None;
+        match self.addrs.iter().position(|a| a == addr) {
+            Some(i) => self.cur = i,
+            None => {
+                self.addrs.insert(0, addr.to_string());
+                self.cur = 0;
+            }
+        }
+    }
+
+    /// A connection to one other node with the same credentials.
+    pub fn sibling(&self, addr: &str, timeout: Duration) -> Conn {
+        Conn::new(
+            vec![addr.to_string()],
+            self.tls.clone(),
+            self.auth.clone(),
+            timeout,
+        )
+    }
+
+    /// Forget the open connection (its response body is still in use).
+    pub fn reset(&mut self) {
+        self.sender = None;
+    }
+
     /// Use the next address from now on.
     pub fn rotate(&mut self) {
         self.sender = None;
@@ -120,8 +147,7 @@ impl Conn {
             let resp = self.send(&method, path, body.clone(), headers).await?;
             let status = resp.status();
             let retry = retry_after(&resp);
-            let bytes = match tokio::time::timeout(self.timeout, resp.into_body().collect()).await
-            {
+            let bytes = match tokio::time::timeout(self.timeout, resp.into_body().collect()).await {
                 Ok(Ok(b)) => b.to_bytes(),
                 _ => {
                     self.sender = None;
@@ -138,7 +164,10 @@ impl Conn {
             if status.is_success() {
                 return Ok(json);
             }
-            if status == StatusCode::SERVICE_UNAVAILABLE && retries_503 < MAX_503_RETRIES {
+            // A 503 naming the leader is for the caller to follow, not to wait out.
+            let hinted = json["error"]["leader_hint"].is_string();
+            if status == StatusCode::SERVICE_UNAVAILABLE && !hinted && retries_503 < MAX_503_RETRIES
+            {
                 if let Some(wait) = retry {
                     retries_503 += 1;
                     tokio::time::sleep(wait).await;
