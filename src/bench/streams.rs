@@ -56,7 +56,7 @@ pub async fn stream(
     mut done: watch::Receiver<bool>,
 ) -> Histogram {
     let mut lag = Histogram::default();
-    let sampled = i % SAMPLE_EVERY == 0;
+    let sampled = i.is_multiple_of(SAMPLE_EVERY);
     let path = format!("/v1/messages/stream?from={from}");
     let resp = async {
         let mut c = crate::client::connect(&addr, plan.tls.as_ref()).await?;
