@@ -24,6 +24,11 @@
 //! - The node stopping ends every stream with a final `event: end`
 //!   (`shutting_down`); the client resumes elsewhere with `Last-Event-ID`.
 //! - A client that goes away frees its slot at once (the task sees the queue close).
+//! - Known limit: a client that stops reading entirely gets its final event queued
+//!   behind what the kernel already buffers; its stream slot and queue are freed at
+//!   the cut-off, but the TCP connection (one `limits.http_max_connections` slot)
+//!   stays until the client closes it or the node stops (hyper has no write
+//!   timeout).
 
 use axum::body::Body;
 use axum::extract::State;
