@@ -22,9 +22,7 @@
 use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -33,7 +31,8 @@ use std::io::{IsTerminal, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
+
+mod streams;
 
 /// Run length when neither `--duration` nor `--requests` is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -88,6 +87,10 @@ pub struct BenchArgs {
     /// Bearer token for clusters with `[auth]` (needs the `write` role).
     #[arg(long, env = "RAFTLOG_BENCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Live subscriptions (`GET /v1/messages/stream`) held open during the run,
+    /// spread over the `--addr`s; the summary adds their delivery lag.
+    #[arg(long, default_value_t = 0)]
+    pub streams: usize,
 }
 
 impl Default for BenchArgs {
@@ -106,6 +109,7 @@ impl Default for BenchArgs {
             quiet: false,
             cacert: None,
             token: None,
+            streams: 0,
         }
     }
 }
@@ -290,6 +294,8 @@ struct Shared {
     /// Largest offset a write returned: what reads ask for.
     recent: AtomicU64,
     stop: AtomicBool,
+    /// Ack times for stream lag, with `--streams`.
+    probe: Option<Arc<streams::Probe>>,
 }
 
 impl Shared {
@@ -337,56 +343,10 @@ enum Outcome {
 const MAX_503_RETRIES: u32 = 5;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-type Sender = SendRequest<Full<Bytes>>;
+use crate::client::{tls_connector, Sender};
 
 async fn connect(addr: &str, plan: &Plan) -> Result<Sender, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let Some(tls) = &plan.tls else {
-        return handshake(stream).await;
-    };
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| format!("server name {host:?}: {e}"))?;
-    let stream = tls
-        .connect(name, stream)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    handshake(stream).await
-}
-
-async fn handshake<IO>(io: IO) -> Result<Sender, String>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// A TLS client trusting only the CA in `path`.
-fn tls_connector(path: &std::path::Path) -> Result<tokio_rustls::TlsConnector, String> {
-    crate::tls::install_crypto_provider();
-    let pem = std::fs::read(path).map_err(|e| format!("--cacert {}: {e}", path.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &pem[..]) {
-        let cert = cert.map_err(|e| format!("--cacert {}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("--cacert {}: {e}", path.display()))?;
-    }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    crate::client::connect(addr, plan.tls.as_ref()).await
 }
 
 async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Outcome, hyper::Error> {
@@ -503,6 +463,9 @@ async fn worker(addr: String, plan: Arc<Plan>, shared: Arc<Shared>, seed: u64) -
                     stats.reads.record(us);
                 } else {
                     stats.writes.record(us);
+                    if let (Some(p), Some(off)) = (&shared.probe, offset_of(&body)) {
+                        p.ack(off);
+                    }
                     if plan.read_ratio > 0.0 {
                         if let Some(off) = offset_of(&body) {
                             shared.recent.fetch_max(off, Ordering::Relaxed);
@@ -577,6 +540,10 @@ pub struct Summary {
     pub errors: BTreeMap<String, u64>,
     /// Requests re-sent after a 503 with `Retry-After`.
     pub retried: u64,
+    /// `--streams`, their delivery lag (ack to event) and how many failed.
+    pub streams: usize,
+    pub stream_lag: Histogram,
+    pub stream_failures: u64,
 }
 
 impl Summary {
@@ -635,6 +602,9 @@ impl Summary {
             "reads": part(&self.reads),
             "errors_by_kind": self.errors,
             "retried_after_503": self.retried,
+            "streams": self.streams,
+            "stream_failures": self.stream_failures,
+            "stream_lag": part(&self.stream_lag),
         })
     }
 
@@ -701,6 +671,7 @@ impl Summary {
         };
         row("writes", &self.writes);
         row("reads", &self.reads);
+        row("stream lag", &self.stream_lag);
         if self.writes.count() > 0 && self.reads.count() > 0 {
             row("all", &all);
         }
@@ -773,23 +744,21 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         read_ratio: args.read_ratio,
         timeout: args.timeout,
         tls: args.cacert.as_deref().map(tls_connector).transpose()?,
-        auth: match &args.token {
-            None => None,
-            Some(t) => {
-                let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {t}"))
-                    .map_err(|_| "--token: not a valid header value".to_string())?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-        },
+        auth: args
+            .token
+            .as_deref()
+            .map(crate::client::bearer)
+            .transpose()?,
     });
     let mut recent = 0;
-    if args.read_ratio > 0.0 {
+    if args.read_ratio > 0.0 || args.streams > 0 {
         match seed_write(&addrs[0], &plan).await {
             Ok(off) => recent = off,
             Err(e) => eprintln!("raftlog bench: {e}; reads start from offset 0"),
         }
     }
+    let probe = (args.streams > 0).then(|| Arc::new(streams::Probe::default()));
+    let (streams_done, streams) = open_streams(args, &addrs, recent + 1, &plan, &probe).await;
     let start = Instant::now();
     let shared = Arc::new(Shared {
         deadline: duration.map(|d| start + d),
@@ -798,6 +767,7 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         errors: AtomicU64::new(0),
         recent: AtomicU64::new(recent),
         stop: AtomicBool::new(false),
+        probe,
     });
     let progress = (!args.quiet).then(|| tokio::spawn(progress(Arc::clone(&shared), start)));
     let workers: Vec<_> = (0..args.concurrency)
@@ -831,6 +801,7 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         }
     }
     let elapsed = start.elapsed();
+    let stream_lag = close_streams(streams_done, streams).await;
     interrupt.abort();
     if let Some(p) = progress {
         p.abort();
@@ -850,7 +821,63 @@ pub async fn execute(args: &BenchArgs) -> Result<Summary, String> {
         reads: total.reads,
         errors: total.errors,
         retried: total.retried,
+        streams: args.streams,
+        stream_lag,
+        stream_failures: shared
+            .probe
+            .as_ref()
+            .map_or(0, |p| p.failures.load(Ordering::Relaxed)),
     })
+}
+
+type StreamTasks = Vec<tokio::task::JoinHandle<Histogram>>;
+
+/// Opens `--streams` subscriptions from `from` and waits until each answered.
+async fn open_streams(
+    args: &BenchArgs,
+    addrs: &[String],
+    from: u64,
+    plan: &Arc<Plan>,
+    probe: &Option<Arc<streams::Probe>>,
+) -> (tokio::sync::watch::Sender<bool>, StreamTasks) {
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let Some(probe) = probe else {
+        return (done_tx, Vec::new());
+    };
+    let tasks = (0..args.streams)
+        .map(|i| {
+            tokio::spawn(streams::stream(
+                i,
+                addrs[i % addrs.len()].clone(),
+                from,
+                Arc::clone(plan),
+                Arc::clone(probe),
+                done_rx.clone(),
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let settled = probe.opened.load(Ordering::Relaxed) + probe.failures.load(Ordering::Relaxed);
+        if settled >= args.streams as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (done_tx, tasks)
+}
+
+/// Lets the streams drain for a moment after the last write, then ends them.
+async fn close_streams(done: tokio::sync::watch::Sender<bool>, tasks: StreamTasks) -> Histogram {
+    if !tasks.is_empty() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _ = done.send(true);
+    let mut lag = Histogram::default();
+    for t in futures::future::join_all(tasks).await.into_iter().flatten() {
+        lag.merge(&t);
+    }
+    lag
 }
 
 /// Once a second: elapsed, ops, ops/s over the last second, errors.
@@ -984,6 +1011,9 @@ mod tests {
             reads: Histogram::default(),
             errors: BTreeMap::from([("503 Service Unavailable".to_string(), 2)]),
             retried: 4,
+            streams: 0,
+            stream_lag: Histogram::default(),
+            stream_failures: 0,
         };
         let j = s.to_json();
         assert_eq!(j["ok"], 3);

@@ -13,10 +13,14 @@
 //!   on SIGINT/SIGTERM we also send each a SIGTERM ourselves, give them
 //!   [`STOP_GRACE`] to stop, then SIGKILL the rest, and exit 0.
 //! - We own each `Child` until we reap it, so a pid we signal is never reused.
+//! - Each child's output lines are prefixed with its node id; cluster-wide
+//!   warnings show once ([`relay`]).
+
+mod relay;
 
 use clap::Args;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -154,8 +158,10 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
 fn start_all(plans: &[NodePlan]) -> Result<Vec<Running>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let mut nodes = Vec::with_capacity(plans.len());
+    let width = plans.iter().map(|p| p.node_id.len()).max().unwrap_or(2);
+    let seen = relay::Seen::default();
     for p in plans {
-        match start(&exe, p) {
+        match start(&exe, p, width, &seen) {
             Ok(child) => nodes.push(Running {
                 node_id: p.node_id.clone(),
                 child,
@@ -169,13 +175,29 @@ fn start_all(plans: &[NodePlan]) -> Result<Vec<Running>, String> {
     Ok(nodes)
 }
 
-fn start(exe: &std::path::Path, p: &NodePlan) -> Result<Child, String> {
+/// Starts one node with its output relayed, prefixed with its id.
+fn start(
+    exe: &std::path::Path,
+    p: &NodePlan,
+    width: usize,
+    seen: &relay::Seen,
+) -> Result<Child, String> {
     crate::durable::create_dir_durable(&p.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", p.data_dir.display()))?;
-    Command::new(exe)
+    let mut child = Command::new(exe)
         .args(p.serve_args())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", p.node_id))
+        .map_err(|e| format!("cannot start {}: {e}", p.node_id))?;
+    if let Some(out) = child.stdout.take() {
+        relay::spawn(p.node_id.clone(), width, out, seen.clone());
+    }
+    if let Some(err) = child.stderr.take() {
+        relay::spawn(p.node_id.clone(), width, err, seen.clone());
+    }
+    Ok(child)
 }
 
 fn print_banner(args: &DevArgs, plans: &[NodePlan]) {
@@ -202,6 +224,7 @@ fn print_banner(args: &DevArgs, plans: &[NodePlan]) {
          -d '{{\"message\":\"hello\",\"w\":\"majority\"}}'"
     );
     println!("  curl -s 'http://{last}/v1/messages?from=0'");
+    println!("  raftlog get --follow --addr {last}        # or: raftlog status --addr {first}");
 }
 
 /// Removes (and reports) every node whose process has exited.

@@ -8,6 +8,8 @@
 pub mod backoff;
 pub mod bench;
 pub mod certs;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod dev;

@@ -1,5 +1,6 @@
 //! The `raftlog` binary: `serve` runs one node, `dev` a local cluster of them,
-//! `bench` loads a running cluster.
+//! `bench` loads a running cluster, and the client commands (`put`, `get`,
+//! `status`, `members`, `transfer`, `trim`, `cursor`) talk to one (see `cli`).
 //!
 //! Invariants:
 //! - An invalid config exits with code 2 before anything starts, printing one line
@@ -35,10 +36,14 @@ enum Command {
     Bench(BenchArgs),
     /// Make a cluster CA and node certificates for `[tls]` (reuses an existing CA).
     Certs(raftlog::certs::CertsArgs),
+    #[command(flatten)]
+    Client(raftlog::cli::ClientCommand),
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Client(cmd) => run_client(cmd),
         Command::Serve(args) => serve_command(&args),
         Command::Dev(args) => dev_command(args),
         Command::Bench(args) => run_async(bench::run(args)),
@@ -62,6 +67,20 @@ fn serve_command(args: &ServeArgs) -> ExitCode {
     };
     init_tracing(cfg.log.format);
     run_async(serve(cfg))
+}
+
+/// A client command on a small runtime; its exit code is the command's.
+fn run_client(cmd: raftlog::cli::ClientCommand) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(raftlog::cli::run(cmd)),
+        Err(e) => {
+            eprintln!("raftlog: cannot start the async runtime: {e}");
+            ExitCode::from(3)
+        }
+    }
 }
 
 fn dev_command(args: DevArgs) -> ExitCode {

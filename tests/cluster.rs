@@ -1125,6 +1125,16 @@ fn dev_serves_a_write_and_a_read_and_sigint_leaves_no_process() {
         banner.contains(&format!("127.0.0.1:{}", dev.base_http_port)) && banner.contains("curl"),
         "dev prints addresses and a curl example; output:\n{banner}"
     );
+    let out = harness::log_text(&dev.log_path);
+    assert!(
+        out.lines().any(|l| l.starts_with("n2 | ")),
+        "each child's lines carry its node id; output:\n{banner}"
+    );
+    assert_eq!(
+        out.matches("TLS is not configured").count(),
+        1,
+        "the plaintext warning shows once for the cluster; output:\n{banner}"
+    );
 
     let written: Value = wait_for("a write through raftlog dev", LONG, || {
         let r = client

@@ -142,6 +142,14 @@ pub struct LimitsConfig {
     pub join_per_second: u32,
     /// ... and in a burst.
     pub join_burst: u32,
+    /// Concurrent `GET /v1/messages/stream` subscriptions; one more gets a 503.
+    pub max_streams: usize,
+    /// Bytes of events one stream may queue for a client that is not reading;
+    /// at least one event is always allowed, whatever its size.
+    pub stream_buffer_bytes: usize,
+    /// A stream whose queue stays full this long is ended (a slow reader), with a
+    /// final event saying why; the client may resume from the next offset.
+    pub stream_stall_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -157,6 +165,9 @@ impl Default for LimitsConfig {
             grpc_max_streams: 128,
             join_per_second: 2,
             join_burst: 10,
+            max_streams: 1024,
+            stream_buffer_bytes: 1 << 20,
+            stream_stall_timeout_ms: 10_000,
         }
     }
 }
@@ -177,7 +188,7 @@ impl LimitsConfig {
     }
 
     pub(super) fn validate(&self, errs: &mut Vec<ConfigError>) {
-        let at_least_one: [(&'static str, u64); 8] = [
+        let at_least_one: [(&'static str, u64); 11] = [
             (
                 "limits.http_max_connections",
                 self.http_max_connections as u64,
@@ -195,6 +206,15 @@ impl LimitsConfig {
             ("limits.grpc_max_streams", self.grpc_max_streams as u64),
             ("limits.join_per_second", self.join_per_second as u64),
             ("limits.join_burst", self.join_burst as u64),
+            ("limits.max_streams", self.max_streams as u64),
+            (
+                "limits.stream_buffer_bytes",
+                self.stream_buffer_bytes as u64,
+            ),
+            (
+                "limits.stream_stall_timeout_ms",
+                self.stream_stall_timeout_ms,
+            ),
         ];
         for (key, value) in at_least_one {
             at_least(errs, key, value, 1);

@@ -23,6 +23,7 @@ mod handlers;
 mod lifecycle;
 pub mod ops;
 pub mod serve;
+pub mod stream;
 
 use axum::extract::FromRef;
 use axum::routing::{get, post};

@@ -269,6 +269,15 @@ pub trait NodeApi: Send + Sync + 'static {
             ))
         }
     }
+    /// The next offset of this node's committed copy, updated on every apply
+    /// (streams wait on it). `None`: this node cannot stream.
+    fn applied_offsets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+    /// Completes when the node has stopped serving (streams then end).
+    fn stopped(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
     /// Hand leadership to `to` (or the most caught-up voter); returns the target.
     fn transfer_leadership(
         &self,

@@ -145,6 +145,9 @@ pub struct Shared {
     /// Requests sent again to another (or the same) leader (`follow`); shares
     /// its count with the metric of the same name.
     pub follow_retries: prometheus_client::metrics::counter::Counter,
+    /// The state machine's next offset after the last apply: every committed
+    /// message below it is readable here. Streams wait on it instead of polling.
+    pub applied_offset: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Shared {
@@ -153,6 +156,7 @@ impl Default for Shared {
             voters: AtomicUsize::new(0),
             leader: tokio::sync::watch::channel(LeaderView::default()).0,
             follow_retries: Default::default(),
+            applied_offset: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -347,11 +351,22 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn after_turn(&mut self, job: &mut InFlight<S>) -> Result<(), WalError> {
         self.flush_read_index_batch();
         self.drive_ready(job)?;
+        self.publish_applied();
         self.maybe_snapshot(job);
         self.sync_peers();
         self.check_writes();
         self.check_reads();
         Ok(())
+    }
+
+    /// Wake streams when messages were applied (only on a change).
+    fn publish_applied(&self) {
+        let next = self.sm.next_offset();
+        self.shared.applied_offset.send_if_modified(|v| {
+            let changed = *v != next;
+            *v = next;
+            changed
+        });
     }
 
     pub(crate) fn apply(&mut self, e: &Entry) {

@@ -166,6 +166,14 @@ impl NodeApi for NodeHandle {
         self.http_hint(res).await
     }
 
+    fn applied_offsets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.shared.applied_offset.subscribe())
+    }
+
+    async fn stopped(&self) {
+        self.tx.closed().await
+    }
+
     fn voter_count(&self) -> usize {
         // A node that does not know the membership yet lets the leader judge `w`.
         match self.shared.voters.load(Ordering::Relaxed) {
