@@ -67,7 +67,8 @@ struct Faults {
 /// Seeds 6 and 7 of every 8 (a quarter of the 3- and of the 5-voter seeds) aim
 /// crashes at the durability rules: they persist like the node controller, and a
 /// job that carries a new vote (30%) or a leader's new entries (3%) ends in a crash
-/// after its early messages left and before its sync; crashed nodes restart within
+/// after its early messages left and before its sync, a node that granted a vote
+/// crashes right after (20%) before anything else is persisted; crashed nodes restart within
 /// a few ticks, and election timeouts are close together (10..13 ticks) so that
 /// candidates often race in one term and a lost vote can be given twice. The other
 /// seeds draw exactly what they drew before these were added.
@@ -99,6 +100,7 @@ fn build(seed: u64, mode: TraceMode) -> (Cluster, Faults) {
         persist_delay_max: r.gen_range(0..=2),
         crash_in_vote_persist_p: 0.0,
         crash_in_leader_persist_p: 0.0,
+        crash_after_vote_p: 0.0,
     };
     c.net.drop_p = *[0.0, 0.01, 0.05, 0.15].choose(r).unwrap();
     c.net.dup_p = *[0.0, 0.03].choose(r).unwrap();
@@ -109,6 +111,7 @@ fn build(seed: u64, mode: TraceMode) -> (Cluster, Faults) {
         opts.election_ticks_max = 13;
         opts.crash_in_vote_persist_p = 0.3;
         opts.crash_in_leader_persist_p = 0.03;
+        opts.crash_after_vote_p = 0.2;
     }
     c.opts = opts;
     let all = ids(n + 1);
@@ -389,6 +392,7 @@ fn liveness(c: &mut Cluster) {
     c.net.max_delay = c.net.max_delay.min(1);
     c.opts.crash_in_vote_persist_p = 0.0;
     c.opts.crash_in_leader_persist_p = 0.0;
+    c.opts.crash_after_vote_p = 0.0;
     for id in c.nodes.keys().cloned().collect::<Vec<_>>() {
         let n = c.nodes.get_mut(&id).unwrap();
         n.crash_in_ready = None;

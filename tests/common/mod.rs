@@ -17,7 +17,8 @@
 //! synced (or a later term is), an append answer only claims synced entries, and a
 //! write is acknowledged only once a quorum of voters holds it synced. A crash can
 //! be aimed inside a pending persist (`Opts::crash_in_vote_persist_p`): after the early
-//! messages of a `Ready` left and before its sync completes.
+//! messages of a `Ready` left and before its sync completes; or right after a `Ready`
+//! that granted a vote (`Opts::crash_after_vote_p`).
 #![allow(dead_code)]
 
 pub mod check;
@@ -59,6 +60,9 @@ pub struct Opts {
     pub crash_in_vote_persist_p: f64,
     /// The same for a leader's job carrying new entries.
     pub crash_in_leader_persist_p: f64,
+    /// The chance that a node crashes right after a `Ready` that granted a vote is
+    /// done (synced and sent), before its next one: the vote must have been in it.
+    pub crash_after_vote_p: f64,
 }
 
 impl Default for Opts {
@@ -78,6 +82,7 @@ impl Default for Opts {
             persist_delay_max: 0,
             crash_in_vote_persist_p: 0.0,
             crash_in_leader_persist_p: 0.0,
+            crash_after_vote_p: 0.0,
         }
     }
 }
@@ -893,6 +898,10 @@ impl Cluster {
         if let Some(last) = rd.entries.last() {
             raft.on_persisted(last.index, last.term);
         }
+        let granted_vote = rd
+            .messages
+            .iter()
+            .any(|e| e.msg == Message::VoteResp { granted: true });
         for env in rd.messages {
             self.send_env(id, env);
         }
@@ -944,6 +953,21 @@ impl Cluster {
                 .unwrap();
             node.raft.as_mut().unwrap().compact(meta);
             stats.snapshots_taken += 1;
+        }
+        if granted_vote {
+            self.maybe_crash_after_vote(id);
+        }
+    }
+
+    /// `Opts::crash_after_vote_p`: `id` just sent a granted vote; maybe it crashes
+    /// now (while a majority stays up), before anything else reaches its disk.
+    fn maybe_crash_after_vote(&mut self, id: &str) {
+        let p = self.opts.crash_after_vote_p;
+        let down = self.nodes.values().filter(|n| !n.is_up()).count();
+        if p > 0.0 && down < self.nodes.len() / 2 && self.rng.gen_bool(p) {
+            self.tr
+                .note(|| format!("{id}: crash right after granting a vote"));
+            self.crash(id);
         }
     }
 
