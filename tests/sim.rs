@@ -7,12 +7,14 @@
 //! crashes (now, or inside a `Ready` between the append and the sync, keeping a
 //! random prefix of the unsynced writes) and restarts from storage; half of the
 //! seeds persist like the node controller (a background job per `Ready`, messages
-//! that need no durability leave at once) so crashes also hit writes in flight; pauses (a
+//! that need no durability leave at once) so crashes also hit writes in flight, and a
+//! quarter of the seeds aim crashes inside pending persists (see `aimed`); pauses (a
 //! stopped process that resumes later, maybe still believing it leads); membership
 //! changes (add a learner, promote it, remove a voter, the leader included);
 //! leadership transfers; snapshots every few applied entries; client writes and
 //! ReadIndex reads. The checker (tests/common/check.rs) runs on every write, apply,
-//! new leader, and after every tick. Then every fault heals and the cluster must
+//! new leader, and after every tick; the driver checks every vote, append answer
+//! and acknowledgement against what storage synced. Then every fault heals and the cluster must
 //! elect a leader, commit new writes and bring every member to the same applied
 //! sequence within a bounded number of ticks (a node that does nothing fails here).
 //!
