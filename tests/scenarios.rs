@@ -865,3 +865,230 @@ fn a_leader_counts_itself_only_once_its_own_write_is_durable() {
     c.raft_mut("n1").on_persisted(index, term);
     assert_eq!(c.raft("n1").commit_index(), index);
 }
+
+// ---- durability rules ------------------------------------------------------------
+// Each pins one rule exactly, then shows what breaking it would cost (two leaders
+// in one term, a lost acknowledged write). The harness also checks every message
+// that leaves a node against what its storage synced (`VIOLATION durability`).
+
+fn queued(c: &Cluster, pred: impl Fn(&Envelope) -> bool) -> usize {
+    c.net.queue.iter().filter(|m| pred(&m.env)).count()
+}
+
+fn is_vote_to(e: &Envelope, to: &str) -> bool {
+    e.to == to && matches!(e.msg, Message::Vote { .. })
+}
+
+/// Async persistence: complete every job and deliver every message until quiet.
+fn settle(c: &mut Cluster) {
+    for _ in 0..1000 {
+        c.complete_jobs();
+        let jobs = c.nodes.values().any(|n| n.job.is_some());
+        if c.deliver_all() == 0 && !jobs {
+            return;
+        }
+    }
+    panic!("never settled");
+}
+
+/// Async persistence: tick only `ids`, settling after each tick, until `done`.
+fn run_async_until(c: &mut Cluster, ids: &[&str], done: impl Fn(&Cluster) -> bool) {
+    for _ in 0..200 {
+        if done(c) {
+            return;
+        }
+        c.tick_some(ids);
+        settle(c);
+        c.check_all();
+    }
+    assert!(done(c), "condition not reached within 200 ticks");
+}
+
+/// Tick only `id` (no delivery, no persistence job completes) until it campaigns.
+fn campaign(c: &mut Cluster, id: &str) {
+    for _ in 0..100 {
+        if c.raft(id).role() == Role::Candidate {
+            return;
+        }
+        c.tick_some(&[id]);
+    }
+    panic!("{id} did not campaign");
+}
+
+#[test]
+fn a_vote_answer_waits_for_the_fsync_and_a_crash_before_it_gives_no_vote() {
+    header("a VoteResp leaves only after the vote is synced; a crash in between loses both");
+    let opts = Opts {
+        async_persist: true,
+        pre_vote: false,
+        ..Opts::default()
+    };
+    let mut c = cluster(&["n1", "n2", "n3"], opts, 23);
+    campaign(&mut c, "n1");
+    assert_eq!(
+        queued(&c, |_| true),
+        0,
+        "n1's requests wait for its own vote"
+    );
+    c.complete_job("n1");
+    assert_eq!(queued(&c, |e| matches!(e.msg, Message::Vote { .. })), 2);
+    c.deliver_matching(|e| is_vote_to(e, "n2"));
+    let job = c.nodes["n2"].job.as_ref().expect("n2 persists its vote");
+    let hs = job.rd.hard_state.clone().expect("the vote is in the Ready");
+    assert_eq!((hs.term, hs.vote.as_deref()), (2, Some("n1")));
+    let held = job
+        .rd
+        .messages
+        .iter()
+        .any(|e| e.msg == Message::VoteResp { granted: true });
+    assert!(held, "the answer waits in the Ready being persisted");
+    assert_eq!(
+        queued(&c, |e| matches!(e.msg, Message::VoteResp { .. })),
+        0,
+        "no answer leaves before the fsync"
+    );
+    // n2 crashes inside the pending persist: neither the vote nor the answer exist.
+    c.crash_keep("n2", 0);
+    c.restart("n2");
+    assert_eq!(c.raft("n2").hard_state().vote, None);
+    c.deliver_matching(|e| e.to == "n1");
+    assert_eq!(c.raft("n1").role(), Role::Candidate);
+    // n3 never heard from n1 and campaigns in the same term: n2 may vote again.
+    c.net.queue.retain(|m| !is_vote_to(&m.env, "n3"));
+    campaign(&mut c, "n3");
+    assert_eq!(c.raft("n3").term(), 2);
+    c.complete_job("n3");
+    c.deliver_matching(|e| is_vote_to(e, "n2"));
+    c.complete_job("n2");
+    c.deliver_matching(|e| e.to == "n3" && matches!(e.msg, Message::VoteResp { .. }));
+    assert!(c.raft("n3").is_leader());
+    assert!(!c.raft("n1").is_leader());
+    assert_eq!(c.check.leaders.get(&2).map(String::as_str), Some("n3"));
+}
+
+#[test]
+fn a_vote_in_the_current_term_is_synced_and_survives_a_restart() {
+    header("a vote that changes only the vote (term already known) is persisted");
+    let ids = ["n1", "n2", "n3"];
+    let m = membership(&ids, &[]);
+    let opts = Opts {
+        pre_vote: false,
+        ..Opts::default()
+    };
+    let mut c = Cluster::new(opts, 24, TraceMode::Print);
+    c.add_node("n1", Some(Boot::with_membership(&m)));
+    // n2 already knows term 2 (say, from a request it refused), without a vote.
+    let mut b = Boot::with_membership(&m);
+    b.hard_state.term = 2;
+    c.add_node("n2", Some(b));
+    c.add_node("n3", Some(Boot::with_membership(&m)));
+    campaign(&mut c, "n1");
+    assert_eq!(c.raft("n1").term(), 2);
+    c.deliver_matching(|e| is_vote_to(e, "n2"));
+    let synced = c.nodes["n2"].synced_hs.clone();
+    assert_eq!((synced.term, synced.vote.as_deref()), (2, Some("n1")));
+    assert_eq!(
+        queued(&c, |e| e.msg == Message::VoteResp { granted: true }),
+        1
+    );
+    // n2 restarts right after answering: it remembers its vote.
+    c.crash("n2");
+    c.restart("n2");
+    assert_eq!(c.raft("n2").hard_state().vote.as_deref(), Some("n1"));
+    c.deliver_matching(|e| e.to == "n1" && matches!(e.msg, Message::VoteResp { .. }));
+    assert!(c.raft("n1").is_leader());
+    // n3 never heard from n1 and campaigns in term 2: n2 refuses.
+    c.net.queue.retain(|m| m.env.to != "n3");
+    campaign(&mut c, "n3");
+    assert_eq!(c.raft("n3").term(), 2);
+    let mut refused = false;
+    c.deliver_map(|e| {
+        refused |= e.from == "n2" && e.msg == Message::VoteResp { granted: false };
+        (e.to != "n1" || !matches!(e.msg, Message::Append { .. })).then_some(e)
+    });
+    assert!(refused, "n2 voted in term 2 already");
+    assert!(!c.raft("n3").is_leader());
+    assert_eq!(c.check.leaders.get(&2).map(String::as_str), Some("n1"));
+}
+
+#[test]
+fn a_configuration_is_in_force_at_append_and_rolled_back_with_its_entry() {
+    header("a membership entry takes effect when appended and reverts when truncated");
+    let ids = ["n1", "n2", "n3", "n4", "n5"];
+    let mut c = cluster(&ids, Opts::default(), 25);
+    elect(&mut c, "n1");
+    run(&mut c, 3);
+    let old = c.raft("n1").membership().clone();
+    c.add_node("n6", None);
+    let mut next = old.clone();
+    next.members.extend(membership(&[], &["n6"]).members);
+    let index = c.change_membership("n1", next.clone()).unwrap();
+    assert_eq!(
+        c.raft("n1").membership(),
+        &next,
+        "on the leader, before commit"
+    );
+    assert!(c.raft("n1").commit_index() < index);
+    let to_n6 = |e: &Envelope| e.to == "n6" && matches!(e.msg, Message::Append { .. });
+    assert_eq!(queued(&c, to_n6), 1, "the new member gets the log at once");
+    // Only n2 receives the entry: it adopts it uncommitted.
+    c.deliver_matching(|e| e.to == "n2" && matches!(e.msg, Message::Append { .. }));
+    assert_eq!(
+        c.raft("n2").membership(),
+        &next,
+        "on a follower, before commit"
+    );
+    assert!(c.raft("n2").commit_index() < index);
+    // n1 and n2 are cut off; n3..n5 elect n3, which never had the entry.
+    c.net.queue.clear();
+    c.isolate("n1");
+    c.isolate("n2");
+    run_until(&mut c, &["n3", "n4", "n5"], 400, |c| {
+        c.leader().is_some_and(|l| l != "n1")
+    });
+    let (l, _) = leader_term(&c);
+    write(&mut c, &l, 2);
+    c.deliver_all();
+    c.heal();
+    run_until(&mut c, &ids, 400, |c| {
+        c.raft("n2").leader() == Some(&l) && c.raft("n2").last_term() > 2
+    });
+    c.print_logs();
+    assert_ne!(c.raft("n2").entry_term(index), Some(2), "the entry is gone");
+    assert_eq!(c.raft("n2").membership(), &old, "and the change with it");
+    assert_eq!(c.raft("n1").membership(), &old);
+}
+
+#[test]
+fn a_leader_with_a_slow_fsync_acknowledges_only_what_a_quorum_synced() {
+    header("a leader's own unsynced copy does not count; crashing loses no ack");
+    let opts = Opts {
+        async_persist: true,
+        ..Opts::default()
+    };
+    let mut c = cluster(&["n1", "n2", "n3"], opts, 26);
+    run_async_until(&mut c, &["n1"], |c| c.raft("n1").is_leader());
+    run(&mut c, 3);
+    settle(&mut c);
+    let (cmd, index, term) = c.propose("n1").unwrap();
+    assert!(c.nodes["n1"].job.is_some(), "n1's write is not synced yet");
+    // n2 syncs and answers before n1's own fsync completes; n3 hears nothing.
+    c.net.queue.retain(|m| m.env.to != "n3");
+    c.deliver_matching(|e| e.to == "n2");
+    c.complete_job("n2");
+    c.deliver_matching(|e| e.to == "n1" && matches!(e.msg, Message::AppendResp { .. }));
+    assert_eq!(c.raft("n1").match_index("n2"), Some(index));
+    assert_eq!(c.raft("n1").acks(index, term), 1, "n2 only");
+    assert!(c.raft("n1").commit_index() < index);
+    assert!(!acked(&c, cmd));
+    // n1 crashes inside that persist; n3 leads with n1's vote, without the write.
+    c.crash_keep("n1", 0);
+    c.restart("n1");
+    c.isolate("n2");
+    run_async_until(&mut c, &["n3"], |c| c.raft("n3").is_leader());
+    assert!(c.raft("n3").entry_term(index) != Some(term));
+    assert!(
+        !acked(&c, cmd),
+        "the write was never acknowledged, so nothing was lost"
+    );
+}

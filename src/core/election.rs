@@ -209,3 +209,85 @@ impl RaftNode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::core::message::Message;
+    use crate::core::raft::Role;
+    use crate::core::testutil::*;
+
+    fn answer(rd: &crate::core::Ready, to_id: &str) -> Option<bool> {
+        to(rd, to_id).into_iter().find_map(|m| match m {
+            Message::VoteResp { granted } => Some(*granted),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_refusal_then_a_grant_in_the_same_term_persists_the_vote() {
+        // n3's log is behind n2's: refused, but n2 adopts term 2 (no vote).
+        let m = members(&["n1", "n2", "n3"], &[]);
+        let mut n = node("n2", log_of(&m, &[1]), 1, None, 1);
+        n.step(vote_req("n3", "n2", 2, 1, 1));
+        let rd = n.ready();
+        assert_eq!(answer(&rd, "n3"), Some(false));
+        let hs = rd.hard_state.expect("the new term");
+        assert_eq!((hs.term, hs.vote), (2, None));
+        // n1 is up to date: granted, in the same term; only the vote changed.
+        n.step(vote_req("n1", "n2", 2, 2, 1));
+        let rd = n.ready();
+        assert_eq!(answer(&rd, "n1"), Some(true));
+        let hs = rd.hard_state.expect("a vote-only change is persisted too");
+        assert_eq!((hs.term, hs.vote.as_deref()), (2, Some("n1")));
+    }
+
+    #[test]
+    fn one_vote_per_term_and_a_repeated_request_is_granted_again() {
+        let mut n = booted("n3", &["n1", "n2", "n3"]);
+        n.step(vote_req("n1", "n3", 2, 1, 1));
+        assert_eq!(answer(&n.ready(), "n1"), Some(true));
+        n.step(vote_req("n2", "n3", 2, 1, 1));
+        let rd = n.ready();
+        assert_eq!(answer(&rd, "n2"), Some(false));
+        assert_eq!(rd.hard_state, None, "the vote did not move");
+        n.step(vote_req("n1", "n3", 2, 1, 1));
+        assert_eq!(
+            answer(&n.ready(), "n1"),
+            Some(true),
+            "a lost answer is repeated"
+        );
+        assert_eq!(n.hard_state().vote.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn a_restarted_voter_keeps_its_vote() {
+        let m = members(&["n1", "n2", "n3"], &[]);
+        let mut n = node("n3", log_of(&m, &[]), 2, Some("n1"), 1);
+        n.step(vote_req("n2", "n3", 2, 1, 1));
+        assert_eq!(answer(&n.ready(), "n2"), Some(false));
+        n.step(vote_req("n2", "n3", 3, 1, 1));
+        assert_eq!(
+            answer(&n.ready(), "n2"),
+            Some(true),
+            "a new term, a new vote"
+        );
+    }
+
+    #[test]
+    fn votes_from_a_quorum_of_voters_make_a_leader_with_a_noop() {
+        let mut n = booted("n1", &["n1", "n2", "n3", "n4", "n5"]);
+        n.campaign(false);
+        persist(&mut n);
+        n.step(env("n2", "n1", 2, Message::VoteResp { granted: true }));
+        assert_eq!(n.role(), Role::Candidate, "2 of 5");
+        n.step(env("n2", "n1", 2, Message::VoteResp { granted: true }));
+        assert_eq!(n.role(), Role::Candidate, "a duplicate counts once");
+        n.step(env("n3", "n1", 2, Message::VoteResp { granted: true }));
+        assert_eq!(n.role(), Role::Leader);
+        assert_eq!(
+            (n.last_index(), n.last_term()),
+            (2, 2),
+            "the no-op of term 2"
+        );
+    }
+}

@@ -228,3 +228,116 @@ impl RaftLog {
         (self.snapshot.index, self.snapshot.membership.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testutil::{command, log_of, members};
+
+    fn log(terms: &[u64], committed: u64) -> RaftLog {
+        let m = members(&["n1", "n2", "n3"], &[]);
+        RaftLog::new(SnapshotMeta::default(), log_of(&m, terms), committed)
+    }
+
+    #[test]
+    fn persisted_counts_only_entries_handed_out_and_still_held() {
+        let mut l = log(&[1], 1);
+        l.append(command(3, 2));
+        assert!(!l.persisted_to(3, 2), "not handed to storage yet");
+        assert_eq!(l.take_unstable(), [command(3, 2)]);
+        assert!(!l.persisted_to(3, 9), "another entry at that index");
+        assert!(l.persisted_to(3, 2));
+        assert_eq!(l.persisted, 3);
+        assert!(!l.persisted_to(2, 1), "never backwards");
+    }
+
+    #[test]
+    fn truncation_lowers_persisted_and_hands_out_the_new_suffix() {
+        let mut l = log(&[1, 1, 1], 2);
+        assert_eq!(l.persisted, 4);
+        let (last, truncated) = l.append_after(2, &[command(3, 3)]);
+        assert_eq!((last, truncated), (3, true));
+        assert_eq!(l.persisted, 2);
+        assert_eq!(l.last_index(), 3);
+        assert_eq!(l.take_unstable(), [command(3, 3)]);
+        // A late confirmation of the replaced entry does not count.
+        assert!(!l.persisted_to(3, 1));
+        assert!(l.persisted_to(3, 3));
+    }
+
+    #[test]
+    fn a_matching_append_truncates_nothing() {
+        let mut l = log(&[1, 1], 1);
+        let (last, truncated) = l.append_after(1, &[command(2, 1)]);
+        assert_eq!((last, truncated), (2, false));
+        assert_eq!(
+            l.last_index(),
+            3,
+            "the suffix after a matching prefix stays"
+        );
+        assert!(!l.has_unstable());
+    }
+
+    #[test]
+    #[should_panic(expected = "truncating committed entry")]
+    fn truncating_a_committed_entry_is_refused() {
+        let mut l = log(&[1, 1], 3);
+        l.append_after(2, &[command(3, 2)]);
+    }
+
+    #[test]
+    fn entries_are_applied_only_once_committed_and_durable() {
+        let mut l = log(&[], 1);
+        assert_eq!(l.take_committed().len(), 1);
+        l.append(command(2, 2));
+        l.commit_to(2);
+        assert!(!l.has_committed(), "committed, not durable");
+        assert!(l.take_committed().is_empty());
+        l.take_unstable();
+        l.persisted_to(2, 2);
+        assert_eq!(l.take_committed(), [command(2, 2)]);
+        assert_eq!(l.applied, 2);
+    }
+
+    #[test]
+    fn the_membership_in_force_is_the_last_appended_even_uncommitted() {
+        let mut l = log(&[1], 2);
+        let bigger = members(&["n1", "n2", "n3", "n4"], &[]);
+        l.append(Entry {
+            index: 3,
+            term: 2,
+            payload: EntryPayload::Membership(bigger.clone()),
+        });
+        assert_eq!(l.membership(), (3, bigger));
+        l.append_after(2, &[command(3, 3)]);
+        assert_eq!(l.membership(), (1, members(&["n1", "n2", "n3"], &[])));
+    }
+
+    #[test]
+    fn conflict_hint_skips_a_whole_term() {
+        let l = log(&[2, 2, 2, 3, 3], 1);
+        // The leader's entry at 6 has term 2: skip our term-3 entries at once.
+        assert_eq!(l.find_conflict_by_term(6, 2), (4, 2));
+        assert_eq!(l.find_conflict_by_term(9, 5), (6, 3));
+        assert_eq!(l.find_conflict_by_term(6, 1), (1, 1));
+    }
+
+    #[test]
+    fn a_restored_snapshot_replaces_the_log() {
+        let mut l = log(&[1, 1], 1);
+        let snap = Snapshot {
+            meta: SnapshotMeta {
+                index: 10,
+                term: 3,
+                membership: members(&["n1"], &[]),
+            },
+            data: Default::default(),
+        };
+        l.restore(snap);
+        assert_eq!((l.last_index(), l.last_term()), (10, 3));
+        assert_eq!((l.committed, l.applied, l.persisted), (10, 10, 10));
+        assert_eq!(l.membership().0, 10);
+        assert!(l.pending_snapshot.is_some());
+        assert!(!l.has_unstable());
+    }
+}

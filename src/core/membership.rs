@@ -59,3 +59,96 @@ pub fn validate_change(cur: &Membership, next: &Membership) -> Result<(), Propos
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::message::Message;
+    use crate::core::testutil::*;
+    use crate::core::types::Entry;
+
+    #[test]
+    fn a_configuration_takes_effect_on_the_leader_when_appended() {
+        let mut n = leader(&["n1", "n2", "n3"]);
+        let next = members(&["n1", "n2", "n3"], &["n4"]);
+        assert_eq!(n.propose_membership(next.clone()), Ok((3, 2)));
+        assert_eq!(n.membership(), &next, "in force before it commits");
+        assert!(n.change_in_progress());
+        assert_eq!(n.commit_index(), 2);
+        let rd = n.ready();
+        let to_n4 = to(&rd, "n4");
+        assert!(
+            matches!(to_n4.first(), Some(Message::Append { .. })),
+            "the new member is replicated to at once: {to_n4:?}"
+        );
+    }
+
+    #[test]
+    fn a_removed_voter_stops_counting_when_the_removal_is_appended() {
+        let mut n = leader(&["n1", "n2", "n3", "n4"]);
+        let (index, term) = n
+            .propose_membership(members(&["n1", "n2", "n3"], &[]))
+            .unwrap();
+        persist(&mut n);
+        // Two of the three remaining voters: a quorum of the new configuration
+        // (the old one would need three of four).
+        n.step(append_ok("n2", "n1", term, index));
+        assert_eq!(n.commit_index(), index);
+        assert!(!n.change_in_progress());
+    }
+
+    #[test]
+    fn a_follower_adopts_a_configuration_on_append_and_reverts_on_truncation() {
+        let old = members(&["n1", "n2", "n3"], &[]);
+        let next = members(&["n1", "n2", "n3"], &["n4"]);
+        let mut n = booted("n2", &["n1", "n2", "n3"]);
+        let conf = Entry {
+            index: 2,
+            term: 2,
+            payload: EntryPayload::Membership(next.clone()),
+        };
+        let append = Message::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![conf],
+            commit: 1,
+        };
+        n.step(env("n1", "n2", 2, append));
+        assert_eq!(n.membership(), &next, "before it commits");
+        assert_eq!(n.commit_index(), 1);
+        // A leader of term 3 never had it: the entry is cut off, and the change too.
+        let append = Message::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![command(2, 3)],
+            commit: 1,
+        };
+        n.step(env("n3", "n2", 3, append));
+        assert_eq!(n.last_term(), 3);
+        assert_eq!(n.membership(), &old);
+    }
+
+    #[test]
+    fn a_restarted_node_uses_its_last_appended_configuration() {
+        let next = members(&["n1", "n2", "n3"], &["n4"]);
+        let mut log = log_of(&members(&["n1", "n2", "n3"], &[]), &[1]);
+        log.push(Entry {
+            index: 3,
+            term: 1,
+            payload: EntryPayload::Membership(next.clone()),
+        });
+        let n = node("n2", log, 1, None, 1);
+        assert_eq!(n.membership(), &next);
+        assert!(n.change_in_progress());
+    }
+
+    #[test]
+    fn one_member_changes_at_a_time_and_a_voter_remains() {
+        let cur = members(&["n1", "n2", "n3"], &[]);
+        assert!(validate_change(&cur, &members(&["n1", "n2", "n3"], &["n4"])).is_ok());
+        assert!(validate_change(&cur, &members(&["n1", "n2"], &["n3"])).is_ok());
+        assert!(validate_change(&cur, &members(&["n1"], &[])).is_err());
+        assert!(validate_change(&cur, &members(&["n1", "n2", "n3", "n4", "n5"], &[])).is_err());
+        assert!(validate_change(&members(&["n1"], &[]), &members(&[], &["n1"])).is_err());
+    }
+}

@@ -107,3 +107,71 @@ impl Message {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::types::SnapshotMeta;
+
+    #[test]
+    fn only_vote_requests_and_answers_wait_for_the_fsync() {
+        let snapshot = Snapshot {
+            meta: SnapshotMeta::default(),
+            data: Default::default(),
+        };
+        let cases = [
+            (
+                Message::PreVote {
+                    last_log_index: 1,
+                    last_log_term: 1,
+                },
+                false,
+            ),
+            (Message::PreVoteResp { granted: true }, false),
+            (
+                Message::Vote {
+                    last_log_index: 1,
+                    last_log_term: 1,
+                    transfer: false,
+                },
+                true,
+            ),
+            (Message::VoteResp { granted: true }, true),
+            (Message::VoteResp { granted: false }, true),
+            (
+                Message::Append {
+                    prev_index: 0,
+                    prev_term: 0,
+                    entries: vec![],
+                    commit: 0,
+                },
+                false,
+            ),
+            (
+                Message::AppendResp {
+                    success: true,
+                    index: 1,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+                true,
+            ),
+            (
+                Message::AppendResp {
+                    success: false,
+                    index: 1,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+                true,
+            ),
+            (Message::Heartbeat { commit: 0, ctx: 0 }, false),
+            (Message::HeartbeatResp { ctx: 0 }, false),
+            (Message::Snapshot { snapshot }, false),
+            (Message::TimeoutNow, false),
+        ];
+        for (m, durable) in cases {
+            assert_eq!(m.needs_durability(), durable, "{m:?}");
+        }
+    }
+}

@@ -24,6 +24,8 @@ pub mod progress;
 mod raft;
 mod replication;
 mod step;
+#[cfg(test)]
+mod testutil;
 pub mod types;
 
 pub use message::{Envelope, Group, Message};

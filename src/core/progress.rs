@@ -130,3 +130,55 @@ impl Progress {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_sends_one_append_until_answered() {
+        let mut p = Progress::new(5);
+        assert!(p.can_send(8, 1 << 20));
+        p.sent(6, 10);
+        assert!(!p.can_send(8, 1 << 20));
+        assert!(!p.acked(0), "an answer below match advances nothing");
+        assert!(p.can_send(8, 1 << 20), "but it frees the probe");
+    }
+
+    #[test]
+    fn replicate_pipelines_within_the_message_and_byte_bounds() {
+        let mut p = Progress::new(1);
+        p.become_replicate();
+        p.sent(2, 100);
+        p.sent(4, 100);
+        assert!(!p.can_send(2, 1 << 20), "two messages in flight");
+        assert!(!p.can_send(8, 200), "200 bytes in flight");
+        assert_eq!(p.next_index, 5);
+        assert!(p.acked(2));
+        assert!(p.can_send(2, 200));
+        assert_eq!((p.match_index, p.next_index), (2, 5));
+        p.free_first_inflight();
+        assert!(p.can_send(1, 1));
+    }
+
+    #[test]
+    fn a_stale_ack_does_not_move_match_back() {
+        let mut p = Progress::new(1);
+        p.become_replicate();
+        assert!(p.acked(7));
+        assert!(!p.acked(3));
+        assert_eq!(p.match_index, 7);
+    }
+
+    #[test]
+    fn probing_after_a_snapshot_resumes_past_it() {
+        let mut p = Progress::new(3);
+        p.become_snapshot(40, 0);
+        assert!(!p.can_send(8, 1 << 20), "nothing while the snapshot is out");
+        p.become_probe();
+        assert_eq!(p.next_index, 41);
+        p.match_index = 50;
+        p.become_probe();
+        assert_eq!(p.next_index, 51);
+    }
+}

@@ -488,3 +488,137 @@ impl RaftNode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testutil::*;
+
+    #[test]
+    fn a_ready_carries_the_hard_state_only_when_it_changed() {
+        let mut n = booted("n2", &["n1", "n2", "n3"]);
+        assert_eq!(
+            n.ready().hard_state,
+            None,
+            "recovered state is already durable"
+        );
+        n.step(env("n1", "n2", 2, Message::Heartbeat { commit: 1, ctx: 0 }));
+        let hs = n.ready().hard_state.expect("the new term");
+        assert_eq!((hs.term, hs.vote), (2, None));
+        assert_eq!(n.ready().hard_state, None, "handed out once");
+    }
+
+    #[test]
+    fn a_vote_at_the_current_term_alone_is_in_the_ready() {
+        // n2 already knows term 3 (durably, without a vote): granting changes only
+        // the vote, and that change must reach the disk before the answer leaves.
+        let mut n = node(
+            "n2",
+            log_of(&members(&["n1", "n2", "n3"], &[]), &[]),
+            3,
+            None,
+            1,
+        );
+        n.step(vote_req("n1", "n2", 3, 1, 1));
+        let rd = n.ready();
+        let hs = rd.hard_state.clone().expect("the vote must be persisted");
+        assert_eq!(
+            hs,
+            HardState {
+                term: 3,
+                vote: Some("n1".into()),
+                commit: 1
+            }
+        );
+        assert_eq!(to(&rd, "n1"), [&Message::VoteResp { granted: true }]);
+    }
+
+    #[test]
+    fn early_messages_never_include_answers_that_need_the_fsync() {
+        let mut n = booted("n2", &["n1", "n2", "n3"]);
+        n.step(vote_req("n1", "n2", 2, 1, 1));
+        n.step(env("n1", "n2", 2, Message::Heartbeat { commit: 1, ctx: 5 }));
+        let entries = vec![command(2, 2)];
+        let append = Message::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries,
+            commit: 1,
+        };
+        n.step(env("n1", "n2", 2, append));
+        let early = n.take_early_messages();
+        let early: Vec<_> = early.iter().map(|e| &e.msg).collect();
+        assert_eq!(early, [&Message::HeartbeatResp { ctx: 5 }]);
+        let rd = n.ready();
+        assert_eq!(
+            rd.hard_state.as_ref().map(|h| (h.term, h.vote.as_deref())),
+            Some((2, Some("n1")))
+        );
+        assert_eq!(rd.entries, [command(2, 2)]);
+        let rest = to(&rd, "n1");
+        assert_eq!(rest.len(), 2, "{rest:?}");
+        assert_eq!(rest[0], &Message::VoteResp { granted: true });
+        assert!(matches!(
+            rest[1],
+            Message::AppendResp {
+                success: true,
+                index: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_candidates_requests_wait_for_its_term_and_self_vote() {
+        let mut n = booted("n1", &["n1", "n2", "n3"]);
+        n.campaign(false);
+        assert!(n.take_early_messages().is_empty());
+        let rd = n.ready();
+        assert_eq!(
+            rd.hard_state.map(|h| (h.term, h.vote)),
+            Some((2, Some("n1".into())))
+        );
+        assert_eq!(rd.messages.len(), 2);
+        assert!(rd
+            .messages
+            .iter()
+            .all(|e| matches!(e.msg, Message::Vote { .. })));
+    }
+
+    #[test]
+    fn a_leader_counts_its_own_entry_only_after_on_persisted() {
+        let mut n = leader(&["n1", "n2", "n3"]);
+        let (index, term) = n.propose(Bytes::from_static(b"x")).unwrap();
+        let rd = n.ready();
+        assert_eq!(rd.entries.len(), 1);
+        assert!(
+            !to(&rd, "n2").is_empty(),
+            "appends leave before the leader's fsync"
+        );
+        n.step(append_ok("n2", "n1", term, index));
+        assert_eq!(n.match_index("n1"), Some(index - 1));
+        assert_eq!(n.acks(index, term), 1, "only n2 holds it durably");
+        assert_eq!(n.commit_index(), index - 1);
+        n.on_persisted(index, term);
+        assert_eq!(n.acks(index, term), 2);
+        assert_eq!(n.commit_index(), index);
+    }
+
+    #[test]
+    fn applying_waits_for_this_nodes_own_fsync() {
+        let mut n = booted("n2", &["n1", "n2", "n3"]);
+        assert_eq!(n.ready().committed.len(), 1, "the recovered entry 1");
+        let append = Message::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![command(2, 2)],
+            commit: 2,
+        };
+        n.step(env("n1", "n2", 2, append));
+        let rd = n.ready();
+        assert_eq!(n.commit_index(), 2);
+        assert!(rd.committed.is_empty(), "committed but not durable here");
+        n.on_persisted(2, 2);
+        assert_eq!(n.ready().committed, [command(2, 2)]);
+    }
+}

@@ -11,6 +11,14 @@
 //! random comes from one `SmallRng`, and nodes are visited in sorted order, so a run
 //! is a pure function of its seed. The checker (`check.rs`) runs on every storage
 //! append, every apply, every new leader, and after every step (`check_all`).
+//!
+//! The driver also checks the durability rules where they matter, on what leaves a
+//! node: a vote request or a granted vote is sent only once that term and vote are
+//! synced (or a later term is), an append answer only claims synced entries, and a
+//! write is acknowledged only once a quorum of voters holds it synced. A crash can
+//! be aimed inside a pending persist (`Opts::crash_in_vote_persist_p`): after the early
+//! messages of a `Ready` left and before its sync completes; or right after a `Ready`
+//! that granted a vote (`Opts::crash_after_vote_p`).
 #![allow(dead_code)]
 
 pub mod check;
@@ -46,6 +54,15 @@ pub struct Opts {
     /// that completes 0..=`persist_delay_max` ticks later, early messages at once.
     pub async_persist: bool,
     pub persist_delay_max: u64,
+    /// Async mode: the chance that a persistence job carrying a new vote ends in a
+    /// crash instead of its sync (keeping a random prefix of its writes; its early
+    /// messages have left by then).
+    pub crash_in_vote_persist_p: f64,
+    /// The same for a leader's job carrying new entries.
+    pub crash_in_leader_persist_p: f64,
+    /// The chance that a node crashes right after a `Ready` that granted a vote is
+    /// done (synced and sent), before its next one: the vote must have been in it.
+    pub crash_after_vote_p: f64,
 }
 
 impl Default for Opts {
@@ -63,6 +80,9 @@ impl Default for Opts {
             snapshot_every: 0,
             async_persist: false,
             persist_delay_max: 0,
+            crash_in_vote_persist_p: 0.0,
+            crash_in_leader_persist_p: 0.0,
+            crash_after_vote_p: 0.0,
         }
     }
 }
@@ -181,12 +201,16 @@ pub struct Node {
     pub checked_commit: u64,
     /// A `Ready` being persisted (async mode).
     pub job: Option<Job>,
+    /// The hard state as of the last sync (what a crash now would recover).
+    pub synced_hs: HardState,
 }
 
-/// A `Ready` whose writes are made and whose sync completes at `done_at`.
+/// A `Ready` whose writes are made and whose sync completes at `done_at`, or which
+/// ends at `done_at` in a crash keeping the first `crash` of its writes.
 pub struct Job {
     pub rd: Ready,
     pub done_at: u64,
+    pub crash: Option<usize>,
 }
 
 impl Node {
@@ -364,6 +388,7 @@ impl Cluster {
             reads: Vec::new(),
             checked_commit: 0,
             job: None,
+            synced_hs: HardState::default(),
         };
         self.nodes.insert(id.to_string(), node);
         self.start(id);
@@ -388,6 +413,7 @@ impl Cluster {
             .on_state_machine(id, &sm.applied, rec.hard_state.term);
         node.sm = sm;
         node.checked_commit = meta.index;
+        node.synced_hs = rec.hard_state.clone();
         node.raft = Some(RaftNode::new(
             cfg,
             rec.hard_state.clone(),
@@ -711,7 +737,8 @@ impl Cluster {
                 return;
             }
             let done_at = self.now + self.rng.gen_range(0..=self.opts.persist_delay_max);
-            self.nodes.get_mut(id).unwrap().job = Some(Job { rd, done_at });
+            let crash = self.crash_in_persist(id, &rd);
+            self.nodes.get_mut(id).unwrap().job = Some(Job { rd, done_at, crash });
         }
         self.update_acks(id);
     }
@@ -726,14 +753,54 @@ impl Cluster {
             .map(|n| n.id.clone())
             .collect();
         for id in due {
-            let job = self.nodes.get_mut(&id).unwrap().job.take().unwrap();
-            self.finish_ready(&id, job.rd);
-            self.drive(&id);
+            self.complete_job(&id);
         }
+    }
+
+    /// Complete `id`'s persistence job now (async mode): sync and carry out the
+    /// rest of its `Ready`, or crash if the job was chosen to end in one.
+    pub fn complete_job(&mut self, id: &str) {
+        let job = self.nodes.get_mut(id).unwrap().job.take().expect("a job");
+        if let Some(keep) = job.crash {
+            self.tr
+                .note(|| format!("{id}: crash inside a pending persist"));
+            self.crash_keep(id, keep);
+            return;
+        }
+        self.finish_ready(id, job.rd);
+        self.drive(id);
+    }
+
+    /// Should this job end in a crash (`Opts::crash_in_vote_persist_p`)? Only jobs
+    /// that carry a new vote or a leader's entries, and only while a majority is up.
+    fn crash_in_persist(&mut self, id: &str, rd: &Ready) -> Option<usize> {
+        let (pv, pl) = (
+            self.opts.crash_in_vote_persist_p,
+            self.opts.crash_in_leader_persist_p,
+        );
+        if pv <= 0.0 && pl <= 0.0 {
+            return None;
+        }
+        let node = &self.nodes[id];
+        let vote = rd.hard_state.as_ref().is_some_and(|hs| {
+            hs.vote.is_some() && (hs.term, &hs.vote) != (node.synced_hs.term, &node.synced_hs.vote)
+        });
+        let leader_entries = node.raft().is_leader() && !rd.entries.is_empty();
+        let down = self.nodes.values().filter(|n| !n.is_up()).count();
+        if !(vote || leader_entries) || down >= self.nodes.len() / 2 {
+            return None;
+        }
+        let p = if vote { pv } else { pl };
+        if !self.rng.gen_bool(p) {
+            return None;
+        }
+        let writes = rd.entries.len().min(1) + rd.hard_state.is_some() as usize;
+        Some(self.rng.gen_range(0..=writes))
     }
 
     /// Send one message, with snapshot data attached.
     fn send_env(&mut self, id: &str, mut env: Envelope) {
+        self.check_durable_before_send(id, &env);
         if let Message::Snapshot { snapshot } = &mut env.msg {
             let ours = self.nodes[id].store.snapshot();
             assert!(
@@ -824,10 +891,17 @@ impl Cluster {
     fn finish_ready(&mut self, id: &str, rd: Ready) {
         let node = self.nodes.get_mut(id).unwrap();
         node.store.sync().unwrap();
+        if let Some(hs) = &rd.hard_state {
+            node.synced_hs = hs.clone();
+        }
         let raft = node.raft.as_mut().unwrap();
         if let Some(last) = rd.entries.last() {
             raft.on_persisted(last.index, last.term);
         }
+        let granted_vote = rd
+            .messages
+            .iter()
+            .any(|e| e.msg == Message::VoteResp { granted: true });
         for env in rd.messages {
             self.send_env(id, env);
         }
@@ -880,6 +954,21 @@ impl Cluster {
             node.raft.as_mut().unwrap().compact(meta);
             stats.snapshots_taken += 1;
         }
+        if granted_vote {
+            self.maybe_crash_after_vote(id);
+        }
+    }
+
+    /// `Opts::crash_after_vote_p`: `id` just sent a granted vote; maybe it crashes
+    /// now (while a majority stays up), before anything else reaches its disk.
+    fn maybe_crash_after_vote(&mut self, id: &str) {
+        let p = self.opts.crash_after_vote_p;
+        let down = self.nodes.values().filter(|n| !n.is_up()).count();
+        if p > 0.0 && down < self.nodes.len() / 2 && self.rng.gen_bool(p) {
+            self.tr
+                .note(|| format!("{id}: crash right after granting a vote"));
+            self.crash(id);
+        }
     }
 
     /// Proposals of `id` that are now committed on it (acknowledged), or that can no
@@ -900,6 +989,16 @@ impl Cluster {
                 continue; // fate unknown: not acknowledged
             };
             if r.commit_index() >= p.index && r.entry_term(p.index) == Some(p.term) {
+                let copies = self.durable_copies(id, p.index, p.term);
+                let quorum = r.membership().quorum();
+                assert!(
+                    copies >= quorum,
+                    "VIOLATION durability: {id} acknowledges cmd{} at {}@t{} synced on {copies} \
+                     voter(s), fewer than a quorum of {quorum}",
+                    p.cmd,
+                    p.index,
+                    p.term
+                );
                 self.check.ack(&p);
                 let (c, i) = (p.cmd, p.index);
                 self.tr.note(|| format!("{id}: ack cmd{c} at {i}"));
@@ -910,6 +1009,61 @@ impl Cluster {
     }
 
     // ---- checks -------------------------------------------------------------
+
+    /// What leaves `id` may claim only what its storage has synced: a vote request
+    /// or a granted vote needs that term and vote synced (a later synced term makes
+    /// the old vote moot), a successful append answer needs its entries synced.
+    fn check_durable_before_send(&self, id: &str, env: &Envelope) {
+        let node = &self.nodes[id];
+        let hs = &node.synced_hs;
+        let voted = |who: &str| {
+            hs.term > env.term || (hs.term == env.term && hs.vote.as_deref() == Some(who))
+        };
+        match &env.msg {
+            Message::Vote { .. } => assert!(
+                voted(id),
+                "VIOLATION durability: {id} asks for votes in term {} before its own vote \
+                 is synced (synced: {hs:?})",
+                env.term
+            ),
+            Message::VoteResp { granted: true } => assert!(
+                voted(&env.to),
+                "VIOLATION durability: {id} grants its vote in term {} to {} before the \
+                 vote is synced (synced: {hs:?})",
+                env.term,
+                env.to
+            ),
+            Message::AppendResp {
+                success: true,
+                index,
+                ..
+            } => {
+                let unsynced = unsynced_from(node);
+                assert!(
+                    unsynced.is_none_or(|f| f > *index),
+                    "VIOLATION durability: {id} answers that it holds up to {index} while \
+                     its entries from {unsynced:?} are not synced"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Voters of `id`'s membership that hold `(index, term)` synced (or under their
+    /// snapshot).
+    fn durable_copies(&self, id: &str, index: u64, term: u64) -> usize {
+        let m = self.raft(id).membership();
+        m.voters()
+            .filter(|v| {
+                self.nodes.get(*v).is_some_and(|n| {
+                    let synced = unsynced_from(n).is_none_or(|f| f > index);
+                    let held =
+                        index <= n.snapshot_index() || stored_term(&n.store, index) == Some(term);
+                    synced && held
+                })
+            })
+            .count()
+    }
 
     /// Entries newly committed on `id` agree with the history.
     fn check_commits(&mut self, id: &str) {
@@ -1011,6 +1165,12 @@ impl Cluster {
             );
         }
     }
+}
+
+/// First index of `node`'s entries written but not yet synced (a pending job's).
+fn unsynced_from(node: &Node) -> Option<u64> {
+    let job = node.job.as_ref()?;
+    job.rd.entries.first().map(|e| e.index)
 }
 
 fn install_snapshot(node: &mut Node, snap: &Snapshot, check: &mut Checker) {
