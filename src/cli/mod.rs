@@ -8,8 +8,8 @@
 //!   connection failure moves to the next one ([`conn`]).
 //! - Human output by default; `--json` prints the server's JSON (one document per
 //!   line for `put` and `get`), so scripts never parse tables.
-//! - Writes from stdin go through [`put_lines`], the one place that decides how
-//!   lines become requests (single writes now; `POST /v1/messages/batch` later).
+//! - Writes from stdin go through [`put_lines`]: lines become atomic batches
+//!   (`POST /v1/messages/batch`) of up to 1000 lines, in order.
 
 pub mod conn;
 mod follow;
@@ -300,14 +300,53 @@ pub async fn put_lines(
     input: impl BufRead,
     w: Option<&str>,
 ) -> Result<(), CliError> {
+    let mut batch: Vec<String> = Vec::new();
+    let mut bytes = 0;
     for line in input.lines() {
         let line = line.map_err(|e| CliError::Usage(format!("reading stdin: {e}")))?;
-        let body = json!({ "message": line });
-        let key = [("idempotency-key", idempotency_key())];
-        let v = c
-            .call(Method::POST, &write_path(w), Some(&body), &key)
-            .await?;
-        print(opts, &v, || v["offset"].to_string());
+        bytes += line.len();
+        batch.push(line);
+        if batch.len() >= PUT_BATCH_MESSAGES || bytes >= PUT_BATCH_BYTES {
+            put_batch(opts, c, std::mem::take(&mut batch), w).await?;
+            bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        put_batch(opts, c, batch, w).await?;
+    }
+    Ok(())
+}
+
+/// Lines sent per atomic batch, and the bytes of messages that end a batch early
+/// (well under the server's default `write.max_batch_*`).
+const PUT_BATCH_MESSAGES: usize = 1000;
+const PUT_BATCH_BYTES: usize = 4 << 20;
+
+/// One atomic batch (consecutive offsets, all or nothing) under one key, so a
+/// retry on another node cannot append it twice; prints each message's offset.
+async fn put_batch(
+    opts: &ClientOpts,
+    c: &mut Conn,
+    messages: Vec<String>,
+    w: Option<&str>,
+) -> Result<(), CliError> {
+    let body = json!({ "messages": messages });
+    let key = [("idempotency-key", idempotency_key())];
+    let path = match w {
+        Some(w) => format!("/v1/messages/batch?w={w}"),
+        None => "/v1/messages/batch".into(),
+    };
+    let v = c.call(Method::POST, &path, Some(&body), &key).await?;
+    let first = v["first_offset"].as_u64().unwrap_or(0);
+    for i in 0..v["count"].as_u64().unwrap_or(0) {
+        let one = json!({
+            "offset": first + i,
+            "index": v["index"],
+            "term": v["term"],
+            "acks": v["acks"],
+            "committed": v["committed"],
+        });
+        print(opts, &one, || (first + i).to_string());
     }
     Ok(())
 }

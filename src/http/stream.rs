@@ -139,8 +139,17 @@ async fn stream<N: NodeApi>(
     let Ok(slot) = st.slots.clone().try_acquire_owned() else {
         return Ok(too_many_streams(st.limits.max_streams));
     };
-    // Retention (SPEC §7/§8): when `from` is below the first retained offset, the
-    // 410 `offset_trimmed` answer goes here, before the stream starts.
+    // SPEC §8: a `from` below the first retained offset is 410 `offset_trimmed`
+    // before the stream starts (later trims end it with an `end` event instead).
+    let probe = ReadRequest {
+        from,
+        limit: Some(1),
+        consistency: Consistency::Local,
+        wait_ms: None,
+    };
+    if let Err(e @ ApiError::OffsetTrimmed { .. }) = st.node.read(probe).await {
+        return Err(e);
+    }
     let (tx, rx) = mpsc::channel(QUEUE_EVENTS);
     let (farewell_tx, farewell_rx) = oneshot::channel();
     let budget = Arc::new(Semaphore::new(st.limits.buffer_bytes.max(1)));

@@ -12,6 +12,8 @@ use tower::ServiceExt;
 /// A node holding its committed log in memory.
 struct MemNode {
     log: Mutex<Vec<String>>,
+    /// Offsets below this were trimmed.
+    first: std::sync::atomic::AtomicU64,
     applied: watch::Sender<u64>,
     stop: watch::Sender<bool>,
 }
@@ -20,6 +22,7 @@ impl MemNode {
     fn new(n: usize) -> Arc<Self> {
         let node = Arc::new(MemNode {
             log: Mutex::new(Vec::new()),
+            first: Default::default(),
             applied: watch::channel(0).0,
             stop: watch::channel(false).0,
         });
@@ -42,6 +45,10 @@ impl NodeApi for MemNode {
         Err(ApiError::Internal("not used".into()))
     }
     async fn read(&self, req: ReadRequest) -> Result<ReadResult, ApiError> {
+        let first_offset = self.first.load(std::sync::atomic::Ordering::Relaxed);
+        if req.from < first_offset {
+            return Err(ApiError::OffsetTrimmed { first_offset });
+        }
         let log = self.log.lock().unwrap();
         let from = (req.from as usize).min(log.len());
         let end = (from + req.limit.unwrap_or(100)).min(log.len());
@@ -308,4 +315,27 @@ async fn the_node_stopping_ends_the_stream_with_a_final_event() {
     assert_eq!(evs[0].event.as_deref(), Some("end"));
     assert_eq!(evs[0].data["error"]["code"], "shutting_down");
     assert_eq!(evs[0].data["next_offset"], 2);
+}
+
+#[tokio::test]
+async fn a_stream_from_below_the_first_offset_is_410_before_it_starts() {
+    let node = MemNode::new(10);
+    node.first.store(5, std::sync::atomic::Ordering::Relaxed);
+    let app = router(node.clone(), limits());
+    for (path, last_id) in [
+        ("/v1/messages/stream?from=2", None),
+        ("/v1/messages/stream", Some("3")),
+    ] {
+        let resp = app.clone().oneshot(get(path, last_id)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::GONE, "{path} {last_id:?}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "offset_trimmed");
+        assert_eq!(v["error"]["first_offset"], 5);
+    }
+    let ok = app
+        .oneshot(get("/v1/messages/stream?from=5", None))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
 }
