@@ -69,10 +69,13 @@ enum Attempt<T> {
     Retry(ApiError),
 }
 
-/// A key for a forwarded write whose client gave none.
+/// A key for a forwarded write whose client gave none. Short, since every key
+/// is remembered (`write.idempotency_window` of them, in every snapshot): 64
+/// random bits per node make a collision within a window of 100,000 keys about
+/// a one in three billion chance.
 pub fn internal_key(node_id: &str) -> String {
-    let r: u128 = rand::random();
-    format!("{INTERNAL_KEY_PREFIX}fwd/{node_id}/{r:032x}")
+    let r: u64 = rand::random();
+    format!("{INTERNAL_KEY_PREFIX}{node_id}/{r:016x}")
 }
 
 fn is_internal(key: &str) -> bool {
