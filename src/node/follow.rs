@@ -32,6 +32,11 @@ use tokio::time::Instant;
 /// (`Idempotency-Key` must be visible ASCII) can collide with one.
 const INTERNAL_KEY_PREFIX: char = '\0';
 
+/// How long past a request's deadline an attempt in flight may still answer:
+/// the leader times a write out at the same deadline and its answer (504 with
+/// the entry's offset) says more than "outcome unknown".
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
 /// How long requests follow the leader.
 #[derive(Clone, Copy, Debug)]
 pub struct FollowConfig {
@@ -213,7 +218,7 @@ where
                 tracing::debug!(?target, "the leader changed while a request waited; following it");
                 Attempt::Retry(on_give_up())
             }
-            _ = sleep_until(deadline) => return Err(on_give_up()),
+            _ = sleep_until(deadline.map(|d| d + ANSWER_GRACE)) => return Err(on_give_up()),
         };
         let last_error = match outcome {
             Attempt::Done(r) => return r,
