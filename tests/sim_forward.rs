@@ -79,6 +79,17 @@ fn answered(c: &Cluster, p: &Pending) -> bool {
     }
 }
 
+/// Drop the writes that got their answer, noting their keys.
+fn settle(c: &Cluster, pending: &mut Vec<Pending>, answered_keys: &mut Vec<u64>) {
+    pending.retain(|p| {
+        let done = answered(c, p);
+        if done {
+            answered_keys.push(p.key);
+        }
+        !done
+    });
+}
+
 struct Outcome {
     resends: u64,
     raw_duplicates: u64,
@@ -127,13 +138,7 @@ fn run_seed(seed: u64) -> Outcome {
         }
         follow(&mut c, &mut pending, &mut resends);
         step(&mut c);
-        pending.retain(|p| {
-            let done = answered(&c, p);
-            if done {
-                answered_keys.push(p.key);
-            }
-            !done
-        });
+        settle(&c, &mut pending, &mut answered_keys);
     }
     c.heal();
     for id in ["n1", "n2", "n3"] {
@@ -147,13 +152,7 @@ fn run_seed(seed: u64) -> Outcome {
         assert!(c.now < deadline, "seed {seed}: writes never answered");
         follow(&mut c, &mut pending, &mut resends);
         step(&mut c);
-        pending.retain(|p| {
-            let done = answered(&c, p);
-            if done {
-                answered_keys.push(p.key);
-            }
-            !done
-        });
+        settle(&c, &mut pending, &mut answered_keys);
     }
     while !c.leader().is_some_and(|l| {
         c.raft(&l).entry_term(c.raft(&l).commit_index()) == Some(c.raft(&l).term())

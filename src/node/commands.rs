@@ -186,19 +186,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             LogOp::DeleteCursor { name } => Command::DeleteCursor { name },
         };
         match self.raft.propose(cmd.encode()) {
-            Ok((index, term)) => {
-                let waiter = WriteWaiter {
-                    term,
-                    w: self.raft.membership().quorum().max(1),
-                    deadline: self.cfg.write_timeout.map(|t| Instant::now() + t),
-                    reply,
-                    duplicate: false,
-                    offset: None,
-                    key: None,
-                    passed_cursors: Vec::new(),
-                };
-                self.waiters.add_write(index, waiter);
-            }
+            Ok((index, term)) => self.park_until_committed(index, term, reply),
             Err(e) => {
                 let _ = reply.send(Err(propose_error(e)));
             }
@@ -454,29 +442,29 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         match self.raft.propose_membership(next) {
             Ok((index, term)) => {
                 tracing::info!(node = %id, index, "membership change proposed");
-                let w = self
-                    .raft
-                    .membership()
-                    .quorum()
-                    .min(self.raft.membership().voter_count())
-                    .max(1);
-                let deadline = self.cfg.write_timeout.map(|t| Instant::now() + t);
-                let waiter = WriteWaiter {
-                    term,
-                    w,
-                    deadline,
-                    reply,
-                    duplicate: false,
-                    offset: None,
-                    key: None,
-                    passed_cursors: Vec::new(),
-                };
-                self.waiters.add_write(index, waiter);
+                self.park_until_committed(index, term, reply);
             }
             Err(e) => {
                 let _ = reply.send(Err(propose_error(e)));
             }
         }
+    }
+
+    /// A change through the log (membership, trim, cursor) is answered once a
+    /// quorum committed and this node applied it, or at the write timeout.
+    fn park_until_committed(&mut self, index: u64, term: u64, reply: super::waiters::WriteReply) {
+        let m = self.raft.membership();
+        let waiter = WriteWaiter {
+            term,
+            w: m.quorum().min(m.voter_count()).max(1),
+            deadline: self.cfg.write_timeout.map(|t| Instant::now() + t),
+            reply,
+            duplicate: false,
+            offset: None,
+            key: None,
+            passed_cursors: Vec::new(),
+        };
+        self.waiters.add_write(index, waiter);
     }
 
     fn on_shutdown(&mut self, reply: oneshot::Sender<()>) {
