@@ -197,7 +197,7 @@ fn without_a_leader_new_writes_get_503_with_retry_after() {
                 .ok()?;
             (r.status == 503).then_some(r)
         },
-        || String::new(),
+        String::new,
     );
     assert!(
         matches!(r.code(), Some("no_leader" | "no_quorum")),
