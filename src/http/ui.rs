@@ -145,7 +145,7 @@ mod tests {
             .unwrap()
     }
 
-    fn header_of<'a>(r: &'a Response, h: header::HeaderName) -> &'a str {
+    fn header_of(r: &Response, h: header::HeaderName) -> &str {
         r.headers().get(h).unwrap().to_str().unwrap()
     }
 

@@ -84,8 +84,10 @@
       for (const c of cells) tr.append(el("td", c));
       tr.append(el("td", reachable ? "yes" : "NO", reachable ? "ok" : "bad"));
       if (self && nodeUp) {
-        tr.append(el("td", health.status || "–", health.status === "ok" ? "ok" : "bad"));
-        tr.append(el("td", health.fsync_p99_ms === undefined || health.fsync_p99_ms === null ? "–" : health.fsync_p99_ms + " ms"));
+        const reasons = (health.reasons || []).join("; ");
+        tr.append(el("td", (health.status || "–") + (reasons ? " (" + reasons + ")" : ""), health.status === "ok" ? "ok" : "bad"));
+        const p99 = Number(health.fsync_p99_ms);
+        tr.append(el("td", health.fsync_p99_ms === undefined || health.fsync_p99_ms === null || !Number.isFinite(p99) ? "–" : p99.toFixed(2) + " ms"));
       } else {
         tr.append(el("td", reachable ? "–" : "down", reachable ? "" : "bad"), el("td", "–"));
       }
