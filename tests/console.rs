@@ -127,14 +127,22 @@ impl Browser {
         )
     }
 
+    /// Clicks the element `css` selects. The members table is redrawn every poll,
+    /// so an element found just before a redraw is stale: find it again then.
     fn click(&self, css: &str) {
-        let e = self.call(
-            "POST",
-            &self.s("/element"),
-            json!({"using": "css selector", "value": css}),
-        );
-        let id = e[ELEMENT].as_str().expect("element id").to_string();
-        self.call("POST", &self.s(&format!("/element/{id}/click")), json!({}));
+        wait_for(&format!("a click on {css}"), LONG, || {
+            let e = self.call(
+                "POST",
+                &self.s("/element"),
+                json!({"using": "css selector", "value": css}),
+            );
+            let id = e[ELEMENT].as_str().expect("element id").to_string();
+            match self.try_call("POST", &self.s(&format!("/element/{id}/click")), json!({})) {
+                Ok(_) => Some(()),
+                Err(e) if e.contains("stale element reference") => None,
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        });
     }
 
     /// Accepts the confirm() dialog, waiting for it to open.
@@ -349,4 +357,15 @@ fn console_in_a_real_browser() {
         .filter(|e| e["level"] == "SEVERE")
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    // The node serving the page dies: a banner says so and no member is shown
+    // reachable any more (the browser now logs failed requests, as it should).
+    c.kill(leader);
+    wait_page(&b, "the node-unreachable banner", || {
+        let v = b.js(
+            "const b = document.getElementById('banner');\
+             return !b.classList.contains('hidden') && b.textContent.includes('node unreachable');",
+        );
+        (v == true && members(&b).iter().all(|(_, _, up)| !up)).then_some(())
+    });
 }
