@@ -369,3 +369,84 @@ fn console_in_a_real_browser() {
         (v == true && members(&b).iter().all(|(_, _, up)| !up)).then_some(())
     });
 }
+
+/// On a node with tokens the page loads without one, says it is not allowed, and
+/// with a read token pasted shows the members and tails the log by long polls
+/// (EventSource cannot send the token).
+#[test]
+#[ignore = "needs chromium and chromium-driver; run by scripts/test.sh"]
+fn console_with_a_pasted_token() {
+    if !browser_available() {
+        return;
+    }
+    const ADMIN: &str = "console-admin-secret-0123456789";
+    const READER: &str = "console-reader-secret-0123456789";
+    let keys = tempfile::tempdir().unwrap();
+    let tokens = keys.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[tokens]]\nname = \"ops\"\nrole = \"admin\"\nsecret = \"{ADMIN}\"\n\n\
+             [[tokens]]\nname = \"dashboard\"\nrole = \"read\"\nsecret = \"{READER}\"\n"
+        ),
+    )
+    .unwrap();
+    let tokens = tokens.to_string_lossy().into_owned();
+    let mut c = Cluster::empty(&[("RAFTLOG_AUTH__TOKENS_FILE", tokens.as_str())]);
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {ADMIN}");
+    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+    let client = reqwest::blocking::Client::builder()
+        .default_headers(headers)
+        .timeout(harness::REQUEST_TIMEOUT)
+        .build()
+        .unwrap();
+    c.set_client(client, "http");
+    let n1 = c.add_node_info(None);
+    c.start_node(n1);
+    let seed = Some(c.info(n1).grpc_addr());
+    for _ in 0..2 {
+        let i = c.add_node_info(seed.clone());
+        c.start_node(i);
+    }
+    let leader = c.wait_all_voters();
+
+    let b = Browser::start();
+    b.goto(&format!("http://{}/ui", c.info(leader).http_addr()));
+    wait_page(&b, "the not-allowed banner", || {
+        let v = b.js("return document.getElementById('banner').textContent;");
+        v.as_str()
+            .unwrap_or_default()
+            .contains("not allowed")
+            .then_some(())
+    });
+    let input = b.call(
+        "POST",
+        &b.s("/element"),
+        json!({"using": "css selector", "value": "#token"}),
+    );
+    let id = input[ELEMENT].as_str().unwrap().to_string();
+    b.call(
+        "POST",
+        &b.s(&format!("/element/{id}/value")),
+        json!({ "text": READER }),
+    );
+    b.click("#token-form button[type=submit]");
+    wait_page(&b, "three members with a read token", || {
+        let m = members(&b);
+        (m.len() == 3 && m.iter().filter(|(_, l, _)| *l).count() == 1).then_some(())
+    });
+    let stored = b.js("return sessionStorage.getItem('raftlog.token');");
+    assert_eq!(stored, json!(READER));
+    let msg = "tailed-with-a-token";
+    let w = c.write(leader, msg, json!("majority"));
+    assert!(w.status == 200 || w.status == 201, "write: {}", w.body);
+    wait_page(&b, "the message in the long-poll tail", || {
+        let v = b.js(
+            "return document.getElementById('tail').textContent + '|' + \
+             document.getElementById('tail-state').textContent;",
+        );
+        let text = v.as_str().unwrap_or_default();
+        (text.contains(msg) && text.contains("long poll")).then_some(())
+    });
+}
