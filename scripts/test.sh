@@ -107,3 +107,17 @@ else
   echo "power loss: not run (needs root for FUSE mounts; CI runs as root)"
 fi
 # ---- end of the power-loss harness ----------------------------------------------------
+
+# ---- web console in a browser (issue 17) ----------------------------------------------
+# Headless Chromium over WebDriver against a real 3-node cluster (tests/console.rs; about
+# 15 s). Debian's chromium and chromium-driver are installed here when missing (root);
+# the test fails when CI=true and they are absent.
+echo "== web console (headless Chromium)"
+if [ "$(id -u)" = 0 ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  echo "installing: chromium chromium-driver"
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+    chromium chromium-driver >/dev/null
+fi
+timeout 600 cargo test --test console -- --ignored --nocapture --test-threads=1
+# ---- end of the web console -----------------------------------------------------------

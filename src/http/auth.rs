@@ -5,7 +5,8 @@
 //! falls into one of them by its method and path, so it cannot ship unprotected.
 //!
 //! Invariants:
-//! - `/health` and `/ready` are always open (probes); `/metrics` is open only with
+//! - `/health` and `/ready` are always open (probes), and so are GETs of the web
+//!   console's static files (`/ui`, `/ui/*`); `/metrics` is open only with
 //!   `[auth] public_metrics`; everything else needs a token when tokens are set.
 //! - Roles are ordered: `admin` can do what `write` can, `write` what `read` can.
 //! - Missing or unknown token: 401 with `WWW-Authenticate`; known token without the
@@ -149,6 +150,12 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 pub fn required_role(method: &Method, path: &str, public_metrics: bool) -> Option<Role> {
     match path {
         "/health" | "/ready" => None,
+        // The console's static files; its API calls are checked like any other.
+        p if (p == "/ui" || p.starts_with("/ui/"))
+            && (method == Method::GET || method == Method::HEAD) =>
+        {
+            None
+        }
         "/metrics" if public_metrics => None,
         "/v1/cluster/transfer-leadership" | "/v1/log/trim" => Some(Role::Admin),
         p if p.starts_with("/v1/debug/") => Some(Role::Admin),
@@ -281,5 +288,9 @@ secret = "admin-secret-0123456789"
         assert_eq!(r(Method::POST, "/v1/debug/faults"), Some(Admin));
         assert_eq!(r(Method::GET, "/v1/debug/faults"), Some(Admin));
         assert_eq!(r(Method::GET, "/nope"), Some(Read));
+        assert_eq!(r(Method::GET, "/ui"), None);
+        assert_eq!(r(Method::GET, "/ui/console.js"), None);
+        assert_eq!(r(Method::POST, "/ui/console.js"), Some(Read));
+        assert_eq!(r(Method::GET, "/uix"), Some(Read));
     }
 }

@@ -24,6 +24,7 @@ mod lifecycle;
 pub mod ops;
 pub mod serve;
 pub mod stream;
+pub mod ui;
 
 use axum::extract::FromRef;
 use axum::routing::{get, post};

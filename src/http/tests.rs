@@ -1037,3 +1037,57 @@ async fn bad_cursor_names_and_bodies_are_400_and_reach_no_node() {
     let (s, _, resp) = send(&node, request(Method::DELETE, "/v1/cursors/c", "")).await;
     assert_eq!((s, code(&resp)), (StatusCode::NOT_FOUND, "not_found"));
 }
+
+// ------------------------------------------------------------ web console as served
+
+#[tokio::test]
+async fn the_console_loads_without_a_token_and_its_api_calls_still_need_one() {
+    let node = Arc::new(FakeNode::new());
+    let tokens = auth::Tokens::parse(TOKENS).unwrap();
+    let app = ops::with_ops(
+        router(Arc::clone(&node), limits()).merge(ui::router()),
+        Arc::new(crate::metrics::Metrics::new()),
+        None,
+        Some(Arc::new(tokens)),
+    );
+    for uri in ["/ui", "/ui/", "/ui/console.js", "/ui/console.css"] {
+        assert_eq!(
+            status_with_token(&app, &Method::GET, uri, None).await,
+            200,
+            "{uri}"
+        );
+    }
+    assert_eq!(
+        status_with_token(&app, &Method::GET, "/v1/status", None).await,
+        401
+    );
+    assert_eq!(
+        status_with_token(&app, &Method::GET, "/metrics", None).await,
+        401
+    );
+    let bearer = Some("Bearer read-secret-0123456789");
+    assert_eq!(
+        status_with_token(&app, &Method::GET, "/v1/status", bearer).await,
+        200
+    );
+    // An unknown asset is the API's JSON 404 (after the token check like any path
+    // but the console's own), and a write method on the console is refused.
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/ui/missing.js").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "not_found");
+    let post = status_with_token(
+        &app,
+        &Method::POST,
+        "/ui",
+        Some("Bearer admin-secret-0123456789"),
+    );
+    assert_eq!(post.await, 405);
+}

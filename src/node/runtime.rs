@@ -198,9 +198,12 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     }
 
     let node = Arc::new(handle.clone());
-    let app = router(node.clone(), HttpLimits::from_config(&cfg)).merge(
-        crate::http::stream::router(node, crate::http::stream::StreamLimits::from_config(&cfg)),
-    );
+    let app = router(node.clone(), HttpLimits::from_config(&cfg))
+        .merge(crate::http::stream::router(
+            node,
+            crate::http::stream::StreamLimits::from_config(&cfg),
+        ))
+        .merge(crate::http::ui::router());
     let app = crate::http::ops::with_ops(app, metrics, faults, security.tokens());
     let http_stop = wait_stopped(stop.clone());
     let http = tokio::spawn(crate::http::serve::serve(
