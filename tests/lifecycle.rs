@@ -386,8 +386,8 @@ fn cursors_survive_a_leader_change_and_restarts_and_hold_retention_back() {
             .ok()?;
         (r.status == 200 && r.json["offset"] == 20).then_some(())
     });
-    let del = c
-        .try_request(
+    let delete = || {
+        c.try_request(
             l,
             reqwest::Method::DELETE,
             "/v1/cursors/slow",
@@ -395,19 +395,12 @@ fn cursors_survive_a_leader_change_and_restarts_and_hold_retention_back() {
             &[],
             REQUEST_TIMEOUT,
         )
-        .unwrap();
+        .unwrap()
+    };
+    let del = delete();
     assert_eq!(del.status, 200, "{}", del.body);
     c.get(f, "/v1/cursors/slow")
         .assert_error(404, "not_found", "deleted");
-    let again = c
-        .try_request(
-            l,
-            reqwest::Method::DELETE,
-            "/v1/cursors/slow",
-            None,
-            &[],
-            REQUEST_TIMEOUT,
-        )
-        .unwrap();
+    let again = delete();
     again.assert_error(404, "not_found", "deleted twice");
 }

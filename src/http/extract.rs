@@ -45,9 +45,7 @@ where
             ))
         };
         let bytes = read_body(req, max, &limits, too_large).await?;
-        serde_json::from_slice(&bytes)
-            .map(BatchJson)
-            .map_err(|e| invalid(format!("request body is not valid JSON: {e}")))
+        json_value(&bytes).map(BatchJson)
     }
 }
 
@@ -61,10 +59,14 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let ApiBytes(bytes) = ApiBytes::from_request(req, state).await?;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| invalid(format!("request body is not valid JSON: {e}")))
+        json_value(&bytes).map(ApiJson)
     }
+}
+
+/// A body as JSON, or the API's 400.
+fn json_value(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| invalid(format!("request body is not valid JSON: {e}")))
 }
 
 /// A raw body (possibly empty), read with the size limit and the body timeout
