@@ -12,7 +12,12 @@
 //! stopped process that resumes later, maybe still believing it leads); membership
 //! changes (add a learner, promote it, remove a voter, the leader included);
 //! leadership transfers; snapshots every few applied entries; client writes and
-//! ReadIndex reads. The checker (tests/common/check.rs) runs on every write, apply,
+//! ReadIndex reads; and, as half of the client writes, the message log's lifecycle
+//! commands (issue 16, see `lifecycle_command`): batch and conditional appends
+//! (`If-Next-Offset`, single and batch, keyed and retried under their key), trims by
+//! hand and by retention policy, cursor moves (forward, backward refused, forced)
+//! and deletes, applied by every node's real log state machine and compared after
+//! every apply with the checker's log-order model (tests/common/life.rs). The checker (tests/common/check.rs) runs on every write, apply,
 //! new leader, and after every tick; the driver checks every vote, append answer
 //! and acknowledgement against what storage synced. Then every fault heals and the cluster must
 //! elect a leader, commit new writes and bring every member to the same applied
@@ -25,7 +30,10 @@
 
 mod common;
 
+use bytes::Bytes;
+use common::life::Counts;
 use common::{membership, Cluster, Opts, TraceMode};
+use raftlog::state_machine::{Append, Command, Retention};
 use rand::{seq::SliceRandom, Rng};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -51,6 +59,7 @@ struct Totals {
     transfers: u64,
     conf_changes: u64,
     msgs: u64,
+    log: Counts,
 }
 
 struct Faults {
@@ -64,6 +73,8 @@ struct Faults {
     pool: Vec<String>,
     min_voters: usize,
     max_voters: usize,
+    /// Recent keyed appends, which a client may send again (a retry).
+    keyed: Vec<Command>,
 }
 
 /// Seeds 6 and 7 of every 8 (a quarter of the 3- and of the 5-voter seeds) aim
@@ -130,6 +141,7 @@ fn build(seed: u64, mode: TraceMode) -> (Cluster, Faults) {
         pool: all,
         min_voters: n - 1,
         max_voters: n + 1,
+        keyed: Vec::new(),
     };
     let d = (c.net.drop_p, c.net.dup_p, c.net.max_delay, c.opts.clone());
     c.tr.note(|| format!("seed {seed}: {n} voters, drop/dup/delay/opts {d:?}"));
@@ -352,7 +364,12 @@ fn chaos_tick(c: &mut Cluster, f: &mut Faults) {
         };
         if let Some(t) = target {
             if c.is_up(&t) {
-                let _ = c.propose(&t);
+                if c.rng.gen_bool(0.5) {
+                    let cmd = lifecycle_command(c, f, &t);
+                    let _ = c.propose_cmd(&t, cmd);
+                } else {
+                    let _ = c.propose(&t);
+                }
             }
         }
     }
@@ -362,6 +379,82 @@ fn chaos_tick(c: &mut Cluster, f: &mut Faults) {
         }
     }
     step(c);
+}
+
+const CURSORS: [&str; 4] = ["a", "b", "c", "d"];
+const MAX_CURSORS: u64 = 3;
+/// Simulated leader clock: ms per tick (retention by age reads it).
+const MS_PER_TICK: u64 = 100;
+
+/// A message-log command a client sends to `at`, drawn from what `at` has applied
+/// (a client that read the log there): appends of 1..=4 messages, half of them
+/// conditional on `at`'s next offset (often stale by the time the entry applies,
+/// sometimes off by one on purpose), a quarter keyed, some retries of an earlier
+/// keyed append; trims by hand (up to a little past the end) and by a retention
+/// policy computed on `at` as a leader does; cursor sets around the retained
+/// range (some backwards, a quarter forced, at most `MAX_CURSORS` of 4 names) and
+/// deletes.
+fn lifecycle_command(c: &mut Cluster, f: &mut Faults, at: &str) -> Command {
+    let log = &c.nodes[at].sm.log;
+    let (first, next) = (log.first_offset(), log.next_offset());
+    let now_ms = c.now * MS_PER_TICK;
+    let id = c.next_cmd;
+    let r = &mut c.rng;
+    match r.gen_range(0..20) {
+        0..=10 => {
+            if r.gen_bool(0.15) {
+                if let Some(k) = f.keyed.choose(r) {
+                    return k.clone();
+                }
+            }
+            let n = if r.gen_bool(0.5) {
+                1
+            } else {
+                r.gen_range(2..=4)
+            };
+            let if_next_offset = r
+                .gen_bool(0.5)
+                .then(|| (next + r.gen_range(0..=1)).saturating_sub(r.gen_range(0..=1)));
+            let key = r.gen_bool(0.25).then(|| format!("k{id}"));
+            let cmd = Command::Append(Append {
+                key: key.clone(),
+                if_next_offset,
+                ts_ms: now_ms,
+                messages: (0..n).map(|j| Bytes::from(format!("m{id}.{j}"))).collect(),
+            });
+            if key.is_some() {
+                f.keyed.push(cmd.clone());
+                if f.keyed.len() > 6 {
+                    f.keyed.remove(0);
+                }
+            }
+            cmd
+        }
+        11..=12 => Command::Trim {
+            before: first + r.gen_range(0..=(next - first) + 2),
+            by_policy: false,
+        },
+        13 => {
+            let policy = Retention {
+                max_messages: r.gen_range(0..=30),
+                max_bytes: *[0, 40, 200].choose(r).unwrap(),
+                max_age_s: r.gen_range(0..=10),
+            };
+            Command::Trim {
+                before: log.retention_point(&policy, now_ms),
+                by_policy: true,
+            }
+        }
+        14..=18 => Command::SetCursor {
+            name: CURSORS.choose(r).unwrap().to_string(),
+            offset: r.gen_range(first.saturating_sub(2)..=next + 1),
+            force: r.gen_bool(0.25),
+            max_cursors: MAX_CURSORS,
+        },
+        _ => Command::DeleteCursor {
+            name: CURSORS.choose(r).unwrap().to_string(),
+        },
+    }
 }
 
 /// One tick: every live node ticks, then due messages are delivered; then the checks.
@@ -443,6 +536,7 @@ fn liveness(c: &mut Cluster) {
     for id in members.members.keys() {
         let n = &c.nodes[id];
         c.check.check_acked_applied(id, &n.sm.applied);
+        c.check.check_log_state(id, &n.sm.log, true);
     }
     c.check_log_matching();
 }
@@ -571,6 +665,24 @@ fn simulation() {
         t.acked > 0 && t.leaders > 0,
         "the simulation made no progress"
     );
+    if seeds.len() >= 100 {
+        let l = &t.log;
+        let seen = [
+            ("batches", l.batches),
+            ("conditional appends landed", l.conditional_landed),
+            ("conditional appends refused", l.conditional_refused),
+            ("keyed duplicates", l.duplicates),
+            ("trims", l.trims),
+            ("trims passing cursors", l.trims_passing_cursors),
+            ("cursors forced back", l.cursor_forced_back),
+            ("cursor regressions refused", l.cursor_regressions),
+            ("cursors refused beyond the limit", l.cursor_too_many),
+            ("cursor deletes", l.cursor_deletes),
+        ];
+        for (what, n) in seen {
+            assert!(n > 0, "the lifecycle workload never produced {what}");
+        }
+    }
 }
 
 fn add_totals(t: &mut Totals, seed: u64, c: &Cluster) {
@@ -590,4 +702,17 @@ fn add_totals(t: &mut Totals, seed: u64, c: &Cluster) {
     t.transfers += c.stats.transfers;
     t.conf_changes += c.stats.conf_changes;
     t.msgs += c.net.sent;
+    let (a, b) = (&mut t.log, &c.check.model.counts);
+    a.appended += b.appended;
+    a.batches += b.batches;
+    a.conditional_landed += b.conditional_landed;
+    a.conditional_refused += b.conditional_refused;
+    a.duplicates += b.duplicates;
+    a.trims += b.trims;
+    a.trims_passing_cursors += b.trims_passing_cursors;
+    a.cursor_sets += b.cursor_sets;
+    a.cursor_forced_back += b.cursor_forced_back;
+    a.cursor_regressions += b.cursor_regressions;
+    a.cursor_too_many += b.cursor_too_many;
+    a.cursor_deletes += b.cursor_deletes;
 }

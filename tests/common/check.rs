@@ -14,10 +14,19 @@
 //! - no acknowledged write lost: a write committed on the leader that proposed it is
 //!   in the history, and (checked by the simulator at the end) in every member's
 //!   applied sequence;
-//! - ReadIndex: a read index covers every write acknowledged before the read began.
+//! - ReadIndex: a read index covers every write acknowledged before the read began;
+//! - the message log (`life.rs`): on every apply, each node's real log state
+//!   machine answers what the log-order model answers for that index (so no
+//!   conditional write lands whose condition was false in log order, and none is
+//!   refused whose condition held) and then holds the model's retained range
+//!   (first and next offset), cursors and newly appended messages; after every
+//!   snapshot install and restart, the model's range, cursors and every retained
+//!   message. Every node is compared with the one model, so all nodes agree.
 
+use super::life::Model;
 use super::sm::{Applied, Kind};
 use raftlog::core::{Entry, NodeId};
+use raftlog::state_machine::{Applied as Outcome, Command, StateMachine as LogSm};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Clone, Debug)]
@@ -52,6 +61,10 @@ pub struct Checker {
     /// Writes committed on the leader that proposed them, in acknowledgement order.
     pub acked: Vec<Acked>,
     pub max_acked_index: u64,
+    /// The lifecycle commands proposed, by harness command id.
+    pub cmds: HashMap<u64, Command>,
+    /// The history replayed in order through the message-log model.
+    pub model: Model,
 }
 
 impl Checker {
@@ -103,7 +116,81 @@ impl Checker {
             );
             self.history.push(a.clone());
             self.commit_terms.push(term);
+            let cmd = match &a.kind {
+                Kind::Cmd(id) => self.cmds.get(id),
+                _ => None,
+            };
+            self.model.apply(a.index, a.term, cmd);
         }
+    }
+
+    /// `node`'s log state machine answered `got` for entry `index` and is now
+    /// `log`: both as the log-order model says.
+    pub fn check_log_apply(&self, node: &str, index: u64, got: &Outcome, log: &LogSm) {
+        let want = &self.model.steps[(index - 1) as usize].outcome;
+        if got != want {
+            let what = match (want, got) {
+                (Outcome::Conflict { .. }, Outcome::Appended { .. }) => {
+                    "VIOLATION conditional write: it landed though its condition was false in log order"
+                }
+                (Outcome::Appended { .. }, Outcome::Conflict { .. }) => {
+                    "VIOLATION conditional write: it was refused though its condition held in log order"
+                }
+                _ => "VIOLATION message log: an outcome differs from the log-order model",
+            };
+            panic!("{what}: {node} applied entry {index} as {got:?}, the model says {want:?}");
+        }
+        self.check_log_state(node, log, false);
+        if let Outcome::Appended { first, count } = got {
+            self.check_messages(node, log, *first, first + count);
+        }
+    }
+
+    /// `node`'s log state machine holds the model's state at its applied index:
+    /// retained range and cursors, and (`all`) every retained message.
+    pub fn check_log_state(&self, node: &str, log: &LogSm, all: bool) {
+        let i = log.applied_index();
+        let (first, next, cursors) = match i {
+            0 => (0, 0, Vec::new()),
+            _ => {
+                let s = &self.model.steps[(i - 1) as usize];
+                (s.first, s.next, s.cursors.clone())
+            }
+        };
+        let got = (log.first_offset(), log.next_offset());
+        assert!(
+            got == (first, next),
+            "VIOLATION message log: {node} holds offsets {}..{} after entry {i}, the model {first}..{next}",
+            got.0,
+            got.1
+        );
+        let got: Vec<(String, u64)> = log.cursors().iter().map(|(n, o)| (n.clone(), *o)).collect();
+        assert!(
+            got == cursors,
+            "VIOLATION message log: {node} has cursors {got:?} after entry {i}, the model {cursors:?}"
+        );
+        if all {
+            self.check_messages(node, log, first, next);
+        }
+    }
+
+    /// `node` holds the model's messages at offsets `from..to`.
+    fn check_messages(&self, node: &str, log: &LogSm, from: u64, to: u64) {
+        let got = log
+            .read(from, (to - from) as usize)
+            .unwrap_or_else(|e| panic!("harness: {node} memory read failed: {e}"));
+        let want = &self.model.messages[from as usize..to as usize];
+        let same = got.len() == want.len()
+            && got
+                .iter()
+                .zip(want)
+                .enumerate()
+                .all(|(k, ((o, m), w))| *o == from + k as u64 && m == w);
+        assert!(
+            same,
+            "VIOLATION message log: {node} holds {:?} at offsets {from}..{to}, the model {want:?}",
+            got
+        );
     }
 
     /// A whole applied sequence (after a restart or a snapshot install).

@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 pub mod check;
+pub mod life;
 pub mod sm;
 
 use bytes::Bytes;
@@ -30,6 +31,7 @@ use raftlog::core::{
     Entry, EntryPayload, Envelope, HardState, Member, Membership, Message, NodeId, ProposeError,
     RaftConfig, RaftNode, Ready, Role, Snapshot, SnapshotMeta,
 };
+use raftlog::state_machine::Command;
 use raftlog::wal::{LogStore, MemStore};
 use rand::{rngs::SmallRng, seq::SliceRandom, Rng, SeedableRng};
 use sm::{applied_of, cmd_bytes, StateMachine};
@@ -411,6 +413,7 @@ impl Cluster {
         assert_eq!(sm.applied_index(), meta.index, "harness: snapshot data");
         self.check
             .on_state_machine(id, &sm.applied, rec.hard_state.term);
+        self.check.check_log_state(id, &sm.log, true);
         node.sm = sm;
         node.checked_commit = meta.index;
         node.synced_hs = rec.hard_state.clone();
@@ -520,7 +523,31 @@ impl Cluster {
 
     pub fn propose(&mut self, id: &str) -> Result<(u64, u64, u64), ProposeError> {
         let cmd = self.next_cmd;
-        let r = self.raft_mut(id).propose(cmd_bytes(cmd));
+        self.propose_payload(id, cmd_bytes(cmd))
+    }
+
+    /// Propose lifecycle command `c` (a message-log command the nodes' log state
+    /// machines apply and the checker's model replays).
+    pub fn propose_cmd(&mut self, id: &str, c: Command) -> Result<(u64, u64, u64), ProposeError> {
+        let cmd = self.next_cmd;
+        let payload = sm::life_bytes(cmd, &c);
+        // Registered first: the model may replay the entry before this returns.
+        self.tr.note(|| format!("cmd{cmd} = {}", sm::describe(&c)));
+        self.check.cmds.insert(cmd, c);
+        let r = self.propose_payload(id, payload);
+        if r.is_err() {
+            self.check.cmds.remove(&cmd);
+        }
+        r
+    }
+
+    fn propose_payload(
+        &mut self,
+        id: &str,
+        payload: Bytes,
+    ) -> Result<(u64, u64, u64), ProposeError> {
+        let cmd = self.next_cmd;
+        let r = self.raft_mut(id).propose(payload);
         let (index, term) = r?;
         self.next_cmd += 1;
         self.check.pending.push(Proposal {
@@ -915,8 +942,9 @@ impl Cluster {
         let node = nodes.get_mut(id).unwrap();
         let term = node.raft().term();
         for e in &rd.committed {
-            let a = node.sm.apply(e);
+            let (a, outcome) = node.sm.apply(e);
             check.on_history(id, &a, "applied", term);
+            check.check_log_apply(id, e.index, &outcome, &node.sm.log);
         }
         // Reads.
         for rs in &rd.read_states {
@@ -1185,6 +1213,7 @@ fn install_snapshot(node: &mut Node, snap: &Snapshot, check: &mut Checker) {
     );
     let term = node.raft.as_ref().map_or(0, |r| r.term());
     check.on_state_machine(&node.id, &sm.applied, term);
+    check.check_log_state(&node.id, &sm.log, true);
     node.sm = sm;
     node.checked_commit = node.checked_commit.max(snap.meta.index);
 }
