@@ -17,14 +17,23 @@
 //! 7. the cluster accepted a w = majority write within a bound after the final
 //!    heal;
 //! 8. when a fault hit only the leader, no request to another node waited longer
-//!    than a failover (see `failover`).
+//!    than a failover (see `failover`);
+//! 9. batches are all or nothing, contiguous and in order: a batch's messages are
+//!    all in the final log, at consecutive offsets in the order sent, or none is;
+//! 10. conditional writes (`If-Next-Offset: n`) land only at their offset: one in
+//!    the final log sits exactly at `n`, an acknowledged one answered offset `n`,
+//!    one answered 409 is absent and its 409 named a next offset other than `n`,
+//!    and at most one conditional write won each offset.
+//!
+//! Messages (a batch's each) are unique per logical write, so where each one
+//! sits in the final log says which write landed where.
 
 use super::history::{Kind, Op, Outcome, Read, W};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-pub const CHECKS: [&str; 8] = [
+pub const CHECKS: [&str; 10] = [
     "acked w>=majority writes present exactly once",
     "definitely failed writes absent",
     "final logs identical and dense",
@@ -33,6 +42,8 @@ pub const CHECKS: [&str; 8] = [
     "reads are dense runs of the final log",
     "available again after the final heal",
     "requests answered within a failover when the leader fails",
+    "batches all or nothing, contiguous, in order",
+    "conditional writes only at their offset, at most one winner per offset",
 ];
 
 #[derive(Clone, Debug)]
@@ -110,12 +121,36 @@ pub fn check(input: &Input<'_>) -> Outcome7 {
                     at[0], bad.id, bad.write().and_then(|w| w.offset), list()));
             }
         }
-        if attempts.iter().all(|o| o.outcome == Outcome::Fail) && !at.is_empty() {
+        let w = attempts[0].write().expect("a write");
+        let all_at = |m: &str| positions.get(m).cloned().unwrap_or_default();
+        let present: Vec<(&str, Vec<u64>)> = w
+            .messages()
+            .map(|m| (m, all_at(m)))
+            .filter(|(_, at)| !at.is_empty())
+            .collect();
+        if attempts.iter().all(|o| o.outcome == Outcome::Fail) && !present.is_empty() {
             v(
                 &mut out,
                 1,
                 format!(
-                    "{value:?} got only definite failures but is in the final log at {at:?}:{}",
+                    "{value:?} got only definite failures but is in the final log ({present:?}):{}",
+                    list()
+                ),
+            );
+        }
+        if w.is_batch() {
+            check_batch(w, &all_at, &list, &mut out);
+        }
+        if let Some(n) = w.if_next {
+            check_conditional(value, n, attempts, at, &list, &mut out);
+        }
+        for (m, at) in present.iter().skip(1).filter(|(_, at)| at.len() > 1) {
+            v(
+                &mut out,
+                3,
+                format!(
+                    "{m:?} of batch {value:?} appears {} times, at offsets {at:?}:{}",
+                    at.len(),
                     list()
                 ),
             );
@@ -136,8 +171,15 @@ pub fn check(input: &Input<'_>) -> Outcome7 {
             );
         }
     }
+    let written: HashSet<&str> = input
+        .ops
+        .iter()
+        .filter_map(|o| o.write())
+        .flat_map(|w| w.messages())
+        .collect();
+    check_winners(input.ops, &positions, &mut out);
     for (m, at) in &positions {
-        if !writes.contains_key(m) {
+        if !written.contains(m) {
             v(
                 &mut out,
                 3,
@@ -164,6 +206,121 @@ pub fn check(input: &Input<'_>) -> Outcome7 {
     Outcome7 {
         violations: out,
         final_len: final_log.len(),
+    }
+}
+
+/// Check 9 for one logical batch: all of its messages in the final log at
+/// consecutive offsets in order, or none.
+fn check_batch(
+    w: &super::history::Write,
+    at: &dyn Fn(&str) -> Vec<u64>,
+    list: &dyn Fn() -> String,
+    out: &mut Vec<Violation>,
+) {
+    let offsets: Vec<Option<u64>> = w.messages().map(|m| at(m).first().copied()).collect();
+    let found = offsets.iter().filter(|o| o.is_some()).count();
+    if found == 0 {
+        return;
+    }
+    if found < offsets.len() {
+        v(
+            out,
+            8,
+            format!(
+                "batch {:?} of {} messages is partly in the final log (offsets {offsets:?}):{}",
+                w.value,
+                offsets.len(),
+                list()
+            ),
+        );
+        return;
+    }
+    let first = offsets[0].expect("found");
+    let contiguous = offsets
+        .iter()
+        .enumerate()
+        .all(|(j, o)| *o == Some(first + j as u64));
+    if !contiguous {
+        v(
+            out,
+            8,
+            format!(
+            "batch {:?} is not contiguous and in order in the final log (offsets {offsets:?}):{}",
+            w.value, list()),
+        );
+    }
+}
+
+/// Check 10 for one logical conditional write on offset `n`, whose first
+/// message sits at `at` in the final log.
+fn check_conditional(
+    value: &str,
+    n: u64,
+    attempts: &[&Op],
+    at: &[u64],
+    list: &dyn Fn() -> String,
+    out: &mut Vec<Violation>,
+) {
+    if at.iter().any(|&p| p != n) {
+        v(
+            out,
+            9,
+            format!(
+                "{value:?} was conditional on next offset {n} but is at {at:?} in the final log:{}",
+                list()
+            ),
+        );
+    }
+    for o in attempts {
+        let Some(w) = o.write() else { continue };
+        if o.outcome == Outcome::Ok && w.offset != Some(n) {
+            v(
+                out,
+                9,
+                format!(
+                "{value:?} was conditional on next offset {n} but op#{} acknowledged it at {:?}:{}",
+                o.id, w.offset, list()),
+            );
+        }
+        if let Some(next) = w.conflict_next {
+            if next == n {
+                v(out, 9, format!(
+                    "op#{} answered 409 for {value:?} saying the next offset was {next}, its condition:{}",
+                    o.id, list()));
+            }
+            if !at.is_empty() {
+                v(
+                    out,
+                    9,
+                    format!(
+                        "op#{} answered 409 for {value:?}, which is in the final log at {at:?}:{}",
+                        o.id,
+                        list()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Check 10 across writes: per offset, the conditional writes that won it
+/// (acknowledged with w=majority, or in the final log) are at most one.
+fn check_winners(ops: &[Op], positions: &HashMap<&str, Vec<u64>>, out: &mut Vec<Violation>) {
+    let mut winners: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
+    for o in ops {
+        let Some(w) = o.write() else { continue };
+        let Some(n) = w.if_next else { continue };
+        let acked = o.outcome == Outcome::Ok && w.w == W::Majority;
+        if acked || positions.contains_key(w.value.as_str()) {
+            winners.entry(n).or_default().insert(w.value.as_str());
+        }
+    }
+    for (n, ws) in winners.iter().filter(|(_, ws)| ws.len() > 1) {
+        v(
+            out,
+            9,
+            format!("{} conditional writes won offset {n}: {ws:?}", ws.len()),
+        );
     }
 }
 
@@ -385,6 +542,9 @@ mod tests {
             info: String::new(),
             kind: Kind::Write(Write {
                 value: value.into(),
+                more: Vec::new(),
+                if_next: None,
+                conflict_next: None,
                 key: Some(format!("k-{value}")),
                 w,
                 attempt: 1,
@@ -393,6 +553,36 @@ mod tests {
                 duplicate: false,
             }),
         }
+    }
+
+    /// A batch `value` of `n` messages (`value`, `value.1`, ...), maybe
+    /// conditional on `if_next`, with its answer (`offset`: acknowledged there;
+    /// `conflict`: a 409 naming that next offset).
+    fn batch(id: u64, value: &str, n: usize, if_next: Option<u64>, answer: Answer) -> Op {
+        let mut op = write(id, value, W::Majority, Outcome::Unknown, None, (0, 10));
+        let Kind::Write(w) = &mut op.kind else {
+            unreachable!()
+        };
+        w.more = (1..n).map(|j| format!("{value}.{j}")).collect();
+        w.if_next = if_next;
+        match answer {
+            Answer::Ok(o) => {
+                op.outcome = Outcome::Ok;
+                w.offset = Some(o);
+            }
+            Answer::Conflict(next) => {
+                op.outcome = Outcome::Fail;
+                w.conflict_next = Some(next);
+            }
+            Answer::Unknown => {}
+        }
+        op
+    }
+
+    enum Answer {
+        Ok(u64),
+        Conflict(u64),
+        Unknown,
     }
 
     fn read(id: u64, lin: bool, from: u64, msgs: &[&str], span: (u64, u64)) -> Op {
@@ -452,6 +642,51 @@ mod tests {
             read(8, false, 1, &["b", "c"], (50, 60)),
         ];
         assert_eq!(run(&ops, &logs(&["a", "b", "c"], 3)), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn batches_and_conditional_writes_pass_when_right() {
+        let ops = vec![
+            batch(0, "a", 3, None, Answer::Ok(0)),
+            batch(1, "b", 1, Some(3), Answer::Ok(3)),
+            batch(2, "c", 2, Some(3), Answer::Conflict(4)),
+            batch(3, "d", 2, Some(4), Answer::Unknown),
+            batch(4, "e", 2, None, Answer::Unknown), // lost: allowed
+        ];
+        let log = ["a", "a.1", "a.2", "b", "d", "d.1"];
+        assert_eq!(run(&ops, &logs(&log, 3)), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn broken_batches_and_conditional_writes_are_caught() {
+        let ops = vec![batch(0, "a", 3, None, Answer::Unknown)];
+        // 9: partly present, out of order, not contiguous.
+        assert_eq!(run(&ops, &logs(&["a", "a.1"], 1)), vec![8]);
+        assert_eq!(run(&ops, &logs(&["a", "a.2", "a.1"], 1)), vec![8]);
+        let ops = vec![
+            batch(0, "a", 3, None, Answer::Unknown),
+            batch(1, "x", 1, None, Answer::Unknown),
+        ];
+        assert_eq!(run(&ops, &logs(&["a", "a.1", "x", "a.2"], 1)), vec![8]);
+        // 10: landed away from its condition; acknowledged elsewhere; a 409
+        // naming the condition; a 409 for a write that landed; two winners.
+        let ops = vec![
+            batch(0, "x", 1, None, Answer::Unknown),
+            batch(1, "a", 2, Some(0), Answer::Unknown),
+        ];
+        assert_eq!(run(&ops, &logs(&["x", "a", "a.1"], 1)), vec![9]);
+        let ops = vec![batch(0, "a", 1, Some(1), Answer::Ok(0))];
+        assert!(run(&ops, &logs(&["a"], 1)).contains(&9));
+        let ops = vec![batch(0, "a", 1, Some(0), Answer::Conflict(0))];
+        assert_eq!(run(&ops, &logs(&[], 1)), vec![9]);
+        let mut ops = vec![batch(0, "a", 1, Some(0), Answer::Unknown)];
+        ops.push(batch(1, "a", 1, Some(0), Answer::Conflict(1)));
+        assert_eq!(run(&ops, &logs(&["a"], 1)), vec![9]);
+        let ops = vec![
+            batch(0, "a", 1, Some(0), Answer::Ok(0)),
+            batch(1, "b", 1, Some(0), Answer::Ok(0)),
+        ];
+        assert!(run(&ops, &logs(&["a"], 1)).contains(&9));
     }
 
     #[test]

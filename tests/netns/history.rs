@@ -38,16 +38,34 @@ pub enum Outcome {
 
 #[derive(Clone, Debug)]
 pub struct Write {
-    /// The message; unique per logical write (the same on every retry).
+    /// The message (a batch's first); unique per logical write (the same on
+    /// every retry).
     pub value: String,
+    /// A batch's further messages, in order (empty for a single write).
+    pub more: Vec<String>,
+    /// The `If-Next-Offset` condition, if any.
+    pub if_next: Option<u64>,
+    /// From a 409 `offset_conflict` answer: the next offset it reported.
+    pub conflict_next: Option<u64>,
     pub key: Option<String>,
     pub w: W,
     /// 1 for the first try, 2.. for retries of the same logical write.
     pub attempt: u32,
-    /// From a 201/200 answer.
+    /// From a 201/200 answer (a batch's `first_offset`).
     pub offset: Option<u64>,
     pub committed: Option<bool>,
     pub duplicate: bool,
+}
+
+impl Write {
+    /// Every message of the write, in order.
+    pub fn messages(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.value.as_str()).chain(self.more.iter().map(String::as_str))
+    }
+
+    pub fn is_batch(&self) -> bool {
+        !self.more.is_empty()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -146,6 +164,15 @@ impl fmt::Display for Op {
         match &self.kind {
             Kind::Write(w) => {
                 write!(f, " WRITE {:?} w={:?} try {}", w.value, w.w, w.attempt)?;
+                if w.is_batch() {
+                    write!(f, " batch of {}", w.more.len() + 1)?;
+                }
+                if let Some(n) = w.if_next {
+                    write!(f, " if-next-offset {n}")?;
+                }
+                if let Some(n) = w.conflict_next {
+                    write!(f, " -> conflict, next offset {n}")?;
+                }
                 if let Some(k) = &w.key {
                     write!(f, " key={k}")?;
                 }

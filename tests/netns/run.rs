@@ -193,8 +193,8 @@ fn run_in_client_ns(net: Arc<Net>, n: usize, seed: u64, duration: Duration, dir:
         let host = 1 + k % n;
         let value = format!("probe-{k}");
         let key = format!("k-{value}");
-        if workload::write_op(&hist, 1000, host, &value, Some(&key), W::Majority, 1) == Outcome::Ok
-        {
+        let spec = workload::WriteSpec::single(&value, Some(&key), W::Majority);
+        if workload::write_op(&hist, 1000, host, &spec, 1).0 == Outcome::Ok {
             available_after = Some(hist.now() - healed);
             break;
         }
@@ -352,6 +352,18 @@ fn summary(
     let w_one_ok = count(&|o| o.outcome == Outcome::Ok && o.write().is_some_and(|w| w.w == W::One));
     let retries = count(&|o| o.write().is_some_and(|w| w.attempt > 1));
     let dups = count(&|o| o.outcome == Outcome::Ok && o.write().is_some_and(|w| w.duplicate));
+    let logical_of = |f: &dyn Fn(&super::history::Write) -> bool| {
+        let set: std::collections::HashSet<&str> = ops
+            .iter()
+            .filter_map(|o| o.write().filter(|w| f(w)).map(|w| w.value.as_str()))
+            .collect();
+        set.len()
+    };
+    let batches = logical_of(&|w| w.is_batch());
+    let conditional = logical_of(&|w| w.if_next.is_some());
+    let cond_ok =
+        count(&|o| o.outcome == Outcome::Ok && o.write().is_some_and(|w| w.if_next.is_some()));
+    let conflicts = count(&|o| o.write().is_some_and(|w| w.conflict_next.is_some()));
     let r = |lin: bool, oc: Outcome| {
         count(&|o| o.outcome == oc && o.read().is_some_and(|r| r.linearizable == lin))
     };
@@ -360,6 +372,7 @@ fn summary(
     format!(
         "nemesis: summary ({n} nodes, seed {seed}, {:.0}s)\n  \
          writes: {writes} attempted ({} logical, {retries} retries): {} acknowledged ({w_maj_ok} w=majority, {w_one_ok} w=1, {dups} duplicate answers), {} failed, {} unknown\n  \
+         of them {batches} logical batches, {conditional} logical conditional writes ({cond_ok} acknowledged answers, {conflicts} 409 offset_conflict)\n  \
          reads: linearizable {} ok / {} failed, local {} ok / {} failed\n  \
          faults injected: {total_faults} ({})\n  \
          final log: {final_len} messages; available again after the final heal in {}",

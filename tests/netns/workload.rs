@@ -1,6 +1,9 @@
 //! Concurrent clients, all in the clients' namespace: writers (w = majority and
-//! w = 1, most with an Idempotency-Key and retried with it) and readers
-//! (linearizable and local, on every host). Every request is one recorded op.
+//! w = 1, most with an Idempotency-Key and retried with it; a quarter of them
+//! batches of 2..=5 messages, a fifth of them, single or batch, conditional on
+//! the log's next offset as the writer last learnt it, so that writers race for
+//! the same offset) and readers (linearizable and local, on every host). Every
+//! request is one recorded op.
 //!
 //! Outcome rules, from the SPEC: 201/200 ok; 4xx and 503 `no_leader` /
 //! `no_quorum` definite failures (nothing appended), as is a request that never
@@ -152,9 +155,19 @@ impl Client {
 
     fn writer(&mut self) {
         let mut seq = 0u64;
+        // The log's next offset as this writer last learnt it (from its own
+        // acknowledgements and 409 answers).
+        let mut next_guess = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
             seq += 1;
             let value = format!("c{}-{seq}", self.id);
+            let more: Vec<String> = if self.rng.gen_bool(0.25) {
+                let n = self.rng.gen_range(2..=5);
+                (1..n).map(|j| format!("{value}.{j}")).collect()
+            } else {
+                Vec::new()
+            };
+            let if_next = self.rng.gen_bool(0.2).then_some(next_guess);
             let keyed = self.rng.gen_bool(0.7);
             let key = keyed.then(|| format!("k-{value}"));
             let w = if self.rng.gen_bool(0.7) {
@@ -162,18 +175,23 @@ impl Client {
             } else {
                 W::One
             };
+            let spec = WriteSpec {
+                value: &value,
+                more: &more,
+                key: key.as_deref(),
+                w,
+                if_next,
+            };
             let tries = if keyed { KEYED_ATTEMPTS } else { 1 };
             for attempt in 1..=tries {
                 let host = self.rng.gen_range(1..=self.hosts);
-                let outcome = write_op(
-                    &self.hist,
-                    self.id,
-                    host,
-                    &value,
-                    key.as_deref(),
-                    w,
-                    attempt,
-                );
+                let (outcome, learnt) = write_op(&self.hist, self.id, host, &spec, attempt);
+                if let Some(n) = learnt {
+                    next_guess = n;
+                }
+                if outcome == Outcome::Fail && spec.if_next.is_some() && learnt.is_some() {
+                    break; // a 409: a retry would answer the same
+                }
                 // A retry after a stop request still runs: an unknown outcome is
                 // best resolved, and each try is bounded.
                 if outcome == Outcome::Ok {
@@ -261,24 +279,66 @@ impl Client {
     }
 }
 
-/// One write request to `host`, recorded; its outcome.
+/// One logical write, as each of its tries sends it.
+pub struct WriteSpec<'a> {
+    pub value: &'a str,
+    /// A batch's further messages (empty: a single write to `/v1/messages`).
+    pub more: &'a [String],
+    pub key: Option<&'a str>,
+    pub w: W,
+    pub if_next: Option<u64>,
+}
+
+impl<'a> WriteSpec<'a> {
+    /// A single unconditional write.
+    pub fn single(value: &'a str, key: Option<&'a str>, w: W) -> Self {
+        WriteSpec {
+            value,
+            more: &[],
+            key,
+            w,
+            if_next: None,
+        }
+    }
+}
+
+/// One write request to `host`, recorded; its outcome, and the log's next
+/// offset if the answer told it (after an acknowledged write, or in a 409).
 pub fn write_op(
     hist: &History,
     client: usize,
     host: usize,
-    value: &str,
-    key: Option<&str>,
-    w: W,
+    spec: &WriteSpec<'_>,
     attempt: u32,
-) -> Outcome {
+) -> (Outcome, Option<u64>) {
     let id = hist.next_id();
-    let body = format!("{{\"message\":{},\"w\":{}}}", json!(value), w.json());
-    let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+    let batch = !spec.more.is_empty();
+    let (path, body) = if batch {
+        let msgs: Vec<&str> = std::iter::once(spec.value)
+            .chain(spec.more.iter().map(String::as_str))
+            .collect();
+        let body = format!("{{\"messages\":{},\"w\":{}}}", json!(msgs), spec.w.json());
+        ("/v1/messages/batch", body)
+    } else {
+        let body = format!(
+            "{{\"message\":{},\"w\":{}}}",
+            json!(spec.value),
+            spec.w.json()
+        );
+        ("/v1/messages", body)
+    };
+    let if_next = spec.if_next.map(|n| n.to_string());
+    let headers: Vec<(&str, &str)> = spec
+        .key
+        .map(|k| ("Idempotency-Key", k))
+        .into_iter()
+        .chain(if_next.as_deref().map(|n| ("If-Next-Offset", n)))
+        .collect();
     let invoke = hist.now();
     let r = http::request(
         "POST",
         &http_addr(host),
-        &format!("/v1/messages?timeout_ms={WRITE_TIMEOUT_MS}"),
+        &format!("{path}?timeout_ms={WRITE_TIMEOUT_MS}"),
         &headers,
         Some(&body),
         REQUEST_TIMEOUT,
@@ -286,20 +346,32 @@ pub fn write_op(
     let complete = hist.now();
     let (mut outcome, info) = write_outcome(&r);
     let mut rec = Write {
-        value: value.to_string(),
-        key: key.map(str::to_string),
-        w,
+        value: spec.value.to_string(),
+        more: spec.more.to_vec(),
+        if_next: spec.if_next,
+        conflict_next: None,
+        key: spec.key.map(str::to_string),
+        w: spec.w,
         attempt,
         offset: None,
         committed: None,
         duplicate: false,
     };
+    let mut learnt = None;
     if let (Outcome::Ok, Ok(resp)) = (outcome, &r) {
-        rec.offset = resp.json["offset"].as_u64();
+        let field = if batch { "first_offset" } else { "offset" };
+        rec.offset = resp.json[field].as_u64();
         rec.committed = resp.json["committed"].as_bool();
         rec.duplicate = resp.json["duplicate"].as_bool().unwrap_or(false);
         if rec.offset.is_none() {
             outcome = Outcome::Unknown; // an answer we cannot read proves nothing
+        }
+        learnt = rec.offset.map(|o| o + 1 + spec.more.len() as u64);
+    }
+    if let Ok(resp) = &r {
+        if resp.status == 409 && resp.code() == "offset_conflict" {
+            rec.conflict_next = resp.json["error"]["next_offset"].as_u64();
+            learnt = rec.conflict_next;
         }
     }
     hist.record(Op {
@@ -312,7 +384,7 @@ pub fn write_op(
         info,
         kind: Kind::Write(rec),
     });
-    outcome
+    (outcome, learnt)
 }
 
 /// Messages of a read page, checked dense from `from`.
