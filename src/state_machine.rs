@@ -10,8 +10,9 @@
 //!
 //! Idempotency keys are part of the replicated state: a command whose key was
 //! already applied changes nothing and answers the first outcome (where it
-//! landed, or that its condition failed). Keys are remembered for the last
-//! `idempotency_window` keyed writes (deterministic eviction).
+//! landed, or that its condition failed; for a trim or cursor command, only
+//! one that changed the log is remembered). Keys are remembered for the last
+//! `idempotency_window` keyed commands (deterministic eviction).
 //!
 //! The messages live in a [`MessageStore`]. Snapshots (see [`snapshot`]) carry
 //! the first and next offset, keys, cursors and the time samples used by
@@ -184,20 +185,48 @@ impl StateMachine {
             return Applied::Other;
         };
         match Command::decode(data.clone()) {
-            Some(Command::Append(a)) => self.apply_append(a, e),
-            Some(Command::Trim { before, by_policy }) => self.apply_trim(before, by_policy),
-            Some(Command::SetCursor {
+            Some(c) => self.apply_command(c, e),
+            None => Applied::Other,
+        }
+    }
+
+    fn apply_command(&mut self, c: Command, e: &Entry) -> Applied {
+        match c {
+            Command::Append(a) => self.apply_append(a, e),
+            Command::Trim { before, by_policy } => self.apply_trim(before, by_policy),
+            Command::SetCursor {
                 name,
                 offset,
                 force,
                 max_cursors,
-            }) => Applied::Cursor(self.set_cursor(name, offset, force, max_cursors)),
-            Some(Command::DeleteCursor { name }) => match self.cursors.remove(&name) {
+            } => Applied::Cursor(self.set_cursor(name, offset, force, max_cursors)),
+            Command::DeleteCursor { name } => match self.cursors.remove(&name) {
                 Some(_) => Applied::Cursor(Ok(0)),
                 None => Applied::Cursor(Err(CursorRefusal::NotFound)),
             },
-            None => Applied::Other,
+            Command::Keyed { key, op } => self.apply_keyed(key, *op, e),
         }
+    }
+
+    /// A keyed trim or cursor command: a key remembered answers its first
+    /// outcome and changes nothing; one that changed the log (a trim, a cursor
+    /// set or delete) is remembered, its `offset` the first offset after the
+    /// trim or the cursor's. A refusal changed nothing and is not remembered: a
+    /// re-send of it is decided afresh, and still lands at most once.
+    fn apply_keyed(&mut self, key: String, op: Command, e: &Entry) -> Applied {
+        if let Some(l) = self.keys.get(&key) {
+            return Applied::Duplicate(*l);
+        }
+        let applied = self.apply_command(op, e);
+        let landed = match &applied {
+            Applied::Trimmed { first_offset, .. } => Some(*first_offset),
+            Applied::Cursor(Ok(offset)) => Some(*offset),
+            _ => None,
+        };
+        if let Some(offset) = landed {
+            self.remember(key, Landed::appended(offset, e.index, e.term, 0));
+        }
+        applied
     }
 
     fn apply_append(&mut self, a: Append, e: &Entry) -> Applied {

@@ -16,7 +16,7 @@
 //! commands (issue 16, see `lifecycle_command`): batch and conditional appends
 //! (`If-Next-Offset`, single and batch, keyed and retried under their key), trims by
 //! hand and by retention policy, cursor moves (forward, backward refused, forced)
-//! and deletes, applied by every node's real log state machine and compared after
+//! and deletes (some keyed and re-sent, as a forwarding follower does), applied by every node's real log state machine and compared after
 //! every apply with the checker's log-order model (tests/common/life.rs). The checker (tests/common/check.rs) runs on every write, apply,
 //! new leader, and after every tick; the driver checks every vote, append answer
 //! and acknowledgement against what storage synced. Then every fault heals and the cluster must
@@ -400,7 +400,7 @@ fn lifecycle_command(c: &mut Cluster, f: &mut Faults, at: &str) -> Command {
     let now_ms = c.now * MS_PER_TICK;
     let id = c.next_cmd;
     let r = &mut c.rng;
-    match r.gen_range(0..20) {
+    let op = match r.gen_range(0..20) {
         0..=10 => {
             if r.gen_bool(0.15) {
                 if let Some(k) = f.keyed.choose(r) {
@@ -428,7 +428,7 @@ fn lifecycle_command(c: &mut Cluster, f: &mut Faults, at: &str) -> Command {
                     f.keyed.remove(0);
                 }
             }
-            cmd
+            return cmd;
         }
         11..=12 => Command::Trim {
             before: first + r.gen_range(0..=(next - first) + 2),
@@ -454,7 +454,18 @@ fn lifecycle_command(c: &mut Cluster, f: &mut Faults, at: &str) -> Command {
         _ => Command::DeleteCursor {
             name: CURSORS.choose(r).unwrap().to_string(),
         },
+    };
+    // A quarter of the trims and cursor commands carry a key, as a follower
+    // forwarding them does, and may be re-sent like keyed appends.
+    if !r.gen_bool(0.25) {
+        return op;
     }
+    let cmd = Command::keyed(Some(format!("o{id}")), op);
+    f.keyed.push(cmd.clone());
+    if f.keyed.len() > 6 {
+        f.keyed.remove(0);
+    }
+    cmd
 }
 
 /// One tick: every live node ticks, then due messages are delivered; then the checks.
@@ -672,6 +683,10 @@ fn simulation() {
             ("conditional appends landed", l.conditional_landed),
             ("conditional appends refused", l.conditional_refused),
             ("keyed duplicates", l.duplicates),
+            (
+                "re-sent keyed trims or cursor commands",
+                l.keyed_op_duplicates,
+            ),
             ("trims", l.trims),
             ("trims passing cursors", l.trims_passing_cursors),
             ("cursors forced back", l.cursor_forced_back),
@@ -708,6 +723,7 @@ fn add_totals(t: &mut Totals, seed: u64, c: &Cluster) {
     a.conditional_landed += b.conditional_landed;
     a.conditional_refused += b.conditional_refused;
     a.duplicates += b.duplicates;
+    a.keyed_op_duplicates += b.keyed_op_duplicates;
     a.trims += b.trims;
     a.trims_passing_cursors += b.trims_passing_cursors;
     a.cursor_sets += b.cursor_sets;

@@ -8,7 +8,7 @@ use super::api::*;
 use super::controller::{Cmd, Controller, JoinError, Outbound};
 use super::waiters::{RawRead, WriteWaiter};
 use crate::core::*;
-use crate::state_machine::Command;
+use crate::state_machine::{Command, Landed};
 use crate::wal::LogStore;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -89,7 +89,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             return;
         }
         if let Some(op) = req.op {
-            self.on_log_op(op, reply);
+            self.on_log_op(op, req.idempotency_key, reply);
             return;
         }
         let w = match self.resolve_w(req.w) {
@@ -118,25 +118,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         };
         if let Some(k) = &key {
             if let Some(l) = self.sm.lookup_key(k) {
-                if l.conflict {
-                    let next_offset = l.offset;
-                    let _ = reply.send(Err(ApiError::OffsetConflict { next_offset }));
-                    return;
-                }
-                let acks = self
-                    .raft
-                    .acks(l.index, l.term)
-                    .max(self.raft.membership().quorum());
-                let res = WriteResult {
-                    offset: l.offset,
-                    index: l.index,
-                    term: l.term,
-                    acks,
-                    committed: true,
-                    duplicate: true,
-                    passed_cursors: Vec::new(),
-                };
-                let _ = reply.send(Ok(res));
+                let _ = reply.send(self.first_answer(l));
                 return;
             }
             if let Some((index, term)) = self.waiters.index_of_key(k) {
@@ -157,9 +139,44 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
+    /// The answer to a keyed command whose key was applied before: its first.
+    fn first_answer(&self, l: Landed) -> Result<WriteResult, ApiError> {
+        if l.conflict {
+            let next_offset = l.offset;
+            return Err(ApiError::OffsetConflict { next_offset });
+        }
+        let acks = self
+            .raft
+            .acks(l.index, l.term)
+            .max(self.raft.membership().quorum());
+        Ok(WriteResult {
+            offset: l.offset,
+            index: l.index,
+            term: l.term,
+            acks,
+            committed: true,
+            duplicate: true,
+            passed_cursors: Vec::new(),
+        })
+    }
+
     /// A trim or cursor change: proposed like a write, answered once applied
-    /// (committed by a majority) with what applying it decided.
-    fn on_log_op(&mut self, op: LogOp, reply: super::waiters::WriteReply) {
+    /// (committed by a majority) with what applying it decided. One a follower
+    /// forwarded carries a key (`follow::forward_write`) and goes through the
+    /// log under it, so that its re-send after a leader change, when the first
+    /// send landed, changes nothing and answers like the first (a delete does
+    /// not answer 404, a forced move does not undo a later one).
+    fn on_log_op(&mut self, op: LogOp, key: Option<String>, reply: super::waiters::WriteReply) {
+        if let Some(k) = &key {
+            if let Some(l) = self.sm.lookup_key(k) {
+                let _ = reply.send(self.first_answer(l));
+                return;
+            }
+            if let Some((index, term)) = self.waiters.index_of_key(k) {
+                self.park_until_committed(index, term, reply, None, true);
+                return;
+            }
+        }
         let cmd = match op {
             LogOp::Trim { before } => {
                 let next = self.sm.next_offset();
@@ -185,8 +202,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             },
             LogOp::DeleteCursor { name } => Command::DeleteCursor { name },
         };
-        match self.raft.propose(cmd.encode()) {
-            Ok((index, term)) => self.park_until_committed(index, term, reply),
+        match self.raft.propose(Command::keyed(key.clone(), cmd).encode()) {
+            Ok((index, term)) => self.park_until_committed(index, term, reply, key, false),
             Err(e) => {
                 let _ = reply.send(Err(propose_error(e)));
             }
@@ -442,7 +459,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         match self.raft.propose_membership(next) {
             Ok((index, term)) => {
                 tracing::info!(node = %id, index, "membership change proposed");
-                self.park_until_committed(index, term, reply);
+                self.park_until_committed(index, term, reply, None, false);
             }
             Err(e) => {
                 let _ = reply.send(Err(propose_error(e)));
@@ -452,16 +469,23 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     /// A change through the log (membership, trim, cursor) is answered once a
     /// quorum committed and this node applied it, or at the write timeout.
-    fn park_until_committed(&mut self, index: u64, term: u64, reply: super::waiters::WriteReply) {
+    fn park_until_committed(
+        &mut self,
+        index: u64,
+        term: u64,
+        reply: super::waiters::WriteReply,
+        key: Option<String>,
+        duplicate: bool,
+    ) {
         let m = self.raft.membership();
         let waiter = WriteWaiter {
             term,
             w: m.quorum().min(m.voter_count()).max(1),
             deadline: self.cfg.write_timeout.map(|t| Instant::now() + t),
             reply,
-            duplicate: false,
+            duplicate,
             offset: None,
-            key: None,
+            key,
             passed_cursors: Vec::new(),
         };
         self.waiters.add_write(index, waiter);

@@ -6,7 +6,8 @@
 //! - `0` / `1`: the original single write (`[has_key u8][klen u32][key][message]`);
 //! - `2`: an append of one or more messages, with an optional condition and the
 //!   leader's clock;
-//! - `3`: a trim; `4`: a cursor set; `5`: a cursor delete.
+//! - `3`: a trim; `4`: a cursor set; `5`: a cursor delete;
+//! - `6`: one of `3`..=`5` under an idempotency key (`[6][klen u32][key][inner]`).
 //!
 //! Invariants: `decode(encode(c)) == c`; decoding never panics and answers `None`
 //! for anything malformed (such an entry is applied as a no-op on every node).
@@ -18,6 +19,7 @@ const TAG_APPEND: u8 = 2;
 const TAG_TRIM: u8 = 3;
 const TAG_CURSOR_SET: u8 = 4;
 const TAG_CURSOR_DELETE: u8 = 5;
+const TAG_KEYED: u8 = 6;
 
 /// Messages appended together: consecutive offsets, all or nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +55,13 @@ pub enum Command {
     DeleteCursor {
         name: String,
     },
+    /// A trim or cursor command under an idempotency key (a follower forwards
+    /// one with an internal key and may re-send it across leader changes): once
+    /// one under `key` changed the log, another changes nothing.
+    Keyed {
+        key: String,
+        op: Box<Command>,
+    },
 }
 
 impl Command {
@@ -66,8 +75,28 @@ impl Command {
         })
     }
 
+    /// `op` under `key`, if there is one (`op` must be a trim or cursor command).
+    pub fn keyed(key: Option<String>, op: Command) -> Command {
+        match key {
+            Some(key) => Command::Keyed {
+                key,
+                op: Box::new(op),
+            },
+            None => op,
+        }
+    }
+
     pub fn encode(&self) -> Bytes {
         match self {
+            Command::Keyed { key, op } => {
+                let inner = op.encode();
+                let mut b = BytesMut::with_capacity(5 + key.len() + inner.len());
+                b.put_u8(TAG_KEYED);
+                b.put_u32_le(key.len() as u32);
+                b.put_slice(key.as_bytes());
+                b.put_slice(&inner);
+                b.freeze()
+            }
             Command::Append(a) => encode_append(a),
             Command::Trim { before, by_policy } => {
                 let mut b = BytesMut::with_capacity(10);
@@ -135,6 +164,7 @@ impl Command {
                 let name = String::from_utf8(b.to_vec()).ok()?;
                 Some(Command::DeleteCursor { name })
             }
+            TAG_KEYED => decode_keyed(b),
             _ => None,
         }
     }
@@ -228,6 +258,24 @@ fn decode_append(b: Bytes) -> Option<Command> {
     }))
 }
 
+/// A keyed trim or cursor command; any other inner command is malformed.
+fn decode_keyed(mut b: Bytes) -> Option<Command> {
+    if b.len() < 5 {
+        return None;
+    }
+    b.advance(1);
+    let klen = b.get_u32_le() as usize;
+    if b.len() < klen {
+        return None;
+    }
+    let key = String::from_utf8(b.split_to(klen).to_vec()).ok()?;
+    let op = match b.first()? {
+        &(TAG_TRIM | TAG_CURSOR_SET | TAG_CURSOR_DELETE) => Command::decode(b)?,
+        _ => return None,
+    };
+    Some(Command::keyed(Some(key), op))
+}
+
 fn decode_legacy(mut b: Bytes) -> Option<Command> {
     if b.len() < 5 {
         return None;
@@ -271,6 +319,26 @@ mod tests {
                 max_cursors: 10,
             },
             Command::DeleteCursor { name: "c".into() },
+            Command::keyed(
+                Some("\0n1/00ff".into()),
+                Command::Trim {
+                    before: 3,
+                    by_policy: false,
+                },
+            ),
+            Command::keyed(
+                Some("k".into()),
+                Command::SetCursor {
+                    name: "c".into(),
+                    offset: 1,
+                    force: false,
+                    max_cursors: 2,
+                },
+            ),
+            Command::keyed(
+                Some(String::new()),
+                Command::DeleteCursor { name: "".into() },
+            ),
         ];
         for c in cmds {
             assert_eq!(Command::decode(c.encode()), Some(c.clone()));
@@ -311,5 +379,33 @@ mod tests {
         assert!(Command::decode(Bytes::from_static(b"\x09abc")).is_none());
         assert!(Command::decode(Bytes::from_static(b"\x03\x01")).is_none());
         assert!(Command::decode(Bytes::from_static(b"\x01\xff\xff\xff\xff")).is_none());
+    }
+
+    #[test]
+    fn a_keyed_command_holds_exactly_one_trim_or_cursor_command() {
+        let keyed = |inner: &Command| {
+            let mut b = BytesMut::new();
+            b.put_u8(TAG_KEYED);
+            b.put_u32_le(1);
+            b.put_slice(b"k");
+            b.put_slice(&inner.encode());
+            b.freeze()
+        };
+        let append = Command::single(None, Bytes::from("m"));
+        assert!(Command::decode(keyed(&append)).is_none());
+        let del = Command::DeleteCursor { name: "c".into() };
+        let nested = Command::keyed(Some("j".into()), del.clone());
+        assert!(Command::decode(keyed(&nested)).is_none());
+        let good = keyed(&Command::Trim {
+            before: 1,
+            by_policy: false,
+        });
+        for cut in 0..good.len() {
+            assert!(Command::decode(good.slice(..cut)).is_none(), "cut at {cut}");
+        }
+        assert_eq!(
+            Command::decode(keyed(&del)),
+            Some(Command::keyed(Some("k".into()), del))
+        );
     }
 }

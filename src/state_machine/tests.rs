@@ -248,6 +248,69 @@ fn cursors_move_forward_unless_forced_and_are_bounded() {
 }
 
 #[test]
+fn a_keyed_trim_or_cursor_command_changes_the_log_at_most_once() {
+    let mut sm = StateMachine::new(10);
+    sm.apply(&entry(1, batch(None, None, 0, &["a", "b", "c", "d"])));
+    let keyed = |k: &str, op: Command| Command::keyed(Some(k.into()), op);
+    let del = || Command::DeleteCursor { name: "c".into() };
+    // A delete re-sent after the cursor was made again leaves the new one.
+    sm.apply(&entry(2, set_cursor("c", 1, false)));
+    assert_eq!(
+        sm.apply(&entry(3, keyed("d1", del()))),
+        Applied::Cursor(Ok(0))
+    );
+    sm.apply(&entry(4, set_cursor("c", 2, false)));
+    assert_eq!(
+        sm.apply(&entry(5, keyed("d1", del()))),
+        Applied::Duplicate(Landed::appended(0, 3, 1, 0))
+    );
+    assert_eq!(sm.cursor("c"), Some(2));
+    // A forced move re-sent after another move does not undo that one.
+    let back = set_cursor("c", 1, true);
+    assert_eq!(
+        sm.apply(&entry(6, keyed("f1", back.clone()))),
+        Applied::Cursor(Ok(1))
+    );
+    sm.apply(&entry(7, set_cursor("c", 3, false)));
+    assert!(matches!(
+        sm.apply(&entry(8, keyed("f1", back))),
+        Applied::Duplicate(l) if l.offset == 1 && l.index == 6
+    ));
+    assert_eq!(sm.cursor("c"), Some(3));
+    // A re-sent trim answers the first offset it set.
+    let trim = Command::Trim {
+        before: 2,
+        by_policy: false,
+    };
+    sm.apply(&entry(9, keyed("t1", trim.clone())));
+    assert!(matches!(
+        sm.apply(&entry(10, keyed("t1", trim))),
+        Applied::Duplicate(l) if l.offset == 2 && l.index == 9 && !l.conflict
+    ));
+    // A refusal changed nothing and is not remembered: its re-send is decided
+    // afresh.
+    let fwd = set_cursor("c", 0, false);
+    assert_eq!(
+        sm.apply(&entry(11, keyed("r1", fwd.clone()))),
+        Applied::Cursor(Err(CursorRefusal::Regression { current: 3 }))
+    );
+    assert_eq!(sm.lookup_key("r1"), None);
+    sm.apply(&entry(12, del()));
+    assert_eq!(
+        sm.apply(&entry(13, keyed("r1", fwd))),
+        Applied::Cursor(Ok(0))
+    );
+    // Keys survive a snapshot.
+    let mut other = StateMachine::new(10);
+    other.restore(sm.snapshot()).unwrap();
+    assert_eq!(other.lookup_key("d1"), sm.lookup_key("d1"));
+    assert_eq!(
+        other.apply(&entry(14, keyed("d1", del()))),
+        Applied::Duplicate(Landed::appended(0, 3, 1, 0))
+    );
+}
+
+#[test]
 fn policy_trims_stop_at_the_lowest_cursor_and_explicit_ones_say_what_they_passed() {
     let mut sm = StateMachine::new(10);
     sm.apply(&entry(1, batch(None, None, 0, &["a", "b", "c", "d", "e"])));

@@ -12,7 +12,10 @@
 //! raises the first offset to `before` (at most the next offset), a policy trim
 //! never past the lowest cursor, and an explicit trim names the cursors below
 //! its point; a cursor moves back only with `force`, a new one beyond
-//! `max_cursors` is refused, deleting a missing one says so.
+//! `max_cursors` is refused, deleting a missing one says so; a keyed trim or
+//! cursor command (a forwarded one, maybe re-sent) whose key is remembered
+//! changes nothing and answers its first outcome, and its key is remembered only
+//! if it changed the log.
 //!
 //! Invariant: `steps[i - 1]` describes log index `i`; `messages[o]` is the
 //! message at offset `o` (trimmed ones included: offsets never change).
@@ -38,6 +41,7 @@ pub struct Counts {
     pub conditional_landed: u64,
     pub conditional_refused: u64,
     pub duplicates: u64,
+    pub keyed_op_duplicates: u64,
     pub trims: u64,
     pub trims_passing_cursors: u64,
     pub cursor_sets: u64,
@@ -84,21 +88,7 @@ impl Model {
         assert_eq!(index, self.steps.len() as u64 + 1, "harness: model order");
         let outcome = match cmd {
             None => Outcome::Other,
-            Some(Command::Append(a)) => self.append(index, term, a),
-            Some(Command::Trim { before, by_policy }) => self.trim(*before, *by_policy),
-            Some(Command::SetCursor {
-                name,
-                offset,
-                force,
-                max_cursors,
-            }) => Outcome::Cursor(self.set_cursor(name, *offset, *force, *max_cursors)),
-            Some(Command::DeleteCursor { name }) => {
-                self.counts.cursor_deletes += 1;
-                match self.cursors.remove(name) {
-                    Some(_) => Outcome::Cursor(Ok(0)),
-                    None => Outcome::Cursor(Err(CursorRefusal::NotFound)),
-                }
-            }
+            Some(c) => self.command(index, term, c),
         };
         self.steps.push(Step {
             outcome,
@@ -106,6 +96,42 @@ impl Model {
             next: self.next(),
             cursors: self.cursors.iter().map(|(n, o)| (n.clone(), *o)).collect(),
         });
+    }
+
+    fn command(&mut self, index: u64, term: u64, c: &Command) -> Outcome {
+        match c {
+            Command::Append(a) => self.append(index, term, a),
+            Command::Trim { before, by_policy } => self.trim(*before, *by_policy),
+            Command::SetCursor {
+                name,
+                offset,
+                force,
+                max_cursors,
+            } => Outcome::Cursor(self.set_cursor(name, *offset, *force, *max_cursors)),
+            Command::DeleteCursor { name } => {
+                self.counts.cursor_deletes += 1;
+                match self.cursors.remove(name) {
+                    Some(_) => Outcome::Cursor(Ok(0)),
+                    None => Outcome::Cursor(Err(CursorRefusal::NotFound)),
+                }
+            }
+            Command::Keyed { key, op } => {
+                if let Some(l) = self.keys.get(key) {
+                    self.counts.keyed_op_duplicates += 1;
+                    return Outcome::Duplicate(*l);
+                }
+                let outcome = self.command(index, term, op);
+                let landed = match &outcome {
+                    Outcome::Trimmed { first_offset, .. } => Some(*first_offset),
+                    Outcome::Cursor(Ok(offset)) => Some(*offset),
+                    _ => None,
+                };
+                if let Some(offset) = landed {
+                    self.remember(key, Landed::appended(offset, index, term, 0));
+                }
+                outcome
+            }
+        }
     }
 
     pub fn next(&self) -> u64 {

@@ -125,6 +125,7 @@ pub fn describe(c: &Command) -> String {
             if *force { " force" } else { "" }
         ),
         Command::DeleteCursor { name } => format!("delete cursor {name}"),
+        Command::Keyed { key, op } => format!("{} key {key}", describe(op)),
     }
 }
 
