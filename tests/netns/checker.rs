@@ -21,9 +21,9 @@
 //! 9. batches are all or nothing, contiguous and in order: a batch's messages are
 //!    all in the final log, at consecutive offsets in the order sent, or none is;
 //! 10. conditional writes (`If-Next-Offset: n`) land only at their offset: one in
-//!    the final log sits exactly at `n`, an acknowledged one answered offset `n`,
-//!    one answered 409 is absent and its 409 named a next offset other than `n`,
-//!    and at most one conditional write won each offset.
+//!     the final log sits exactly at `n`, an acknowledged one answered offset `n`,
+//!     one answered 409 is absent and its 409 named a next offset other than `n`,
+//!     and at most one conditional write won each offset.
 //!
 //! Messages (a batch's each) are unique per logical write, so where each one
 //! sits in the final log says which write landed where.
