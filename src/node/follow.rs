@@ -7,9 +7,10 @@
 //! default) although a new leader is elected within an election timeout.
 //!
 //! Invariants:
-//! - a forwarded write carries an idempotency key (the client's, or an internal one
-//!   no client can send: it starts with a NUL byte), and every re-send uses the same
-//!   key, so the state machine appends it at most once whichever leader commits it;
+//! - a forwarded write (or trim or cursor command) carries an idempotency key (the
+//!   client's, or an internal one no client can send: it starts with a NUL byte),
+//!   and every re-send uses the same key, so the state machine applies it at most
+//!   once whichever leader commits it;
 //! - a re-send happens only when the node we sent to can no longer answer: its RPC
 //!   failed, it answered that it is not (or no longer) the leader, or another leader
 //!   became known while we waited for it;
