@@ -320,6 +320,35 @@ impl StateMachine {
         }
     }
 
+    /// Where the next unapplied entries would put a write, if that is certain
+    /// before they are applied: `pending` holds the command payloads of the
+    /// unapplied entries in log order, the write's own last. Certain unless one
+    /// of them is a conditional append (decided only when applied) or a keyed
+    /// append that may turn out a duplicate (its key applied already, or twice
+    /// among them). A write answered before it is applied (`w` below a
+    /// majority) names this offset, so it must be right.
+    pub fn certain_offset(&self, pending: &[&[u8]]) -> Option<u64> {
+        let mut next = self.next_offset();
+        let mut seen = std::collections::HashSet::new();
+        for (i, data) in pending.iter().enumerate() {
+            let Some((key, conditional, count)) = command::append_shape(data) else {
+                continue;
+            };
+            if conditional {
+                return None;
+            }
+            if let Some(k) = key {
+                if self.keys.contains_key(k) || !seen.insert(k) {
+                    return None;
+                }
+            }
+            if i + 1 < pending.len() {
+                next += count;
+            }
+        }
+        Some(next)
+    }
+
     /// The offset retention would trim below now (the leader's view): the
     /// highest of what `max_messages`, `max_bytes` and `max_age_s` (against
     /// `now_ms`, the leader's clock) allow, never past the lowest cursor. 0 in

@@ -264,13 +264,24 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         let acks = self.raft.acks(index, w.term);
         let applied = w.offset.is_some();
         let reported = if applied { acks.max(quorum) } else { acks };
+        // Before apply, only with an offset that applying cannot change (not a
+        // conditional write, nor one behind a conditional or maybe-duplicate
+        // entry): else it waits to be applied.
+        let early = if !applied && w.w < quorum && acks >= w.w {
+            self.certain_offset(index)
+        } else {
+            None
+        };
         let done = if applied {
             w.w <= quorum || acks >= w.w
         } else {
-            w.w < quorum && acks >= w.w
+            early.is_some()
         };
         if done {
-            let offset = w.offset.unwrap_or_else(|| self.predicted_offset(index));
+            let offset = w
+                .offset
+                .or(early)
+                .unwrap_or_else(|| self.predicted_offset(index));
             let res = WriteResult {
                 offset,
                 index,

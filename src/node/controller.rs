@@ -631,6 +631,19 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         !self.raft.is_leader() || alone || Instant::now() >= *deadline
     }
 
+    /// The offset the write at `index` lands at if that is certain before it
+    /// is applied (`StateMachine::certain_offset`); `None`: wait for apply.
+    pub(crate) fn certain_offset(&self, index: u64) -> Option<u64> {
+        let from = self.sm.applied_index() + 1;
+        let payload = |i: u64| match self.raft.entry(i).map(|e| &e.payload) {
+            Some(EntryPayload::Command(c)) => Some(&c[..]),
+            _ => None,
+        };
+        payload(index)?;
+        let pending: Vec<&[u8]> = (from..=index).filter_map(payload).collect();
+        self.sm.certain_offset(&pending)
+    }
+
     pub(crate) fn predicted_offset(&self, index: u64) -> u64 {
         let from = self.sm.applied_index() + 1;
         let msgs: u64 = (from..index)

@@ -56,8 +56,9 @@ pub struct WriteWaiter {
 
 impl WriteWaiter {
     /// Can a change of acks alone answer this write (with the quorum it was
-    /// classified under)? Unapplied writes with `w < quorum` finish on acks; applied
-    /// ones with `w > quorum` still need acks; all others finish only on apply.
+    /// classified under)? Unapplied writes with `w < quorum` may finish on acks
+    /// (if their offset is certain before apply); applied ones with `w > quorum`
+    /// still need acks; all others finish only on apply.
     fn waits_for_acks(&self, quorum: usize) -> bool {
         match self.offset {
             Some(_) => self.w > quorum,

@@ -180,6 +180,28 @@ impl Command {
     }
 }
 
+/// What an append entry may do, read from its header without decoding its
+/// messages: `(key, conditional, message count)`; `None` for other commands.
+pub fn append_shape(data: &[u8]) -> Option<(Option<&str>, bool, u64)> {
+    match *data.first()? {
+        tag @ (0 | 1) => {
+            let klen = u32::from_le_bytes(data.get(1..5)?.try_into().ok()?) as usize;
+            let key = std::str::from_utf8(data.get(5..5usize.checked_add(klen)?)?).ok()?;
+            Some(((tag == 1).then_some(key), false, 1))
+        }
+        TAG_APPEND => {
+            let (flags, key_range, _, count, _) = append_header(data)?;
+            let key = std::str::from_utf8(data.get(key_range)?).ok()?;
+            Some((
+                (flags & 1 == 1).then_some(key),
+                flags & 2 == 2,
+                u64::from(count),
+            ))
+        }
+        _ => None,
+    }
+}
+
 fn encode_append(a: &Append) -> Bytes {
     let msgs: Vec<&[u8]> = a.messages.iter().map(|m| &m[..]).collect();
     encode_append_parts(a.key.as_deref(), a.if_next_offset, a.ts_ms, &msgs)

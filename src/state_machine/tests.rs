@@ -627,3 +627,45 @@ fn replicas_agree_under_random_lifecycle_commands_restarts_and_joins() {
         }
     }
 }
+
+#[test]
+fn an_offset_is_certain_before_apply_only_without_conditions_or_maybe_duplicates() {
+    let mut sm = StateMachine::new(10);
+    sm.apply(&entry(1, batch(Some("old"), None, 0, &["a", "b"])));
+    let enc = |c: Command| c.encode();
+    let plain = enc(batch(None, None, 0, &["x", "y", "z"]));
+    let keyed = |k: &str| enc(batch(Some(k), None, 0, &["k"]));
+    let cond = enc(batch(None, Some(5), 0, &["c"]));
+    let legacy = {
+        let mut b = vec![1u8];
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(b"L");
+        b.extend_from_slice(b"msg");
+        b
+    };
+    let trim = enc(Command::Trim {
+        before: 1,
+        by_policy: false,
+    });
+    let certain = |p: &[&[u8]]| sm.certain_offset(p);
+    // Counts of the entries before the write, trims and cursors changing nothing.
+    assert_eq!(
+        certain(&[&plain[..], &trim[..], &legacy[..], &keyed("new")[..]]),
+        Some(6)
+    );
+    assert_eq!(certain(&[&keyed("new")[..]]), Some(2));
+    // Conditional: the write's own, or an entry before it.
+    assert_eq!(certain(&[&plain[..], &cond[..]]), None);
+    assert_eq!(certain(&[&cond[..], &plain[..]]), None);
+    // Keys that may make an entry a duplicate: applied, or repeated.
+    assert_eq!(certain(&[&keyed("old")[..], &plain[..]]), None);
+    assert_eq!(certain(&[&keyed("k")[..], &keyed("k")[..]]), None);
+    let legacy_dup = |k: &[u8]| {
+        let mut b = vec![1u8];
+        b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        b.extend_from_slice(k);
+        b.push(b'm');
+        b
+    };
+    assert_eq!(certain(&[&legacy_dup(b"old")[..], &plain[..]]), None);
+}
