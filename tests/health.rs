@@ -59,13 +59,9 @@ const BIG_WRITERS: usize = 4;
 
 /// A role change caused by an election timeout (pre-vote or vote), in the
 /// human log format: `reason="election timeout"` or `"election timeout: pre-vote"`.
+/// Only to show the lines in a failure message: the checks count with
+/// `raftlog_elections_started_total` (a reworded line cannot make them pass).
 const ELECTION_TIMEOUT_LINE: &str = "reason=\"election timeout";
-
-/// The role change of a node campaigning because the leader handed over.
-const TRANSFER_CAMPAIGN_LINE: &str = "reason=\"leadership transfer\"";
-
-/// The health manager's log line when a leader steps aside.
-const HANDOVER_LINE: &str = "disk unhealthy: handing leadership over";
 
 /// The saturation test loads disk and CPU hard (it is meant to); the tests that
 /// watch timing-sensitive behaviour (elections, hand-overs) must not share the
@@ -660,20 +656,38 @@ fn log_lines(c: &Cluster, i: usize, needle: &str, n: usize) -> Vec<String> {
     v[v.len().saturating_sub(n)..].to_vec()
 }
 
-/// Election-timeout role changes (pre-vote or vote) logged by each of `nodes`.
-fn election_lines(c: &Cluster, nodes: &[usize]) -> Vec<usize> {
+/// `raftlog_elections_started_total` (pre-vote and vote rounds after an election
+/// timeout) of each of `nodes`.
+fn elections_started(c: &Cluster, nodes: &[usize]) -> Vec<f64> {
+    counter_of(c, nodes, "raftlog_elections_started_total")
+}
+
+/// `raftlog_transfer_campaigns_total` (campaigns because the leader handed
+/// leadership over) of each of `nodes`.
+fn transfer_campaigns(c: &Cluster, nodes: &[usize]) -> Vec<f64> {
+    counter_of(c, nodes, "raftlog_transfer_campaigns_total")
+}
+
+/// Counter `name` (no labels) of each of `nodes`. The series must be there: a
+/// renamed metric read as 0 would make "it did not move" checks pass vacuously.
+fn counter_of(c: &Cluster, nodes: &[usize], name: &str) -> Vec<f64> {
     nodes
         .iter()
-        .map(|&i| c.log_count(i, ELECTION_TIMEOUT_LINE))
+        .map(|&i| {
+            scrape(c, i)
+                .get(name, &[])
+                .unwrap_or_else(|| panic!("{} exposes no {name}", c.id(i)))
+        })
         .collect()
 }
 
-/// Sum of `raftlog_elections_started_total` over `nodes`.
-fn elections_started(c: &Cluster, nodes: &[usize]) -> Vec<f64> {
-    nodes
-        .iter()
-        .map(|&i| scrape(c, i).get0("raftlog_elections_started_total", &[]))
-        .collect()
+/// `raftlog_snapshots_installed_total` of node `i`; 0 while it does not answer
+/// (a joiner serves its API only once accepted).
+fn snapshots_installed(c: &Cluster, i: usize) -> f64 {
+    try_scrape(c, i).map_or(0.0, |m| {
+        m.get("raftlog_snapshots_installed_total", &[])
+            .unwrap_or_else(|| panic!("{} exposes no raftlog_snapshots_installed_total", c.id(i)))
+    })
 }
 
 /// Asserts each acknowledged `(offset, message)` sits at its offset in `log`,
@@ -857,11 +871,8 @@ fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
         wait_for("10 writes before the fault", LONG, || {
             (writes.len() >= 10).then_some(())
         });
-        let elections_before = election_lines(&c, &all);
-        let transfers_before = all
-            .iter()
-            .map(|&i| c.log_count(i, TRANSFER_CAMPAIGN_LINE))
-            .collect::<Vec<_>>();
+        let elections_before = elections_started(&c, &all);
+        let transfers_before = transfer_campaigns(&c, &all);
         let slow_before = scrape(&c, l).observed_above("raftlog_wal_fsync_seconds", 0.5);
 
         let t0 = Instant::now();
@@ -912,11 +923,12 @@ fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
                 "{lid} never reported health.disk \"unhealthy\" while its fsyncs took {SLOW_FSYNC_MS} ms"
             )),
         }
-        found.check(c.log_count(l, HANDOVER_LINE) > 0, || {
-            format!("{lid} did not log {HANDOVER_LINE:?}")
+        let handovers = scrape(&c, l).get0("raftlog_leadership_handovers_total", &[]);
+        found.check(handovers > 0.0, || {
+            format!("{lid}'s raftlog_leadership_handovers_total is {handovers}: no hand-over")
         });
         found.check(
-            c.log_count(new, TRANSFER_CAMPAIGN_LINE) > transfers_before[new],
+            transfer_campaigns(&c, &[new])[0] > transfers_before[new],
             || {
                 format!(
                     "the new leader {} did not campaign because of a leadership transfer; its role changes: {:#?}",
@@ -925,11 +937,11 @@ fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
                 )
             },
         );
-        let elections_after = election_lines(&c, &all);
+        let elections_after = elections_started(&c, &all);
         found.check(elections_after == elections_before, || {
             format!(
                 "a slow disk on the leader made nodes run out their election timers \
-                 (election-timeout role changes per node {elections_before:?} -> {elections_after:?})"
+                 (raftlog_elections_started_total per node {elections_before:?} -> {elections_after:?})"
             )
         });
         let slow_after = scrape(&c, l).observed_above("raftlog_wal_fsync_seconds", 0.5);
@@ -1020,7 +1032,6 @@ fn heartbeats_are_isolated_from_saturated_replication_and_a_snapshot_transfer() 
     let c = c; // no more changes to the node list
 
     let started_before = elections_started(&c, &voters);
-    let lines_before = election_lines(&c, &voters);
     let snaps_before = scrape(&c, l).get0("raftlog_snapshots_total", &[]);
 
     let stop = AtomicBool::new(false);
@@ -1095,7 +1106,7 @@ fn heartbeats_are_isolated_from_saturated_replication_and_a_snapshot_transfer() 
                 }
             }
             partial_seen |= !partials(&c.info(j).data_dir).is_empty();
-            if snapshot_received_at.is_none() && c.log_count(j, "snapshot received") > 0 {
+            if snapshot_received_at.is_none() && snapshots_installed(&c, j) > 0.0 {
                 snapshot_received_at = Some(t0.elapsed());
             }
             let long_enough = t0.elapsed() >= SATURATION_RUN;
@@ -1136,28 +1147,21 @@ fn heartbeats_are_isolated_from_saturated_replication_and_a_snapshot_transfer() 
         "the writers must have kept replication busy (only {written} big writes acknowledged)"
     );
     let started_after = elections_started(&c, &voters);
-    let joiner_started = scrape(&c, j).get0("raftlog_elections_started_total", &[]);
+    let joiner_started = elections_started(&c, &[j])[0];
     found.check(
         started_after == started_before && joiner_started == 0.0,
         || {
+            let mut ls = Vec::new();
+            for i in 0..4 {
+                ls.extend(log_lines(&c, i, ELECTION_TIMEOUT_LINE, 3));
+            }
             format!(
-                "raftlog_elections_started_total moved during the saturated run: \
-                 voters {started_before:?} -> {started_after:?}, joiner {joiner_started}"
+                "nodes ran out their election timers during the saturated run: \
+                 raftlog_elections_started_total of the voters {started_before:?} -> \
+                 {started_after:?}, of the joiner {joiner_started}; their lines: {ls:#?}"
             )
         },
     );
-    let lines_after = election_lines(&c, &voters);
-    let joiner_lines = c.log_count(j, ELECTION_TIMEOUT_LINE);
-    found.check(lines_after == lines_before && joiner_lines == 0, || {
-        let mut ls = Vec::new();
-        for i in 0..4 {
-            ls.extend(log_lines(&c, i, ELECTION_TIMEOUT_LINE, 3));
-        }
-        format!(
-            "nodes ran out their election timers during the saturated run \
-             (election-timeout role changes {lines_before:?} -> {lines_after:?}, joiner {joiner_lines}): {ls:#?}"
-        )
-    });
     found.check(leader_changes.is_empty(), || {
         format!("the leader {lid} (term {term0}) did not keep its place: {leader_changes:#?}")
     });
@@ -1404,11 +1408,8 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers_without_loss() {
             (write_until_ok(&c, l, &m, LONG), m)
         })
         .collect();
-    let elections_before = election_lines(&c, &all);
-    let transfers_before: Vec<usize> = all
-        .iter()
-        .map(|&i| c.log_count(i, TRANSFER_CAMPAIGN_LINE))
-        .collect();
+    let elections_before = elections_started(&c, &all);
+    let transfers_before = transfer_campaigns(&c, &all);
     let errors_before = scrape(&c, l).get0("raftlog_storage_errors_total", &[]);
 
     // Probe writers hammer the leader before and during the fault.
@@ -1559,14 +1560,15 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers_without_loss() {
     });
     // How leadership left: a hand-over (transfer), not followers' election timers
     // running out because the full-disk leader went silent.
-    let elections_after = election_lines(&c, &all);
+    let elections_after = elections_started(&c, &all);
+    let transfers_after = transfer_campaigns(&c, &all);
     found.check(
-        c.log_count(new, TRANSFER_CAMPAIGN_LINE) > transfers_before[new]
-            && elections_after == elections_before,
+        transfers_after[new] > transfers_before[new] && elections_after == elections_before,
         || {
             format!(
                 "leadership left the full-disk leader {lid} by an election, not a hand-over: \
-                 election-timeout role changes per node {elections_before:?} -> {elections_after:?}; \
+                 raftlog_elections_started_total per node {elections_before:?} -> {elections_after:?}, \
+                 raftlog_transfer_campaigns_total {transfers_before:?} -> {transfers_after:?}; \
                  {nid}'s role changes: {:#?}; {lid}'s log: {:#?}",
                 log_lines(&c, new, "role change", 4),
                 log_lines(&c, l, "disk", 4)

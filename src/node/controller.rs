@@ -337,6 +337,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn step(&mut self, env: Envelope) {
         let m = self.raft.membership();
         if !m.members.is_empty() && !m.contains(&env.from) {
+            self.metrics.stranger_messages.inc();
             let now = Instant::now();
             let last = self.strangers.get(&env.from).copied();
             if last.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10)) {
