@@ -257,6 +257,15 @@ fn partials(dir: &Path) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
+/// Sets its flag when dropped (also on a panic): tells helper threads to end.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// The total size a partial file's name declares (`...-<total>.partial`).
 fn declared_total(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?.strip_suffix(".partial")?;
@@ -841,6 +850,8 @@ fn interrupted_snapshot_transfer_completes_after_restart() {
     let dir = c.info(j).data_dir.clone();
     let members: BTreeSet<String> = [c.id(n1).to_string(), c.id(j).to_string()].into();
     thread::scope(|s| {
+        // A failed assertion below must still end the watcher, or the scope hangs.
+        let _stop = SetOnDrop(&stop);
         s.spawn(|| {
             while !stop.load(Ordering::SeqCst) {
                 for (path, len) in partials(&dir) {
@@ -854,9 +865,29 @@ fn interrupted_snapshot_transfer_completes_after_restart() {
                 thread::sleep(Duration::from_millis(1));
             }
         });
+        // The leader is paused while the node restarts, so the transfer is
+        // certainly in flight (its partial file short of the total) when /ready
+        // is first answered: that answer must be 503, in phase data_readiness.
+        c.stop(n1);
         c.restart(j);
-        // While a partial file exists before and after a /ready answer, the
-        // transfer was in flight during it: the node must not be ready.
+        let code = wait_for("the restarted node to answer /ready", LONG, || {
+            ready_code(&c, j)
+        });
+        let st = c.status(j);
+        let held_now = partials(&dir)
+            .into_iter()
+            .any(|(p, len)| declared_total(&p).is_some_and(|t| len < t));
+        c.cont(n1);
+        assert!(
+            held_now,
+            "the transfer finished while its leader was paused"
+        );
+        assert_eq!(code, 503, "/ready while the snapshot transfer is in flight");
+        let st = st.expect("the restarted node answered /ready but not /v1/status");
+        assert_eq!(st["phase"], "data_readiness", "{st}");
+        not_ready_mid_transfer += 1;
+        // With the leader running again: while a partial file exists before and
+        // after a /ready answer, the transfer was in flight during it.
         wait_for(
             "the restarted node to finish the transfer",
             LONG * 2,
@@ -884,6 +915,10 @@ fn interrupted_snapshot_transfer_completes_after_restart() {
     if let Some(s) = shrank.into_inner().unwrap() {
         panic!("the interrupted transfer started over instead of resuming: {s}");
     }
+    assert!(
+        not_ready_mid_transfer > 0,
+        "/ready was never asked while the transfer was in flight"
+    );
     eprintln!("observed /ready 503 mid-transfer {not_ready_mid_transfer} time(s)");
     let (count, _) = wait_same_digest(&c, &[n1, j], acked.len() as u64);
     assert_eq!(count, acked.len() as u64);
