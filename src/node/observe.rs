@@ -93,10 +93,15 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     }
 
     /// Health check; a leader whose disk stays unhealthy hands leadership over.
+    /// The disk probe runs off this task (see `health`): its result is picked up
+    /// on whichever tick it is ready, a new probe started every
+    /// [`HEALTH_EVERY_TICKS`] ticks.
     pub(crate) fn health_tick(&mut self) {
+        self.health.collect_disk_probe();
         if !self.ticks.is_multiple_of(HEALTH_EVERY_TICKS) {
             return;
         }
+        self.health.start_disk_probe();
         self.health.check();
         self.metrics
             .wal_segments
