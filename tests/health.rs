@@ -1947,18 +1947,38 @@ fn metrics_parse_and_counters_move_with_writes_and_a_leader_kill() {
     c.kill(l);
     let nl = c.wait_leader_among(&survivors);
     let nid = c.id(nl).to_string();
-    // Gauges (term, role) follow on the next tick: wait for them.
+    // Gauges (term, role) follow on the next tick, and a follower counts the
+    // leader change only once it hears from the new leader (its term moves
+    // earlier, when it votes): wait for all of them.
+    let leader_changes = |ms: &[om::Exposition]| -> Vec<f64> {
+        ms.iter()
+            .map(|m| m.get0("raftlog_leader_changes_total", &[]))
+            .collect()
+    };
+    let changes_before = leader_changes(&before);
+    let seen_changes = std::cell::RefCell::new(changes_before.clone());
     let after: Vec<om::Exposition> = wait_for_or(
-        "the survivors' term and role gauges to show the new term",
+        "the survivors' term, role and leader-change metrics to show the new leader",
         LONG,
         || {
             let ms: Vec<om::Exposition> = survivors.iter().map(|&i| scrape(&c, i)).collect();
             let k = survivors.iter().position(|&i| i == nl).unwrap();
+            *seen_changes.borrow_mut() = leader_changes(&ms);
             (ms.iter().all(|m| m.get0("raftlog_term", &[]) > term0)
-                && ms[k].get("raftlog_role", &[("role", "leader")]) == Some(1.0))
+                && ms[k].get("raftlog_role", &[("role", "leader")]) == Some(1.0)
+                && seen_changes
+                    .borrow()
+                    .iter()
+                    .zip(&changes_before)
+                    .all(|(a, b)| a > b))
             .then_some(ms)
         },
-        || format!("terms before: {term0}"),
+        || {
+            format!(
+                "terms before: {term0}; raftlog_leader_changes_total {changes_before:?} -> {:?}",
+                seen_changes.borrow()
+            )
+        },
     );
     let sum = |ms: &[om::Exposition], s: &str| ms.iter().map(|m| m.get0(s, &[])).sum::<f64>();
     assert!(
