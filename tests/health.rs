@@ -2182,3 +2182,125 @@ fn fault_endpoint_only_with_the_switch_and_json_logs_on_request() {
     );
     assert!(human.contains("fault injection is enabled"), "{human}");
 }
+
+/// Injected latency of every read of old messages in the stall test: two
+/// election timeouts of the test clusters (500..1000 ms).
+const STORE_STALL_MS: u64 = 2000;
+
+/// Readers of old messages on the leader in the stall test: more than the
+/// node's blocking-read slots (4), so some reads wait for a slot.
+const LEADER_READERS: usize = 6;
+
+/// Reads of messages that left the cache stall for [`STORE_STALL_MS`] on every
+/// node (fault switch): while clients keep reading old messages through the
+/// stall, no node starts an election or sees a new leader, the term stays and
+/// writes go on. (These reads used to run on the controller task: a stalled read
+/// held heartbeats for as long.)
+#[test]
+fn stalled_message_store_reads_do_not_delay_heartbeats() {
+    let _machine = shared_machine();
+    // The smallest cache (1 MiB is always kept): the first messages are on disk only.
+    let c = Cluster::start_with_env(3, &[FAULTS_ON, ("RAFTLOG_READ__CACHE_BYTES", "0")]);
+    let found = Findings::default();
+    let all: Vec<usize> = (0..3).collect();
+    let l = c.wait_leader();
+    let lid = c.id(l).to_string();
+    let filler = "x".repeat(64 * 1024);
+    let old: Vec<String> = (0..48).map(|k| format!("old-{k:02}-{filler}")).collect();
+    for m in &old {
+        let r = c.write(l, m, json!("all"));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let term0 = c.status(l).unwrap()["term"].as_u64().unwrap();
+    let elections_before = elections_started(&c, &all);
+    let changes_before = counter_of(&c, &all, "raftlog_leader_changes_total");
+    for &i in &all {
+        set_faults(&c, i, json!({ "msgstore_read_delay_ms": STORE_STALL_MS }));
+    }
+
+    // Readers of offset 0 (on disk only): six on the leader, one per follower.
+    let stop = AtomicBool::new(false);
+    let reads = Mutex::new(Vec::<(usize, Duration, Result<String, String>)>::new());
+    let mut writes = 0;
+    let mut lost_lead: Vec<String> = Vec::new();
+    thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let readers = (0..LEADER_READERS)
+            .map(|_| l)
+            .chain(all.iter().copied().filter(|&i| i != l));
+        for node in readers {
+            let (c, stop, reads) = (&c, &stop, &reads);
+            s.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let t = Instant::now();
+                    let path = "/v1/messages?from=0&limit=2&consistency=local";
+                    let got = c
+                        .try_get_timeout(node, path, LONG)
+                        .and_then(|r| match r.status {
+                            200 => Ok(r.json["messages"][0]["message"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .chars()
+                                .take(6)
+                                .collect()),
+                            _ => Err(format!("{} {}", r.status, r.body)),
+                        });
+                    reads.lock().unwrap().push((node, t.elapsed(), got));
+                }
+            });
+        }
+        // Writes and the leader's status meanwhile, over three stalls.
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(3 * STORE_STALL_MS) {
+            let r = c.write(l, &format!("during-{writes}"), json!("majority"));
+            found.check(r.status == 201, || {
+                format!("a write during the stall: {} {}", r.status, r.body)
+            });
+            writes += 1;
+            match c.status(l) {
+                Some(st) if st["role"] == "leader" && st["term"] == term0 => {}
+                other => lost_lead.push(format!("{other:?}")),
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    for &i in &all {
+        set_faults(&c, i, json!({}));
+    }
+
+    let reads = reads.into_inner().unwrap();
+    eprintln!(
+        "{} reads of old messages through a {STORE_STALL_MS} ms stall, {writes} writes meanwhile",
+        reads.len()
+    );
+    for &i in &all {
+        let mine: Vec<_> = reads.iter().filter(|(n, _, _)| *n == i).collect();
+        // The fault was in effect: a read of old messages waited out the stall.
+        found.check(
+            mine.iter()
+                .any(|(_, took, _)| *took >= Duration::from_millis(STORE_STALL_MS)),
+            || format!("no read on {} waited out the stall: {mine:?}", c.id(i)),
+        );
+        for (_, _, got) in &mine {
+            found.check(got.as_deref() == Ok("old-00"), || {
+                format!("a read of offset 0 on {} answered {got:?}", c.id(i))
+            });
+        }
+    }
+    found.check(lost_lead.is_empty(), || {
+        format!("{lid} did not keep leading in term {term0}: {lost_lead:#?}")
+    });
+    let elections_after = elections_started(&c, &all);
+    found.check(elections_after == elections_before, || {
+        format!(
+            "stalled message-store reads made nodes run out their election timers: \
+             raftlog_elections_started_total {elections_before:?} -> {elections_after:?}"
+        )
+    });
+    let changes_after = counter_of(&c, &all, "raftlog_leader_changes_total");
+    found.check(changes_after == changes_before, || {
+        format!("raftlog_leader_changes_total {changes_before:?} -> {changes_after:?}")
+    });
+    found.assert_none("stalled_message_store_reads_do_not_delay_heartbeats");
+}
