@@ -2252,9 +2252,10 @@ fn stalled_message_store_reads_do_not_delay_heartbeats() {
         // Writes and the leader's status meanwhile, over three stalls.
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_millis(3 * STORE_STALL_MS) {
-            let r = c.write(l, &format!("during-{writes}"), json!("majority"));
-            found.check(r.status == 201, || {
-                format!("a write during the stall: {} {}", r.status, r.body)
+            let msg = format!("during-{writes}");
+            let r = c.write_with(l, &msg, json!("majority"), "", None, REQUEST_TIMEOUT);
+            found.check(r.as_ref().is_ok_and(|r| r.status == 201), || {
+                format!("a write during the stall: {r:?}")
             });
             writes += 1;
             match c.status(l) {
