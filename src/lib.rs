@@ -15,6 +15,7 @@ pub mod core;
 pub mod dev;
 pub mod durable;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod msgstore;
 pub mod node;

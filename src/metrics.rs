@@ -49,6 +49,10 @@ pub struct Metrics {
     pub leader_changes: Counter,
     pub elections_started: Counter,
     pub elections_won: Counter,
+    pub transfer_campaigns: Counter,
+    pub handovers: Counter,
+    pub snapshots_installed: Counter,
+    pub stranger_messages: Counter,
     pub commit_index: Gauge,
     pub applied_index: Gauge,
     pub last_index: Gauge,
@@ -89,6 +93,10 @@ impl Metrics {
             leader_changes: Counter::default(),
             elections_started: Counter::default(),
             elections_won: Counter::default(),
+            transfer_campaigns: Counter::default(),
+            handovers: Counter::default(),
+            snapshots_installed: Counter::default(),
+            stranger_messages: Counter::default(),
             commit_index: Gauge::default(),
             applied_index: Gauge::default(),
             last_index: Gauge::default(),
@@ -130,6 +138,26 @@ impl Metrics {
             "elections_won",
             "Elections this node won",
             m.elections_won.clone(),
+        );
+        r.register(
+            "transfer_campaigns",
+            "Campaigns this node started because the leader handed leadership over to it",
+            m.transfer_campaigns.clone(),
+        );
+        r.register(
+            "leadership_handovers",
+            "Times this node, leading on an unhealthy disk, handed leadership over",
+            m.handovers.clone(),
+        );
+        r.register(
+            "snapshots_installed",
+            "Snapshots received from the leader and installed",
+            m.snapshots_installed.clone(),
+        );
+        r.register(
+            "messages_from_non_members",
+            "Peer messages from nodes that are not members of this node's cluster",
+            m.stranger_messages.clone(),
         );
         r.register(
             "commit_index",

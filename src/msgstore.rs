@@ -565,6 +565,13 @@ impl MessageStore {
         }
     }
 
+    /// Whether a read from `from` needs the files (its first message left the
+    /// cache) and a [`MessageStore::reader`] can serve it from them (the store
+    /// has files and has not failed).
+    pub fn reads_files(&self, from: u64) -> bool {
+        self.dir.is_some() && self.failed.is_none() && from.max(self.first) < self.cache_first
+    }
+
     /// Messages `from..` (at most `limit`; nothing below `first`).
     pub fn read(&self, from: u64, limit: usize) -> io::Result<Vec<(u64, Bytes)>> {
         let from = from.max(self.first);

@@ -174,6 +174,12 @@ impl StateMachine {
     }
 
     /// Messages from `from` (at least the first offset), at most `limit`.
+    /// Whether reading from `from` goes to the message files (see
+    /// [`MessageStore::reads_files`]): such a read runs off the controller task.
+    pub fn reads_files(&self, from: u64) -> bool {
+        self.messages.reads_files(from.max(self.first_offset()))
+    }
+
     pub fn read(&self, from: u64, limit: usize) -> std::io::Result<Vec<(u64, Bytes)>> {
         self.messages.read(from.max(self.first_offset()), limit)
     }

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 /// Snapshot + compact every 50 applied entries.
 const SNAP_EVERY_50: (&str, &str) = ("RAFTLOG_SNAPSHOT__EVERY_ENTRIES", "50");
 
+/// Snapshots a node received from its leader and installed (a counter).
+const SNAPSHOTS_INSTALLED: &str = "raftlog_snapshots_installed_total";
+
 /// Several election timeouts of [`fast_env`] (500..1000 ms).
 const SEVERAL_ELECTION_TIMEOUTS: Duration = Duration::from_secs(4);
 
@@ -252,6 +255,15 @@ fn partials(dir: &Path) -> Vec<(PathBuf, u64)> {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
         .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
         .collect()
+}
+
+/// Sets its flag when dropped (also on a panic): tells helper threads to end.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// The total size a partial file's name declares (`...-<total>.partial`).
@@ -689,15 +701,22 @@ fn two_joiners_without_a_founder_never_elect_a_leader() {
         rounds += 1;
         thread::sleep(Duration::from_millis(100));
     }
-    // Whatever the HTTP side did, no node may have become leader.
+    // Whatever the HTTP side did, no node may have become leader or seen one
+    // (counted by the node itself; a missing metric fails, it is not read as 0).
     for i in [a, b] {
-        let text = log_text(&c.info(i).log_path);
-        assert!(
-            !text.contains("role=\"leader\"") && !text.contains("role=leader"),
-            "{} logged a leader role change:\n{}",
-            c.id(i),
-            tail(&c.info(i).log_path, 40)
-        );
+        for name in [
+            "raftlog_elections_won_total",
+            "raftlog_leader_changes_total",
+        ] {
+            let n = c.metric(i, name);
+            assert_eq!(
+                n,
+                0.0,
+                "{} has {name} {n}: it led or followed a leader; log tail:\n{}",
+                c.id(i),
+                tail(&c.info(i).log_path, 40)
+            );
+        }
         assert!(
             c.exited(i).is_none(),
             "{} must keep trying to join",
@@ -722,14 +741,14 @@ fn snapshot_catch_up_for_a_stopped_follower_and_a_new_node() {
     let mut acked = write_all(&c, l, &names("pre", 10));
     c.wait_converged(&[0, 1, 2], acked.len());
 
+    let snaps_before = c.metric(f, SNAPSHOTS_INSTALLED);
     c.stop(f);
     acked.extend(bulk_write(&c, l, "missed", 400, 200, 4));
-    let snaps_before = c.log_count(f, "snapshot received");
     c.cont(f);
     let log = c.wait_converged(&[0, 1, 2], acked.len());
     check_acked(&log, &acked, "after the stopped follower resumed");
     assert!(
-        c.log_count(f, "snapshot received") > snaps_before,
+        c.metric(f, SNAPSHOTS_INSTALLED) > snaps_before,
         "{} missed a compacted prefix: it must have received a snapshot; log tail:\n{}",
         c.id(f),
         tail(&c.info(f).log_path, 30)
@@ -743,7 +762,7 @@ fn snapshot_catch_up_for_a_stopped_follower_and_a_new_node() {
     let log = c.wait_converged(&[0, 1, 2, n4], acked.len());
     check_acked(&log, &acked, "after a new node joined past compaction");
     assert!(
-        c.log_count(n4, "snapshot received") > 0,
+        c.metric(n4, SNAPSHOTS_INSTALLED) > 0.0,
         "the new node needed a compacted prefix: it must have received a snapshot"
     );
 }
@@ -831,6 +850,8 @@ fn interrupted_snapshot_transfer_completes_after_restart() {
     let dir = c.info(j).data_dir.clone();
     let members: BTreeSet<String> = [c.id(n1).to_string(), c.id(j).to_string()].into();
     thread::scope(|s| {
+        // A failed assertion below must still end the watcher, or the scope hangs.
+        let _stop = SetOnDrop(&stop);
         s.spawn(|| {
             while !stop.load(Ordering::SeqCst) {
                 for (path, len) in partials(&dir) {
@@ -844,9 +865,29 @@ fn interrupted_snapshot_transfer_completes_after_restart() {
                 thread::sleep(Duration::from_millis(1));
             }
         });
+        // The leader is paused while the node restarts, so the transfer is
+        // certainly in flight (its partial file short of the total) when /ready
+        // is first answered: that answer must be 503, in phase data_readiness.
+        c.stop(n1);
         c.restart(j);
-        // While a partial file exists before and after a /ready answer, the
-        // transfer was in flight during it: the node must not be ready.
+        let code = wait_for("the restarted node to answer /ready", LONG, || {
+            ready_code(&c, j)
+        });
+        let st = c.status(j);
+        let held_now = partials(&dir)
+            .into_iter()
+            .any(|(p, len)| declared_total(&p).is_some_and(|t| len < t));
+        c.cont(n1);
+        assert!(
+            held_now,
+            "the transfer finished while its leader was paused"
+        );
+        assert_eq!(code, 503, "/ready while the snapshot transfer is in flight");
+        let st = st.expect("the restarted node answered /ready but not /v1/status");
+        assert_eq!(st["phase"], "data_readiness", "{st}");
+        not_ready_mid_transfer += 1;
+        // With the leader running again: while a partial file exists before and
+        // after a /ready answer, the transfer was in flight during it.
         wait_for(
             "the restarted node to finish the transfer",
             LONG * 2,
@@ -874,11 +915,15 @@ fn interrupted_snapshot_transfer_completes_after_restart() {
     if let Some(s) = shrank.into_inner().unwrap() {
         panic!("the interrupted transfer started over instead of resuming: {s}");
     }
+    assert!(
+        not_ready_mid_transfer > 0,
+        "/ready was never asked while the transfer was in flight"
+    );
     eprintln!("observed /ready 503 mid-transfer {not_ready_mid_transfer} time(s)");
     let (count, _) = wait_same_digest(&c, &[n1, j], acked.len() as u64);
     assert_eq!(count, acked.len() as u64);
     assert!(
-        c.log_count(j, "snapshot received") > 0,
+        c.metric(j, SNAPSHOTS_INSTALLED) > 0.0,
         "the restarted node must have received the snapshot"
     );
     // The log is still writable with both voters (retrying 503: reading the big
@@ -955,11 +1000,14 @@ fn membership_changes_under_writes_and_removed_nodes_cannot_disrupt() {
         "writes must continue while the removed node runs"
     );
     wait_for(
-        "a member to log a message from a node that is not a member",
+        "a member to count a message from a node that is not a member",
         LONG,
         || {
             four.iter()
-                .any(|&i| c.log_count(i, "message from a node that is not a member") > 0)
+                .any(|&i| {
+                    c.try_metric(i, "raftlog_messages_from_non_members_total")
+                        .is_ok_and(|n| n > 0.0)
+                })
                 .then_some(())
         },
     );

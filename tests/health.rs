@@ -59,13 +59,9 @@ const BIG_WRITERS: usize = 4;
 
 /// A role change caused by an election timeout (pre-vote or vote), in the
 /// human log format: `reason="election timeout"` or `"election timeout: pre-vote"`.
+/// Only to show the lines in a failure message: the checks count with
+/// `raftlog_elections_started_total` (a reworded line cannot make them pass).
 const ELECTION_TIMEOUT_LINE: &str = "reason=\"election timeout";
-
-/// The role change of a node campaigning because the leader handed over.
-const TRANSFER_CAMPAIGN_LINE: &str = "reason=\"leadership transfer\"";
-
-/// The health manager's log line when a leader steps aside.
-const HANDOVER_LINE: &str = "disk unhealthy: handing leadership over";
 
 /// The saturation test loads disk and CPU hard (it is meant to); the tests that
 /// watch timing-sensitive behaviour (elections, hand-overs) must not share the
@@ -660,20 +656,38 @@ fn log_lines(c: &Cluster, i: usize, needle: &str, n: usize) -> Vec<String> {
     v[v.len().saturating_sub(n)..].to_vec()
 }
 
-/// Election-timeout role changes (pre-vote or vote) logged by each of `nodes`.
-fn election_lines(c: &Cluster, nodes: &[usize]) -> Vec<usize> {
+/// `raftlog_elections_started_total` (pre-vote and vote rounds after an election
+/// timeout) of each of `nodes`.
+fn elections_started(c: &Cluster, nodes: &[usize]) -> Vec<f64> {
+    counter_of(c, nodes, "raftlog_elections_started_total")
+}
+
+/// `raftlog_transfer_campaigns_total` (campaigns because the leader handed
+/// leadership over) of each of `nodes`.
+fn transfer_campaigns(c: &Cluster, nodes: &[usize]) -> Vec<f64> {
+    counter_of(c, nodes, "raftlog_transfer_campaigns_total")
+}
+
+/// Counter `name` (no labels) of each of `nodes`. The series must be there: a
+/// renamed metric read as 0 would make "it did not move" checks pass vacuously.
+fn counter_of(c: &Cluster, nodes: &[usize], name: &str) -> Vec<f64> {
     nodes
         .iter()
-        .map(|&i| c.log_count(i, ELECTION_TIMEOUT_LINE))
+        .map(|&i| {
+            scrape(c, i)
+                .get(name, &[])
+                .unwrap_or_else(|| panic!("{} exposes no {name}", c.id(i)))
+        })
         .collect()
 }
 
-/// Sum of `raftlog_elections_started_total` over `nodes`.
-fn elections_started(c: &Cluster, nodes: &[usize]) -> Vec<f64> {
-    nodes
-        .iter()
-        .map(|&i| scrape(c, i).get0("raftlog_elections_started_total", &[]))
-        .collect()
+/// `raftlog_snapshots_installed_total` of node `i`; 0 while it does not answer
+/// (a joiner serves its API only once accepted).
+fn snapshots_installed(c: &Cluster, i: usize) -> f64 {
+    try_scrape(c, i).map_or(0.0, |m| {
+        m.get("raftlog_snapshots_installed_total", &[])
+            .unwrap_or_else(|| panic!("{} exposes no raftlog_snapshots_installed_total", c.id(i)))
+    })
 }
 
 /// Asserts each acknowledged `(offset, message)` sits at its offset in `log`,
@@ -857,11 +871,8 @@ fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
         wait_for("10 writes before the fault", LONG, || {
             (writes.len() >= 10).then_some(())
         });
-        let elections_before = election_lines(&c, &all);
-        let transfers_before = all
-            .iter()
-            .map(|&i| c.log_count(i, TRANSFER_CAMPAIGN_LINE))
-            .collect::<Vec<_>>();
+        let elections_before = elections_started(&c, &all);
+        let transfers_before = transfer_campaigns(&c, &all);
         let slow_before = scrape(&c, l).observed_above("raftlog_wal_fsync_seconds", 0.5);
 
         let t0 = Instant::now();
@@ -912,11 +923,12 @@ fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
                 "{lid} never reported health.disk \"unhealthy\" while its fsyncs took {SLOW_FSYNC_MS} ms"
             )),
         }
-        found.check(c.log_count(l, HANDOVER_LINE) > 0, || {
-            format!("{lid} did not log {HANDOVER_LINE:?}")
+        let handovers = scrape(&c, l).get0("raftlog_leadership_handovers_total", &[]);
+        found.check(handovers > 0.0, || {
+            format!("{lid}'s raftlog_leadership_handovers_total is {handovers}: no hand-over")
         });
         found.check(
-            c.log_count(new, TRANSFER_CAMPAIGN_LINE) > transfers_before[new],
+            transfer_campaigns(&c, &[new])[0] > transfers_before[new],
             || {
                 format!(
                     "the new leader {} did not campaign because of a leadership transfer; its role changes: {:#?}",
@@ -925,11 +937,11 @@ fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
                 )
             },
         );
-        let elections_after = election_lines(&c, &all);
+        let elections_after = elections_started(&c, &all);
         found.check(elections_after == elections_before, || {
             format!(
                 "a slow disk on the leader made nodes run out their election timers \
-                 (election-timeout role changes per node {elections_before:?} -> {elections_after:?})"
+                 (raftlog_elections_started_total per node {elections_before:?} -> {elections_after:?})"
             )
         });
         let slow_after = scrape(&c, l).observed_above("raftlog_wal_fsync_seconds", 0.5);
@@ -1020,7 +1032,6 @@ fn heartbeats_are_isolated_from_saturated_replication_and_a_snapshot_transfer() 
     let c = c; // no more changes to the node list
 
     let started_before = elections_started(&c, &voters);
-    let lines_before = election_lines(&c, &voters);
     let snaps_before = scrape(&c, l).get0("raftlog_snapshots_total", &[]);
 
     let stop = AtomicBool::new(false);
@@ -1095,7 +1106,7 @@ fn heartbeats_are_isolated_from_saturated_replication_and_a_snapshot_transfer() 
                 }
             }
             partial_seen |= !partials(&c.info(j).data_dir).is_empty();
-            if snapshot_received_at.is_none() && c.log_count(j, "snapshot received") > 0 {
+            if snapshot_received_at.is_none() && snapshots_installed(&c, j) > 0.0 {
                 snapshot_received_at = Some(t0.elapsed());
             }
             let long_enough = t0.elapsed() >= SATURATION_RUN;
@@ -1136,28 +1147,21 @@ fn heartbeats_are_isolated_from_saturated_replication_and_a_snapshot_transfer() 
         "the writers must have kept replication busy (only {written} big writes acknowledged)"
     );
     let started_after = elections_started(&c, &voters);
-    let joiner_started = scrape(&c, j).get0("raftlog_elections_started_total", &[]);
+    let joiner_started = elections_started(&c, &[j])[0];
     found.check(
         started_after == started_before && joiner_started == 0.0,
         || {
+            let mut ls = Vec::new();
+            for i in 0..4 {
+                ls.extend(log_lines(&c, i, ELECTION_TIMEOUT_LINE, 3));
+            }
             format!(
-                "raftlog_elections_started_total moved during the saturated run: \
-                 voters {started_before:?} -> {started_after:?}, joiner {joiner_started}"
+                "nodes ran out their election timers during the saturated run: \
+                 raftlog_elections_started_total of the voters {started_before:?} -> \
+                 {started_after:?}, of the joiner {joiner_started}; their lines: {ls:#?}"
             )
         },
     );
-    let lines_after = election_lines(&c, &voters);
-    let joiner_lines = c.log_count(j, ELECTION_TIMEOUT_LINE);
-    found.check(lines_after == lines_before && joiner_lines == 0, || {
-        let mut ls = Vec::new();
-        for i in 0..4 {
-            ls.extend(log_lines(&c, i, ELECTION_TIMEOUT_LINE, 3));
-        }
-        format!(
-            "nodes ran out their election timers during the saturated run \
-             (election-timeout role changes {lines_before:?} -> {lines_after:?}, joiner {joiner_lines}): {ls:#?}"
-        )
-    });
     found.check(leader_changes.is_empty(), || {
         format!("the leader {lid} (term {term0}) did not keep its place: {leader_changes:#?}")
     });
@@ -1404,11 +1408,8 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers_without_loss() {
             (write_until_ok(&c, l, &m, LONG), m)
         })
         .collect();
-    let elections_before = election_lines(&c, &all);
-    let transfers_before: Vec<usize> = all
-        .iter()
-        .map(|&i| c.log_count(i, TRANSFER_CAMPAIGN_LINE))
-        .collect();
+    let elections_before = elections_started(&c, &all);
+    let transfers_before = transfer_campaigns(&c, &all);
     let errors_before = scrape(&c, l).get0("raftlog_storage_errors_total", &[]);
 
     // Probe writers hammer the leader before and during the fault.
@@ -1559,14 +1560,15 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers_without_loss() {
     });
     // How leadership left: a hand-over (transfer), not followers' election timers
     // running out because the full-disk leader went silent.
-    let elections_after = election_lines(&c, &all);
+    let elections_after = elections_started(&c, &all);
+    let transfers_after = transfer_campaigns(&c, &all);
     found.check(
-        c.log_count(new, TRANSFER_CAMPAIGN_LINE) > transfers_before[new]
-            && elections_after == elections_before,
+        transfers_after[new] > transfers_before[new] && elections_after == elections_before,
         || {
             format!(
                 "leadership left the full-disk leader {lid} by an election, not a hand-over: \
-                 election-timeout role changes per node {elections_before:?} -> {elections_after:?}; \
+                 raftlog_elections_started_total per node {elections_before:?} -> {elections_after:?}, \
+                 raftlog_transfer_campaigns_total {transfers_before:?} -> {transfers_after:?}; \
                  {nid}'s role changes: {:#?}; {lid}'s log: {:#?}",
                 log_lines(&c, new, "role change", 4),
                 log_lines(&c, l, "disk", 4)
@@ -1945,18 +1947,38 @@ fn metrics_parse_and_counters_move_with_writes_and_a_leader_kill() {
     c.kill(l);
     let nl = c.wait_leader_among(&survivors);
     let nid = c.id(nl).to_string();
-    // Gauges (term, role) follow on the next tick: wait for them.
+    // Gauges (term, role) follow on the next tick, and a follower counts the
+    // leader change only once it hears from the new leader (its term moves
+    // earlier, when it votes): wait for all of them.
+    let leader_changes = |ms: &[om::Exposition]| -> Vec<f64> {
+        ms.iter()
+            .map(|m| m.get0("raftlog_leader_changes_total", &[]))
+            .collect()
+    };
+    let changes_before = leader_changes(&before);
+    let seen_changes = std::cell::RefCell::new(changes_before.clone());
     let after: Vec<om::Exposition> = wait_for_or(
-        "the survivors' term and role gauges to show the new term",
+        "the survivors' term, role and leader-change metrics to show the new leader",
         LONG,
         || {
             let ms: Vec<om::Exposition> = survivors.iter().map(|&i| scrape(&c, i)).collect();
             let k = survivors.iter().position(|&i| i == nl).unwrap();
+            *seen_changes.borrow_mut() = leader_changes(&ms);
             (ms.iter().all(|m| m.get0("raftlog_term", &[]) > term0)
-                && ms[k].get("raftlog_role", &[("role", "leader")]) == Some(1.0))
+                && ms[k].get("raftlog_role", &[("role", "leader")]) == Some(1.0)
+                && seen_changes
+                    .borrow()
+                    .iter()
+                    .zip(&changes_before)
+                    .all(|(a, b)| a > b))
             .then_some(ms)
         },
-        || format!("terms before: {term0}"),
+        || {
+            format!(
+                "terms before: {term0}; raftlog_leader_changes_total {changes_before:?} -> {:?}",
+                seen_changes.borrow()
+            )
+        },
     );
     let sum = |ms: &[om::Exposition], s: &str| ms.iter().map(|m| m.get0(s, &[])).sum::<f64>();
     assert!(
@@ -2159,4 +2181,127 @@ fn fault_endpoint_only_with_the_switch_and_json_logs_on_request() {
         "the default log format is human text: {human}"
     );
     assert!(human.contains("fault injection is enabled"), "{human}");
+}
+
+/// Injected latency of every read of old messages in the stall test: two
+/// election timeouts of the test clusters (500..1000 ms).
+const STORE_STALL_MS: u64 = 2000;
+
+/// Readers of old messages on the leader in the stall test: more than the
+/// node's blocking-read slots (4), so some reads wait for a slot.
+const LEADER_READERS: usize = 6;
+
+/// Reads of messages that left the cache stall for [`STORE_STALL_MS`] on every
+/// node (fault switch): while clients keep reading old messages through the
+/// stall, no node starts an election or sees a new leader, the term stays and
+/// writes go on. (These reads used to run on the controller task: a stalled read
+/// held heartbeats for as long.)
+#[test]
+fn stalled_message_store_reads_do_not_delay_heartbeats() {
+    let _machine = shared_machine();
+    // The smallest cache (1 MiB is always kept): the first messages are on disk only.
+    let c = Cluster::start_with_env(3, &[FAULTS_ON, ("RAFTLOG_READ__CACHE_BYTES", "0")]);
+    let found = Findings::default();
+    let all: Vec<usize> = (0..3).collect();
+    let l = c.wait_leader();
+    let lid = c.id(l).to_string();
+    let filler = "x".repeat(64 * 1024);
+    let old: Vec<String> = (0..48).map(|k| format!("old-{k:02}-{filler}")).collect();
+    for m in &old {
+        let r = c.write(l, m, json!("all"));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let term0 = c.status(l).unwrap()["term"].as_u64().unwrap();
+    let elections_before = elections_started(&c, &all);
+    let changes_before = counter_of(&c, &all, "raftlog_leader_changes_total");
+    for &i in &all {
+        set_faults(&c, i, json!({ "msgstore_read_delay_ms": STORE_STALL_MS }));
+    }
+
+    // Readers of offset 0 (on disk only): six on the leader, one per follower.
+    let stop = AtomicBool::new(false);
+    let reads = Mutex::new(Vec::<(usize, Duration, Result<String, String>)>::new());
+    let mut writes = 0;
+    let mut lost_lead: Vec<String> = Vec::new();
+    thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let readers = (0..LEADER_READERS)
+            .map(|_| l)
+            .chain(all.iter().copied().filter(|&i| i != l));
+        for node in readers {
+            let (c, stop, reads) = (&c, &stop, &reads);
+            s.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let t = Instant::now();
+                    let path = "/v1/messages?from=0&limit=2&consistency=local";
+                    let got = c
+                        .try_get_timeout(node, path, LONG)
+                        .and_then(|r| match r.status {
+                            200 => Ok(r.json["messages"][0]["message"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .chars()
+                                .take(6)
+                                .collect()),
+                            _ => Err(format!("{} {}", r.status, r.body)),
+                        });
+                    reads.lock().unwrap().push((node, t.elapsed(), got));
+                }
+            });
+        }
+        // Writes and the leader's status meanwhile, over three stalls.
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(3 * STORE_STALL_MS) {
+            let msg = format!("during-{writes}");
+            let r = c.write_with(l, &msg, json!("majority"), "", None, REQUEST_TIMEOUT);
+            found.check(r.as_ref().is_ok_and(|r| r.status == 201), || {
+                format!("a write during the stall: {r:?}")
+            });
+            writes += 1;
+            match c.status(l) {
+                Some(st) if st["role"] == "leader" && st["term"] == term0 => {}
+                other => lost_lead.push(format!("{other:?}")),
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    for &i in &all {
+        set_faults(&c, i, json!({}));
+    }
+
+    let reads = reads.into_inner().unwrap();
+    eprintln!(
+        "{} reads of old messages through a {STORE_STALL_MS} ms stall, {writes} writes meanwhile",
+        reads.len()
+    );
+    for &i in &all {
+        let mine: Vec<_> = reads.iter().filter(|(n, _, _)| *n == i).collect();
+        // The fault was in effect: a read of old messages waited out the stall.
+        found.check(
+            mine.iter()
+                .any(|(_, took, _)| *took >= Duration::from_millis(STORE_STALL_MS)),
+            || format!("no read on {} waited out the stall: {mine:?}", c.id(i)),
+        );
+        for (_, _, got) in &mine {
+            found.check(got.as_deref() == Ok("old-00"), || {
+                format!("a read of offset 0 on {} answered {got:?}", c.id(i))
+            });
+        }
+    }
+    found.check(lost_lead.is_empty(), || {
+        format!("{lid} did not keep leading in term {term0}: {lost_lead:#?}")
+    });
+    let elections_after = elections_started(&c, &all);
+    found.check(elections_after == elections_before, || {
+        format!(
+            "stalled message-store reads made nodes run out their election timers: \
+             raftlog_elections_started_total {elections_before:?} -> {elections_after:?}"
+        )
+    });
+    let changes_after = counter_of(&c, &all, "raftlog_leader_changes_total");
+    found.check(changes_after == changes_before, || {
+        format!("raftlog_leader_changes_total {changes_before:?} -> {changes_after:?}")
+    });
+    found.assert_none("stalled_message_store_reads_do_not_delay_heartbeats");
 }

@@ -345,17 +345,24 @@ fn slow_loris_and_oversize_requests_are_cut_off_while_normal_clients_go_on() {
     assert_eq!(texts, acked, "the log is exactly the acknowledged writes");
 }
 
-/// Sends `head`, then `chunks` chunks of 1 MiB (chunked encoding) until the node
-/// stops reading, and returns the status and body of its answer (`None` when the
-/// connection closed or reset before an answer could be read).
+/// How long a node may take to answer (or close) a hostile request before the
+/// test calls it a hang. The node's own bounds are 1 s (head and body timeouts).
+const HANG_BOUND: Duration = Duration::from_secs(20);
+
+/// Sends `head` then `chunks` chunks of 1 MiB (chunked encoding) on a fresh
+/// connection and reads until the node closes it. Returns the status (None when the
+/// node reset the connection before its answer could be read) and the raw answer.
+/// Panics if the node neither answers nor closes within [`HANG_BOUND`]: a hang must
+/// fail the test, not pass as "no answer".
 fn raw_exchange(addr: &str, head: &[u8], chunks: usize) -> (Option<u16>, String) {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(LONG)).unwrap();
+    s.set_read_timeout(Some(HANG_BOUND)).unwrap();
+    s.set_write_timeout(Some(HANG_BOUND)).unwrap();
     let mut sent = s.write_all(head);
     let chunk = vec![b'z'; 1 << 20];
     for _ in 0..chunks {
         if sent.is_err() {
-            break; // the node answered and closed mid-body
+            break;
         }
         let size = format!("{:x}\r\n", chunk.len());
         sent = s
@@ -363,11 +370,34 @@ fn raw_exchange(addr: &str, head: &[u8], chunks: usize) -> (Option<u16>, String)
             .and_then(|_| s.write_all(&chunk))
             .and_then(|_| s.write_all(b"\r\n"));
     }
+    if let Err(e) = &sent {
+        // The node answered and closed mid-request (reset, broken pipe): fine.
+        // It stopped reading but kept the connection open: a hang.
+        assert!(
+            !is_timeout(e),
+            "the node stopped reading an oversized request for {HANG_BOUND:?} without closing it"
+        );
+    }
     let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
+    if let Err(e) = s.read_to_end(&mut resp) {
+        assert!(
+            !is_timeout(&e),
+            "the node neither answered nor closed an oversized request within {HANG_BOUND:?} \
+             (read so far: {:?})",
+            String::from_utf8_lossy(&resp)
+        );
+    }
     let text = String::from_utf8_lossy(&resp).into_owned();
     let status = text.get(9..12).and_then(|c| c.parse().ok());
     (status, text)
+}
+
+/// A socket timeout (as opposed to a reset or a closed pipe).
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 #[test]

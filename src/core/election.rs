@@ -19,6 +19,20 @@ use super::message::Message;
 use super::raft::{RaftNode, Role};
 use super::types::{EntryPayload, NodeId};
 
+/// The reasons of the role changes the node counts in its metrics. The node
+/// compares a [`RoleChange`](super::RoleChange)'s reason with these (never parses
+/// the text), so rewording one keeps the counts right.
+pub mod reason {
+    /// A node's election timer ran out and it starts a pre-vote round.
+    pub const PRE_VOTE_TIMEOUT: &str = "election timeout: pre-vote";
+    /// A node's election timer ran out (or its pre-vote won) and it campaigns.
+    pub const VOTE_TIMEOUT: &str = "election timeout";
+    /// A node campaigns because the leader handed leadership over to it.
+    pub const TRANSFER_CAMPAIGN: &str = "leadership transfer";
+    /// A candidate won and leads.
+    pub const WON_ELECTION: &str = "won election";
+}
+
 impl RaftNode {
     pub(crate) fn tick_election(&mut self) {
         self.election_elapsed += 1;
@@ -44,7 +58,7 @@ impl RaftNode {
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
-        self.note_role("election timeout: pre-vote");
+        self.note_role(reason::PRE_VOTE_TIMEOUT);
         self.request_votes(true, false);
     }
 
@@ -56,9 +70,9 @@ impl RaftNode {
         self.votes.clear();
         self.reset_election_timeout();
         self.note_role(if transfer {
-            "leadership transfer"
+            reason::TRANSFER_CAMPAIGN
         } else {
-            "election timeout"
+            reason::VOTE_TIMEOUT
         });
         self.request_votes(false, transfer);
     }
@@ -152,7 +166,7 @@ impl RaftNode {
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         self.sync_progress();
-        self.note_role("won election");
+        self.note_role(reason::WON_ELECTION);
         // Commit a no-op of our own term so earlier entries can commit (§5.4.2).
         self.append_entry(EntryPayload::Noop);
     }

@@ -24,13 +24,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::config::Config;
 use crate::tls::Acceptor;
@@ -71,7 +70,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
-            s = accept(&listener) => s,
+            s = crate::listen::accept(&listener, "client") => s,
             _ = &mut shutdown => break,
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
@@ -127,20 +126,4 @@ fn refuse(stream: TcpStream, tls: bool) {
         body.len()
     );
     let _ = stream.try_write(resp.as_bytes());
-}
-
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, remote)) => {
-                let _ = stream.set_nodelay(true);
-                return (stream, remote);
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(error = %e, "accepting a client connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }

@@ -6,7 +6,8 @@
 
 use super::api::*;
 use super::controller::{Cmd, Controller, JoinError, Outbound};
-use super::waiters::{RawRead, WriteWaiter};
+use super::old_reads::OldRead;
+use super::waiters::{RawRead, ReadWaiter, WriteWaiter};
 use crate::core::*;
 use crate::state_machine::{Command, Landed};
 use crate::wal::LogStore;
@@ -338,6 +339,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 let _ = r.reply.send(Err(ApiError::OffsetTrimmed { first_offset }));
                 continue;
             }
+            if self.sm.reads_files(r.req.from) {
+                self.start_old_read(r);
+                continue;
+            }
             let msgs = match self.sm.read(r.req.from, r.limit) {
                 Ok(msgs) => msgs,
                 Err(e) => {
@@ -361,6 +366,39 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             };
             let _ = r.reply.send(Ok(raw));
         }
+    }
+
+    /// A checked read whose messages left the cache: read on a blocking thread
+    /// (see `old_reads`), or parked until a slot is free.
+    fn start_old_read(&mut self, r: ReadWaiter) {
+        let Some(slot) = self.old_reads.slot() else {
+            self.waiters.reads.push(r);
+            return;
+        };
+        let next_if_empty = r.req.from.min(self.sm.next_offset());
+        let reader = match self.sm.reader(self.sm.next_offset()) {
+            Ok(reader) => reader,
+            Err(e) => {
+                tracing::error!(error = %e, from = r.req.from, "reading the message store failed");
+                let _ = r
+                    .reply
+                    .send(Err(ApiError::Storage(format!("read failed: {e}"))));
+                return;
+            }
+        };
+        let delay = self
+            .faults
+            .as_ref()
+            .map_or(0, |f| f.get().msgstore_read_delay_ms);
+        let read = OldRead {
+            reader,
+            from: r.req.from,
+            limit: r.limit,
+            next_if_empty,
+            delay: std::time::Duration::from_millis(delay),
+            reply: r.reply,
+        };
+        self.old_reads.spawn(read, slot);
     }
 
     /// One ReadIndex round for every linearizable read asked in this turn.

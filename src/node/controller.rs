@@ -200,6 +200,8 @@ pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) health: super::health::Health,
     pub(crate) faults: Option<super::faults::FaultSwitch>,
+    /// Reads of messages out of the cache, on blocking threads (bounded).
+    pub(crate) old_reads: super::old_reads::OldReads,
     /// A Ready that could not be persisted (disk full), retried every turn.
     pub(crate) stalled: Option<Ready>,
     pub(crate) seen: super::observe::PeerSeen,
@@ -270,6 +272,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             metrics: obs.metrics,
             health: obs.health,
             faults: obs.faults,
+            old_reads: Default::default(),
             stalled: None,
             seen: Default::default(),
             payloads: Default::default(),
@@ -337,6 +340,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn step(&mut self, env: Envelope) {
         let m = self.raft.membership();
         if !m.members.is_empty() && !m.contains(&env.from) {
+            self.metrics.stranger_messages.inc();
             let now = Instant::now();
             let last = self.strangers.get(&env.from).copied();
             if last.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10)) {

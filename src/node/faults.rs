@@ -4,7 +4,9 @@
 //! - `fsync_delay_ms`: every WAL sync takes this much longer (a slow disk);
 //! - `fsync_fail`: every WAL write fails with ENOSPC (a full disk);
 //! - `drop_to`: Raft messages to these peers are dropped;
-//! - `delay_to_ms`: Raft messages to a peer are delayed (order may change).
+//! - `delay_to_ms`: Raft messages to a peer are delayed (order may change);
+//! - `msgstore_read_delay_ms`: every read of messages no longer in the message
+//!   store's cache takes this much longer (a slow message-store disk).
 
 use crate::core::{Envelope, NodeId};
 use crate::node::controller::Outbound;
@@ -20,6 +22,7 @@ pub struct Faults {
     pub fsync_fail: bool,
     pub drop_to: BTreeSet<NodeId>,
     pub delay_to_ms: BTreeMap<NodeId, u64>,
+    pub msgstore_read_delay_ms: u64,
 }
 
 /// Shared, switchable faults.

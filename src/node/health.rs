@@ -6,12 +6,26 @@
 //! space is under the floor, or the last write failed. A leader whose disk stays
 //! unhealthy for the configured window hands leadership over (the controller does
 //! that); a node with an unhealthy disk delays its own elections (core `degraded`).
+//!
+//! Disk probes (`statvfs` for free space, the WAL's own [`wal::disk_usage`] for its
+//! segment files) can block on a sick disk, so they never run on the controller
+//! task: [`Health::start_disk_probe`] hands one to a blocking thread and
+//! [`Health::collect_disk_probe`] picks up its result on a later turn.
+//!
+//! Invariants:
+//! - at most one disk probe is in flight: a probe stuck on a hung disk delays the
+//!   next one instead of piling blocking threads up;
+//! - the controller task never waits for a probe; until the first one answers,
+//!   free space is unknown (`free_bytes: null`, as before the first check);
+//! - the health manager does not know the WAL's file layout; it asks the WAL.
 
 use crate::config::HealthConfig;
+use crate::wal;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// Number of recent fsyncs the percentiles are computed over.
 const WINDOW: usize = 256;
@@ -20,11 +34,39 @@ const SAMPLE_TTL: Duration = Duration::from_secs(10);
 
 pub struct Health {
     cfg: HealthConfig,
-    data_dir: PathBuf,
+    dirs: DiskDirs,
     fsyncs: VecDeque<(Instant, Duration)>,
     free_bytes: Option<u64>,
+    wal_segments: usize,
+    /// The probe in flight, if any.
+    probe: Option<oneshot::Receiver<DiskSample>>,
     storage_error: Option<String>,
     unhealthy_since: Option<Instant>,
+}
+
+/// Where the disk probe looks: the data directory's filesystem for free space,
+/// the WAL directory (as given to the WAL) for its files.
+#[derive(Clone, Debug)]
+struct DiskDirs {
+    data: PathBuf,
+    wal: PathBuf,
+}
+
+/// One disk probe's findings.
+#[derive(Clone, Copy, Debug)]
+struct DiskSample {
+    free_bytes: Option<u64>,
+    wal: Option<wal::DiskUsage>,
+}
+
+impl DiskDirs {
+    /// Blocking: statvfs and a directory read.
+    fn measure(&self) -> DiskSample {
+        DiskSample {
+            free_bytes: free_bytes(&self.data),
+            wal: wal::disk_usage(&self.wal).ok(),
+        }
+    }
 }
 
 /// Free bytes available to us on the filesystem holding `path`.
@@ -38,14 +80,54 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 impl Health {
-    pub fn new(cfg: HealthConfig, data_dir: PathBuf) -> Self {
+    /// `data_dir`: the node's data directory; `wal_dir`: the directory its WAL
+    /// was opened in.
+    pub fn new(cfg: HealthConfig, data_dir: PathBuf, wal_dir: PathBuf) -> Self {
         Health {
             cfg,
-            data_dir,
+            dirs: DiskDirs {
+                data: data_dir,
+                wal: wal_dir,
+            },
             fsyncs: VecDeque::with_capacity(WINDOW),
             free_bytes: None,
+            wal_segments: 0,
+            probe: None,
             storage_error: None,
             unhealthy_since: None,
+        }
+    }
+
+    /// Starts a disk probe on a blocking thread unless one is still in flight.
+    /// Must be called within a Tokio runtime.
+    pub fn start_disk_probe(&mut self) {
+        if self.probe.is_some() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let dirs = self.dirs.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(dirs.measure());
+        });
+        self.probe = Some(rx);
+    }
+
+    /// Takes the finished probe's result, if there is one; never waits.
+    pub fn collect_disk_probe(&mut self) {
+        let Some(rx) = &mut self.probe else {
+            return;
+        };
+        match rx.try_recv() {
+            Ok(sample) => {
+                self.free_bytes = sample.free_bytes;
+                if let Some(u) = sample.wal {
+                    self.wal_segments = u.segments;
+                }
+                self.probe = None;
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+            // The probe's thread died (a panic): try again next time.
+            Err(oneshot::error::TryRecvError::Closed) => self.probe = None,
         }
     }
 
@@ -106,9 +188,9 @@ impl Health {
         out
     }
 
-    /// Re-read free space and update how long the disk has been unhealthy.
+    /// Update how long the disk has been unhealthy, from the latest fsyncs, disk
+    /// probe and storage error. Cheap: no I/O.
     pub fn check(&mut self) {
-        self.free_bytes = free_bytes(&self.data_dir);
         let bad = !self.disk_problems().is_empty();
         match (bad, self.unhealthy_since) {
             (true, None) => self.unhealthy_since = Some(Instant::now()),
@@ -117,14 +199,9 @@ impl Health {
         }
     }
 
-    /// Number of WAL segment files (`<data_dir>/wal/wal/*.seg`).
+    /// Number of WAL segment files, as of the latest disk probe.
     pub fn wal_segments(&self) -> usize {
-        let dir = self.data_dir.join("wal").join("wal");
-        std::fs::read_dir(dir).map_or(0, |d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
-                .count()
-        })
+        self.wal_segments
     }
 
     pub fn disk_degraded(&self) -> bool {
@@ -169,9 +246,29 @@ mod tests {
         }
     }
 
+    fn health(cfg: HealthConfig) -> Health {
+        let tmp = std::env::temp_dir();
+        Health::new(cfg, tmp.clone(), tmp)
+    }
+
+    /// Starts a probe and collects it, polling (never blocking the runtime)
+    /// within a generous deadline.
+    async fn probe(h: &mut Health) {
+        h.start_disk_probe();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while h.probe.is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the disk probe did not finish in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            h.collect_disk_probe();
+        }
+    }
+
     #[test]
     fn slow_fsyncs_make_the_disk_unhealthy_and_fast_ones_heal_it() {
-        let mut h = Health::new(cfg(), std::env::temp_dir());
+        let mut h = health(cfg());
         h.record_fsync(Duration::from_millis(1));
         h.check();
         assert!(!h.disk_degraded());
@@ -188,17 +285,45 @@ mod tests {
         assert!(!h.disk_degraded());
     }
 
-    #[test]
-    fn storage_errors_and_free_space_count() {
-        let mut h = Health::new(cfg(), std::env::temp_dir());
+    #[tokio::test]
+    async fn storage_errors_and_free_space_count() {
+        let mut h = health(cfg());
         h.set_storage_error(Some("no space".into()));
         h.check();
         assert!(h.disk_degraded());
         assert!(free_bytes(&std::env::temp_dir()).is_some());
         let mut floor = cfg();
         floor.min_free_bytes = u64::MAX;
-        let mut h = Health::new(floor, std::env::temp_dir());
+        let mut h = health(floor);
+        h.check();
+        assert!(
+            h.disk_problems().is_empty(),
+            "free space unknown before a probe"
+        );
+        probe(&mut h).await;
         h.check();
         assert!(h.disk_problems()[0].contains("free disk space"));
+        assert!(h.report(0, &[])["free_bytes"].is_u64());
+    }
+
+    /// The probe asks the WAL for its files (the health manager knows no layout).
+    #[tokio::test]
+    async fn the_disk_probe_reports_the_wals_segments() {
+        use crate::wal::conformance::entry;
+        use crate::wal::LogStore;
+        let tmp = tempfile::tempdir().unwrap();
+        let wal_dir = tmp.path().join("wal");
+        let mut store = wal::DiskStore::open(&wal_dir, 256).unwrap();
+        for i in 1..=20 {
+            store.append(&[entry(i, 1)]).unwrap();
+            store.sync().unwrap();
+        }
+        let mut h = Health::new(cfg(), tmp.path().to_path_buf(), wal_dir.clone());
+        assert_eq!(h.wal_segments(), 0, "nothing known before a probe");
+        probe(&mut h).await;
+        let want = wal::disk_usage(&wal_dir).unwrap().segments;
+        assert!(want > 1, "256-byte segments must have rolled");
+        assert_eq!(h.wal_segments(), want);
+        assert!(h.report(0, &[])["free_bytes"].is_u64());
     }
 }

@@ -9,6 +9,7 @@ pub mod follow;
 pub mod handle;
 pub mod health;
 pub mod observe;
+pub mod old_reads;
 pub mod payload;
 pub mod persist;
 pub mod runtime;

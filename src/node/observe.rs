@@ -5,7 +5,7 @@
 //! leadership transfer or to delay its own elections.
 
 use super::controller::{Controller, Outbound};
-use crate::core::{Envelope, Message, Role, RoleChange};
+use crate::core::{reason, Envelope, Message, Role, RoleChange};
 use crate::metrics::PeerLabels;
 use crate::wal::LogStore;
 use std::collections::HashMap;
@@ -77,12 +77,14 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             tracing::info!(role = rc.role.as_str(), term = rc.term, leader = ?rc.leader, reason = rc.reason, "role change");
             // Pre-vote rounds count too: a node that keeps failing them is a
             // symptom worth seeing (delayed heartbeats).
-            if rc.reason.starts_with("election timeout") {
-                self.metrics.elections_started.inc();
-            }
-            if rc.role == Role::Leader && rc.reason == "won election" {
-                self.metrics.elections_won.inc();
-            }
+            match rc.reason {
+                reason::PRE_VOTE_TIMEOUT | reason::VOTE_TIMEOUT => {
+                    self.metrics.elections_started.inc()
+                }
+                reason::TRANSFER_CAMPAIGN => self.metrics.transfer_campaigns.inc(),
+                reason::WON_ELECTION if rc.role == Role::Leader => self.metrics.elections_won.inc(),
+                _ => 0,
+            };
             if rc.leader.is_some() && rc.leader != self.seen.last_leader {
                 self.metrics.leader_changes.inc();
                 self.seen.last_leader = rc.leader.clone();
@@ -91,10 +93,15 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     }
 
     /// Health check; a leader whose disk stays unhealthy hands leadership over.
+    /// The disk probe runs off this task (see `health`): its result is picked up
+    /// on whichever tick it is ready, a new probe started every
+    /// [`HEALTH_EVERY_TICKS`] ticks.
     pub(crate) fn health_tick(&mut self) {
+        self.health.collect_disk_probe();
         if !self.ticks.is_multiple_of(HEALTH_EVERY_TICKS) {
             return;
         }
+        self.health.start_disk_probe();
         self.health.check();
         self.metrics
             .wal_segments
@@ -109,6 +116,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             let why = self.health.disk_problems().join("; ");
             match self.raft.transfer_leadership(None) {
                 Ok(to) => {
+                    self.metrics.handovers.inc();
                     tracing::warn!(to = %to, reason = %why, "disk unhealthy: handing leadership over")
                 }
                 Err(e) => {

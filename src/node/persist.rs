@@ -218,6 +218,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             self.sm
                 .restore_received(s.data.clone())
                 .map_err(|e| WalError::Invalid(format!("snapshot from leader: {e}")))?;
+            self.metrics.snapshots_installed.inc();
             self.applied_membership = s.meta.membership.clone();
             // Kept as a manifest: the messages are in the store now, and the full
             // payload (durable in the WAL) need not stay in memory.

@@ -165,7 +165,11 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     }
     let obs = Observability {
         metrics: metrics.clone(),
-        health: Health::new(cfg.health.clone(), cfg.data_dir.clone()),
+        health: Health::new(
+            cfg.health.clone(),
+            cfg.data_dir.clone(),
+            bootstrap::wal_dir(&cfg),
+        ),
         faults: faults.clone(),
     };
     let out = FaultyOutbound {

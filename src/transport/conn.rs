@@ -10,7 +10,7 @@
 //! - a handshake that fails or exceeds its deadline frees its slot at once;
 //! - handshakes run concurrently, so one slow peer never delays another's accept;
 //! - accept errors (out of file descriptors, ...) are logged and retried after a
-//!   pause, never returned: tonic would otherwise spin on them.
+//!   pause, never returned (`crate::listen`): tonic would otherwise spin on them.
 
 use crate::tls::{peer_certs, Acceptor};
 use futures::Stream;
@@ -19,14 +19,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
-use tracing::{debug, warn};
+use tracing::warn;
 
 /// What the services learn about the connection a request came on (a request
 /// extension, set by tonic from [`Connected::connect_info`]).
@@ -68,7 +67,7 @@ async fn accept_loop(
             _ = tx.closed() => return,
         };
         let (stream, remote) = tokio::select! {
-            s = accept(&listener) => s,
+            s = crate::listen::accept(&listener, "control-plane") => s,
             _ = tx.closed() => return,
         };
         match &tls {
@@ -106,23 +105,6 @@ async fn handshake(
         }
         // Strangers, port scanners and misconfigured peers: visible, not alarming.
         Err(e) => warn!(%remote, error = %e, "control-plane connection refused"),
-    }
-}
-
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, remote)) => {
-                // Latency over throughput: heartbeats and votes are tiny.
-                let _ = stream.set_nodelay(true);
-                debug!(%remote, "control-plane connection accepted");
-                return (stream, remote);
-            }
-            Err(e) => {
-                warn!(error = %e, "accepting a control-plane connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
     }
 }
 

@@ -162,6 +162,35 @@ fn segment_path(dir: &Path, name: u64) -> PathBuf {
     dir.join(WAL_DIR).join(format!("{name:020}.seg"))
 }
 
+/// What the WAL's segment files take on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Segment files.
+    pub segments: usize,
+    /// Their total size in bytes.
+    pub segment_bytes: u64,
+}
+
+/// The segment files of the WAL in `dir` (the directory given to
+/// [`DiskStore::open`]), for observers that must not know the layout. Reads the
+/// directory only, never the store, so it may run on any thread while the store
+/// is busy; a file removed meanwhile is simply not counted.
+pub fn disk_usage(dir: &Path) -> io::Result<DiskUsage> {
+    let mut usage = DiskUsage::default();
+    for entry in fs::read_dir(dir.join(WAL_DIR))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_str().and_then(parse_segment_name).is_none() {
+            continue;
+        }
+        if let Ok(meta) = entry.metadata() {
+            usage.segments += 1;
+            usage.segment_bytes += meta.len();
+        }
+    }
+    Ok(usage)
+}
+
 // ---------------------------------------------------------------- snapshots
 
 /// Writes `snap` durably: temp file, fsync, rename, directory fsync.
@@ -766,5 +795,47 @@ mod durability_tests {
         let s = DiskStore::open(&dir, 256).unwrap();
         assert_eq!(s.last_index(), 40);
         assert_durable(tmp.path());
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+    use crate::wal::conformance::{entry, snapshot};
+
+    /// `disk_usage` counts exactly the segment files and their bytes, ignores
+    /// anything else in the directory, and follows rolls and compaction.
+    #[test]
+    fn disk_usage_counts_the_segment_files_and_their_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("wal");
+        let mut s = DiskStore::open(&dir, 256).unwrap();
+        for i in 1..=30 {
+            s.append(&[entry(i, 1)]).unwrap();
+            s.sync().unwrap();
+        }
+        fs::write(dir.join(WAL_DIR).join("notes.txt"), b"not a segment").unwrap();
+        let segs = list(&dir.join(WAL_DIR), parse_segment_name).unwrap();
+        let bytes: u64 = segs
+            .iter()
+            .map(|(_, p)| fs::metadata(p).unwrap().len())
+            .sum();
+        let used = disk_usage(&dir).unwrap();
+        assert!(segs.len() > 1, "256-byte segments must have rolled");
+        assert_eq!(
+            used,
+            DiskUsage {
+                segments: segs.len(),
+                segment_bytes: bytes
+            }
+        );
+        assert!(bytes > 0);
+        s.install_snapshot(&snapshot(28, 1)).unwrap();
+        let after = disk_usage(&dir).unwrap();
+        assert!(
+            after.segments < used.segments,
+            "compaction removes segments: {used:?} -> {after:?}"
+        );
+        assert!(disk_usage(&tmp.path().join("missing")).is_err());
     }
 }

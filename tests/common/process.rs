@@ -830,6 +830,28 @@ impl Cluster {
         Resp::from(resp)
     }
 
+    /// The unlabelled sample `name` (e.g. `raftlog_elections_won_total`) of node
+    /// `i`'s `/metrics`. `Err` when the node does not answer or does not expose it:
+    /// a missing series is never read as 0, so a renamed metric cannot make a
+    /// "nothing happened" check pass.
+    pub fn try_metric(&self, i: usize, name: &str) -> Result<f64, String> {
+        let r = self.try_get_timeout(i, "/metrics", PROBE_TIMEOUT)?;
+        if r.status != 200 {
+            return Err(format!("GET /metrics: {} {}", r.status, r.body));
+        }
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("{} exposes no sample {name}", self.infos[i].id))
+    }
+
+    /// As [`Cluster::try_metric`], panicking when it fails.
+    pub fn metric(&self, i: usize, name: &str) -> f64 {
+        self.try_metric(i, name)
+            .unwrap_or_else(|e| panic!("metric {name} of {}: {e}", self.infos[i].id))
+    }
+
     /// GET `path` on node `i`; panics on a transport error.
     pub fn get(&self, i: usize, path: &str) -> Resp {
         self.try_get_timeout(i, path, REQUEST_TIMEOUT)

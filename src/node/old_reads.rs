@@ -1,0 +1,144 @@
+//! Reads of messages that left the message store's cache, answered on blocking
+//! threads instead of the controller task.
+//!
+//! Why: such a read goes to the segment files; on a slow or stalled disk it
+//! would hold the controller (and with it heartbeats and votes) for as long as
+//! the disk takes. The controller only hands out a file reader (a flush and a
+//! clone of the segment list) and moves on; the blocking thread reads, checks
+//! the records' crcs and answers the client itself.
+//!
+//! Invariants:
+//! - at most [`MAX_IN_FLIGHT`] old reads run at once; one more stays parked with
+//!   the other waiting reads and is tried again on the next controller turn, so
+//!   a stalled disk costs a bounded number of blocking threads;
+//! - a read is started only after the controller checked it (read index
+//!   applied, offset not trimmed); the files it reads are immutable up to the
+//!   store's length when the reader was taken, and a segment removed meanwhile
+//!   stays readable through the open file it holds.
+
+use super::api::ApiError;
+use super::waiters::{RawRead, ReadReply};
+use crate::msgstore::Reader;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Old reads running at once (each holds a blocking thread).
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// The slots for old reads.
+pub struct OldReads {
+    slots: Arc<Semaphore>,
+}
+
+impl Default for OldReads {
+    fn default() -> Self {
+        OldReads {
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+}
+
+/// One old read, ready to run.
+pub struct OldRead {
+    pub reader: Reader,
+    pub from: u64,
+    pub limit: usize,
+    /// `next_offset` if nothing is read (cannot happen for a checked read, but
+    /// the answer must not depend on that).
+    pub next_if_empty: u64,
+    /// Injected latency (fault injection's `msgstore_read_delay_ms`).
+    pub delay: Duration,
+    pub reply: ReadReply,
+}
+
+impl OldReads {
+    /// A slot for one more old read, if one is free.
+    pub fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Runs `read` on a blocking thread holding `slot`; the thread answers.
+    pub fn spawn(&self, read: OldRead, slot: OwnedSemaphorePermit) {
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let answer = run(&read);
+            let _ = read.reply.send(answer);
+        });
+    }
+}
+
+fn run(read: &OldRead) -> Result<RawRead, ApiError> {
+    if !read.delay.is_zero() {
+        std::thread::sleep(read.delay);
+    }
+    match read.reader.read(read.from, read.limit) {
+        Ok(messages) => Ok(RawRead {
+            next_offset: messages.last().map_or(read.next_if_empty, |(o, _)| o + 1),
+            messages,
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, from = read.from, "reading the message store failed");
+            Err(ApiError::Storage(format!("read failed: {e}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::sync::oneshot;
+
+    fn read(from: u64, reply: ReadReply) -> OldRead {
+        let msgs = (0..10).map(|i| Bytes::from(format!("m{i}"))).collect();
+        OldRead {
+            reader: Reader::Memory(0, msgs),
+            from,
+            limit: 3,
+            next_if_empty: 10,
+            delay: Duration::ZERO,
+            reply,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_on_a_blocking_thread_and_frees_its_slot() {
+        let reads = OldReads::default();
+        let (tx, rx) = oneshot::channel();
+        let slot = reads.slot().expect("a free slot");
+        reads.spawn(read(4, tx), slot);
+        let got = tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .expect("answered within 30 s")
+            .expect("the reply was sent")
+            .expect("the read succeeds");
+        let offsets: Vec<u64> = got.messages.iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, [4, 5, 6]);
+        assert_eq!(got.messages[0].1, "m4");
+        assert_eq!(got.next_offset, 7);
+        // Every slot is free again once the reads are done.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let held: Vec<_> = (0..MAX_IN_FLIGHT).map_while(|_| reads.slot()).collect();
+            if held.len() == MAX_IN_FLIGHT {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a slot was never freed"
+            );
+            drop(held);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn at_most_max_in_flight_slots() {
+        let reads = OldReads::default();
+        let held: Vec<_> = (0..MAX_IN_FLIGHT).map(|_| reads.slot().unwrap()).collect();
+        assert!(reads.slot().is_none(), "one slot too many");
+        drop(held);
+        assert!(reads.slot().is_some());
+    }
+}
