@@ -112,6 +112,7 @@ impl RaftNode {
         entries: &[Entry],
         commit: u64,
     ) {
+        self.learn_repair_target(commit);
         if prev_index < self.log.committed {
             // Already have (and committed) that prefix; skip what is committed.
             let skip = (self.log.committed - prev_index) as usize;
@@ -154,6 +155,7 @@ impl RaftNode {
                 index,
                 hint_index,
                 hint_term,
+                repairing: self.repair.is_some(),
             },
         );
     }
@@ -185,10 +187,12 @@ impl RaftNode {
         index: u64,
         hint_index: u64,
         hint_term: u64,
+        repairing: bool,
     ) {
         if self.role != Role::Leader {
             return;
         }
+        self.note_peer_repairing(from, repairing);
         let now = self.now;
         let Some(pr) = self.progress.get_mut(from) else {
             return;
@@ -246,7 +250,7 @@ impl RaftNode {
         let mut matched: Vec<u64> = self
             .membership
             .voters()
-            .map(|v| self.match_index(v).unwrap_or(0))
+            .map(|v| self.counted_match(v).unwrap_or(0))
             .collect();
         if matched.is_empty() {
             return;
