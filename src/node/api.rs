@@ -153,6 +153,17 @@ pub struct Status {
     pub log_bytes: u64,
     pub members: Vec<MemberStatus>,
     pub health: serde_json::Value,
+    /// Catching up after disk damage: not voting, not counted (`core::repair`).
+    pub repairing: bool,
+    /// While repairing: durable index and the leader's commit it must reach
+    /// (`target` 0 until a leader has been heard).
+    pub repair: Option<RepairProgress>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RepairProgress {
+    pub index: u64,
+    pub target: u64,
 }
 
 impl Status {

@@ -521,6 +521,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             log_bytes: self.sm.log_bytes(),
             members,
             health: self.health.report(apply_lag, &unreachable),
+            repairing: r.is_repairing(),
+            repair: r
+                .repair_progress()
+                .map(|(index, target)| super::api::RepairProgress { index, target }),
         }
     }
 
