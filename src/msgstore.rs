@@ -736,7 +736,12 @@ fn load_segment(path: PathBuf, first: u64, last: bool) -> io::Result<(Segment, b
     let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
     let file_len = file.metadata()?.len();
     if !last {
-        if let Some((count, size, sparse)) = read_idx(&path.with_extension("idx"), first) {
+        let idx = read_idx(&path.with_extension("idx"), first);
+        if idx.is_none() && path.with_extension("idx").exists() {
+            tracing::warn!(path = %path.with_extension("idx").display(),
+                "message store: index file damaged or stale; scanning its segment instead");
+        }
+        if let Some((count, size, sparse)) = idx {
             if size == file_len {
                 let seg = Segment {
                     first,
