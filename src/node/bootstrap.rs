@@ -40,15 +40,36 @@ fn cluster_id_path(data_dir: &Path) -> PathBuf {
     data_dir.join("cluster_id")
 }
 
-pub fn read_cluster_id(data_dir: &Path) -> Option<String> {
-    let s = std::fs::read_to_string(cluster_id_path(data_dir)).ok()?;
-    let s = s.trim().to_string();
-    (!s.is_empty()).then_some(s)
+/// The cluster id, if the file exists. Its second line, `crc32c:<hex>`, is the
+/// checksum of the id (files written before it was added have one line and are
+/// taken as they are); a mismatch is an error, never a different cluster.
+pub fn read_cluster_id(data_dir: &Path) -> Result<Option<String>, String> {
+    let path = cluster_id_path(data_dir);
+    let s = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut lines = s.lines();
+    let id = lines.next().unwrap_or("").trim().to_string();
+    if let Some(sum) = lines.next().map(str::trim).filter(|l| !l.is_empty()) {
+        let want = format!("crc32c:{:08x}", crc32c::crc32c(id.as_bytes()));
+        if sum != want {
+            return Err(format!(
+                "{} is damaged (checksum mismatch): copy it from another node of the \
+                 cluster (every node holds the same id)",
+                path.display()
+            ));
+        }
+    }
+    Ok((!id.is_empty()).then_some(id))
 }
 
-/// Write the cluster id durably (temp file, fsync, rename, directory fsync).
+/// Write the cluster id (and its checksum) durably (temp file, fsync, rename,
+/// directory fsync).
 pub fn write_cluster_id(data_dir: &Path, id: &str) -> std::io::Result<()> {
-    crate::durable::write_file_durable(&cluster_id_path(data_dir), id.as_bytes())
+    let body = format!("{id}\ncrc32c:{:08x}\n", crc32c::crc32c(id.as_bytes()));
+    crate::durable::write_file_durable(&cluster_id_path(data_dir), body.as_bytes())
 }
 
 pub fn new_cluster_id() -> String {
@@ -96,7 +117,7 @@ pub fn open(cfg: &Config) -> Result<Opened, String> {
     let mut store = store.take().expect("opened");
     let rec = store.recovered();
     let has_state = rec.hard_state.term > 0 || !rec.entries.is_empty() || rec.snapshot.is_some();
-    let cluster_id = read_cluster_id(&cfg.data_dir);
+    let cluster_id = read_cluster_id(&cfg.data_dir)?;
     if has_state {
         if cluster_id.is_none() {
             return Err(format!(
@@ -242,7 +263,7 @@ fn repair(cfg: &Config, mut rec: Record, damage: &str) -> Result<Opened, String>
     Ok(Opened {
         store,
         mode: StartMode::Recover,
-        cluster_id: read_cluster_id(&cfg.data_dir),
+        cluster_id: read_cluster_id(&cfg.data_dir)?,
         repairing: Some(rec.peers),
     })
 }
@@ -287,7 +308,7 @@ mod tests {
         };
         let o = open(&cfg).unwrap();
         assert_eq!(o.mode, StartMode::Found);
-        assert_eq!(read_cluster_id(&cfg.data_dir), o.cluster_id);
+        assert_eq!(read_cluster_id(&cfg.data_dir), Ok(o.cluster_id));
         let hs = hardstate::read(&cfg.data_dir).unwrap().expect("written");
         assert_eq!((hs.term, hs.vote.as_deref()), (1, Some("n1")));
         assert_durable(tmp.path());
@@ -395,5 +416,24 @@ mod tests {
         assert!(o.repairing.is_none());
         let rec = hardstate::read(&cfg.data_dir).unwrap().unwrap();
         assert_eq!((rec.term, rec.vote.as_deref()), (5, Some("n2")));
+    }
+
+    #[test]
+    fn a_damaged_cluster_id_is_an_error_and_an_old_one_line_file_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_cluster_id(tmp.path(), "abc123").unwrap();
+        assert_eq!(read_cluster_id(tmp.path()), Ok(Some("abc123".into())));
+        let path = cluster_id_path(tmp.path());
+        let damaged = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("abc", "abd");
+        std::fs::write(&path, damaged).unwrap();
+        let e = read_cluster_id(tmp.path()).unwrap_err();
+        assert!(e.contains("damaged"), "{e}");
+        std::fs::write(&path, "old-format-id\n").unwrap();
+        assert_eq!(
+            read_cluster_id(tmp.path()),
+            Ok(Some("old-format-id".into()))
+        );
     }
 }
