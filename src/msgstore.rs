@@ -110,12 +110,9 @@ impl Segments {
             let stop = end.min(seg.first + seg.count);
             let mut buf = BlockReader::new(&seg.file, seg.size);
             while at < stop {
-                let msg = buf.record(pos).map_err(|e| {
-                    invalid(format!(
-                        "{}: record {at} at byte {pos}: {e}",
-                        seg.path.display()
-                    ))
-                })?;
+                let msg = buf
+                    .record(pos)
+                    .map_err(|e| damaged_record(seg, at, pos, e))?;
                 pos += (HEADER + msg.len()) as u64;
                 if at >= next {
                     out.push((at, msg));
@@ -126,6 +123,26 @@ impl Segments {
         }
         Ok(out)
     }
+}
+
+/// A record read back failed: the error for the reader. The segment's `.idx`
+/// is removed (durably), so the next open scans the segment, cuts it at the bad
+/// record and, when that is below the snapshot, the node repairs itself from the
+/// leader (`node::bootstrap`). Until then reads of it fail; none returns other
+/// bytes.
+fn damaged_record(seg: &Segment, at: u64, pos: u64, e: io::Error) -> io::Error {
+    let idx = seg.path.with_extension("idx");
+    if idx.exists() {
+        tracing::error!(path = %seg.path.display(), record = at, byte = pos, error = %e,
+            "message store: damaged record; its segment is scanned (and the node repaired) at the next restart");
+        if let Err(e) = durable::remove_durable(&idx) {
+            tracing::warn!(path = %idx.display(), error = %e, "cannot remove the index file");
+        }
+    }
+    invalid(format!(
+        "{}: record {at} at byte {pos}: {e}",
+        seg.path.display()
+    ))
 }
 
 /// Reads records through a block buffer (one `pread` per 256 KiB, not per record).
