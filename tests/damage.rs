@@ -189,11 +189,16 @@ fn outcome(c: &Cluster, i: usize) -> &'static str {
 /// Poll until `i` is not repairing, is a voter per the leader, and holds the
 /// leader's log. Returns the converged log.
 fn wait_repaired(c: &Cluster, i: usize, min_len: usize) -> Vec<(u64, String)> {
+    let mut seen = false;
     wait_for(
         &format!("{} to finish repairing and vote again", c.id(i)),
         REPAIR_DEADLINE,
         || {
             let s = c.status(i)?;
+            if s["repairing"] == true {
+                assert!(s["repair"]["target"].is_u64(), "progress shown: {s}");
+                seen = true;
+            }
             if s["repairing"] != false || s["phase"] != "run" {
                 return None;
             }
@@ -206,6 +211,12 @@ fn wait_repaired(c: &Cluster, i: usize, min_len: usize) -> Vec<(u64, String)> {
             voter.then_some(())
         },
     );
+    let metrics = c.get(i, "/metrics").body;
+    assert!(
+        metrics.lines().any(|l| l == "raftlog_repairing 0"),
+        "the repairing gauge is 0 again"
+    );
+    println!("    {} seen repairing in /v1/status: {seen}", c.id(i));
     c.wait_converged(&[0, 1, 2], min_len)
 }
 
