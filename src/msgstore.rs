@@ -36,7 +36,10 @@
 //! - the cache holds offsets `cache_first..len` and at least `cache_limit` bytes of
 //!   them when the store has that much, which is more than the write buffer:
 //!   anything not cached is already in the files, so reads never flush;
-//! - every record read back is checked against its crc.
+//! - every record read back is checked against its crc; one that fails is an
+//!   error (never other bytes) and drops its segment's `.idx`, so the next open
+//!   scans that segment and cuts it there (the node then repairs from its leader
+//!   when the cut is below its snapshot: `node::bootstrap`).
 
 use crate::durable;
 use bytes::{Buf, BufMut, Bytes, BytesMut};

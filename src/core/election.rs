@@ -9,6 +9,8 @@
 //! - while a node hears from a leader (within the minimum election timeout) it
 //!   refuses pre-votes and ignores vote requests that were not asked for by a
 //!   leadership transfer (leader stickiness; check-quorum's counterpart);
+//! - a repairing node (see `repair`) grants no vote or pre-vote, never campaigns
+//!   and ignores TimeoutNow; a leader never picks it for a transfer;
 //! - only voters campaign, and only votes from voters of our membership count. Any
 //!   node answers vote requests, as in etcd: a node that has not yet seen its own
 //!   promotion (or a candidate's) must still be able to help elect a leader, or the

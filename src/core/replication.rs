@@ -7,7 +7,8 @@
 //!   log holds that entry, so logs match up to the last accepted index (Log Matching);
 //! - the leader counts an entry as replicated on a follower only after the follower
 //!   persisted it (it replies after its fsync), and on itself only after `on_persisted`;
-//! - commit advances by counting replicas only for entries of the current term (§5.4.2);
+//! - commit advances by counting replicas only for entries of the current term (§5.4.2),
+//!   and never counts a follower that says it is repairing (see `repair`);
 //! - a follower never commits past what the leader told it matches.
 
 use super::message::Message;

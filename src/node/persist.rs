@@ -11,6 +11,8 @@
 //!   log in parallel with its followers (Raft thesis 10.2.1);
 //! - at most one `Ready` is being persisted at a time, so they reach the disk in
 //!   order, and `on_persisted` is called in order;
+//! - a new term or vote is also in the hard-state file (`crate::hardstate`)
+//!   before any message of its `Ready` leaves, so a damaged WAL cannot take it;
 //! - committed entries are applied only after their `Ready` is durable;
 //! - a full disk keeps the `Ready` and retries it; any other storage error stops
 //!   the node.
