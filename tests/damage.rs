@@ -270,6 +270,40 @@ fn damaged_files_on_one_node_are_detected_and_repaired_without_an_operator() {
             rows.push(row);
         }
     }
+    // The founding node has no join address: as a repairing node with an empty
+    // log it knows its peers only from the hard-state file.
+    let founder = c.index_of("n1");
+    let leader = c.wait_leader();
+    if leader == founder {
+        let to = c.id(c.others(leader)[0]).to_string();
+        let body = json!({ "to": to }).to_string();
+        let r = c.post_raw(leader, "/v1/cluster/transfer-leadership", body, &[]);
+        assert!(r.status < 300, "transfer: {}", r.body);
+        wait_for("n1 to hand over", Duration::from_secs(30), || {
+            c.leader().filter(|&l| l != founder)
+        });
+    }
+    acked.extend(fill(&c, "founder", 30));
+    c.wait_converged(&[0, 1, 2], acked.len());
+    c.kill(founder);
+    let path = target(&c.info(founder).data_dir, Kind::WalSegment);
+    damage(&path, Damage::BitFlip);
+    let started = Instant::now();
+    c.restart(founder);
+    let log = wait_repaired(&c, founder, acked.len());
+    let row = format!(
+        "WalSegment (founding node) | BitFlip | {} | {} ms",
+        outcome(&c, founder),
+        started.elapsed().as_millis()
+    );
+    println!("DAMAGE n1 {row}");
+    assert!(row.contains("repaired"), "{row}");
+    for m in &acked {
+        assert_eq!(count(&log, m), 1, "{row}: acknowledged {m:.20} once");
+    }
+    let r = c.write_retrying(c.wait_leader(), "after-founder", json!("all"), None);
+    assert_eq!(r.status, 201, "{row}: a w=all write: {}", r.body);
+    rows.push(row);
     println!("file kind | damage | outcome | restart to voter");
     for r in rows {
         println!("{r}");
