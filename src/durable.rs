@@ -251,6 +251,20 @@ mod tests {
     }
 
     #[test]
+    fn a_discarded_directory_is_gone_durably_and_a_leftover_is_cleared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("wal");
+        create_dir_durable(&dir.join("inner")).unwrap();
+        write_file_durable(&dir.join("inner/seg"), b"x").unwrap();
+        // A leftover from a discard cut short by a crash.
+        create_dir_durable(&tmp.path().join("wal.discarded")).unwrap();
+        discard_dir(&dir).unwrap();
+        assert!(!dir.exists() && !tmp.path().join("wal.discarded").exists());
+        assert_durable(tmp.path());
+        discard_dir(&dir).unwrap(); // nothing there: not an error
+    }
+
+    #[test]
     fn the_checker_sees_a_raw_creation_and_a_missing_sync() {
         let tmp = tempfile::tempdir().unwrap();
         create_dir_durable(&tmp.path().join("d")).unwrap();
