@@ -186,8 +186,8 @@ fn outcome(c: &Cluster, i: usize) -> &'static str {
     }
 }
 
-/// Poll until `i` is not repairing, is a voter per the leader, and holds the
-/// leader's log. Returns the converged log.
+/// Poll until `i` is not repairing, is a voter the leader counts (not marked
+/// repairing in its member list), and holds the leader's log. Returns the converged log.
 fn wait_repaired(c: &Cluster, i: usize, min_len: usize) -> Vec<(u64, String)> {
     let mut seen = false;
     wait_for(
@@ -207,7 +207,7 @@ fn wait_repaired(c: &Cluster, i: usize, min_len: usize) -> Vec<(u64, String)> {
             let voter = ls["members"]
                 .as_array()?
                 .iter()
-                .any(|m| m["node_id"] == c.id(i) && m["voter"] == true);
+                .any(|m| m["node_id"] == c.id(i) && m["voter"] == true && m["repairing"] == false);
             voter.then_some(())
         },
     );

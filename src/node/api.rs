@@ -133,6 +133,8 @@ pub struct MemberStatus {
     pub match_index: Option<u64>,
     pub reachable: Option<bool>,
     pub last_heartbeat_ms: Option<u64>,
+    /// On the leader: this member said it is repairing (not counted).
+    pub repairing: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -503,6 +503,11 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                     match_index: r.match_index(id),
                     reachable: seen.map(|(ok, _)| ok),
                     last_heartbeat_ms: seen.map(|(_, ms)| ms),
+                    repairing: if *id == me {
+                        r.is_repairing()
+                    } else {
+                        r.peer_repairing(id)
+                    },
                 }
             })
             .collect();
