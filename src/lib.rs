@@ -14,6 +14,7 @@ pub mod config;
 pub mod core;
 pub mod dev;
 pub mod durable;
+pub mod hardstate;
 pub mod http;
 pub mod listen;
 pub mod metrics;

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub snapshots_installed: Counter,
     pub stranger_messages: Counter,
     pub commit_index: Gauge,
+    /// 1 while repairing after disk damage; its durable index and target.
+    pub repairing: Gauge,
+    pub repair_index: Gauge,
+    pub repair_target: Gauge,
     pub applied_index: Gauge,
     pub last_index: Gauge,
     pub first_offset: Gauge,
@@ -98,6 +102,9 @@ impl Metrics {
             snapshots_installed: Counter::default(),
             stranger_messages: Counter::default(),
             commit_index: Gauge::default(),
+            repairing: Gauge::default(),
+            repair_index: Gauge::default(),
+            repair_target: Gauge::default(),
             applied_index: Gauge::default(),
             last_index: Gauge::default(),
             first_offset: Gauge::default(),
@@ -128,6 +135,21 @@ impl Metrics {
             "leader_changes",
             "Times the known leader changed",
             m.leader_changes.clone(),
+        );
+        r.register(
+            "repairing",
+            "1 while this node repairs itself after disk damage (not voting, not counted)",
+            m.repairing.clone(),
+        );
+        r.register(
+            "repair_index",
+            "While repairing: the index this node holds durably and committed",
+            m.repair_index.clone(),
+        );
+        r.register(
+            "repair_target",
+            "While repairing: the leader's commit index it must reach (0: no leader heard)",
+            m.repair_target.clone(),
         );
         r.register(
             "elections_started",

@@ -36,7 +36,10 @@
 //! - the cache holds offsets `cache_first..len` and at least `cache_limit` bytes of
 //!   them when the store has that much, which is more than the write buffer:
 //!   anything not cached is already in the files, so reads never flush;
-//! - every record read back is checked against its crc.
+//! - every record read back is checked against its crc; one that fails is an
+//!   error (never other bytes) and drops its segment's `.idx`, so the next open
+//!   scans that segment and cuts it there (the node then repairs from its leader
+//!   when the cut is below its snapshot: `node::bootstrap`).
 
 use crate::durable;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -110,12 +113,9 @@ impl Segments {
             let stop = end.min(seg.first + seg.count);
             let mut buf = BlockReader::new(&seg.file, seg.size);
             while at < stop {
-                let msg = buf.record(pos).map_err(|e| {
-                    invalid(format!(
-                        "{}: record {at} at byte {pos}: {e}",
-                        seg.path.display()
-                    ))
-                })?;
+                let msg = buf
+                    .record(pos)
+                    .map_err(|e| damaged_record(seg, at, pos, e))?;
                 pos += (HEADER + msg.len()) as u64;
                 if at >= next {
                     out.push((at, msg));
@@ -126,6 +126,26 @@ impl Segments {
         }
         Ok(out)
     }
+}
+
+/// A record read back failed: the error for the reader. The segment's `.idx`
+/// is removed (durably), so the next open scans the segment, cuts it at the bad
+/// record and, when that is below the snapshot, the node repairs itself from the
+/// leader (`node::bootstrap`). Until then reads of it fail; none returns other
+/// bytes.
+fn damaged_record(seg: &Segment, at: u64, pos: u64, e: io::Error) -> io::Error {
+    let idx = seg.path.with_extension("idx");
+    if idx.exists() {
+        tracing::error!(path = %seg.path.display(), record = at, byte = pos, error = %e,
+            "message store: damaged record; its segment is scanned (and the node repaired) at the next restart");
+        if let Err(e) = durable::remove_durable(&idx) {
+            tracing::warn!(path = %idx.display(), error = %e, "cannot remove the index file");
+        }
+    }
+    invalid(format!(
+        "{}: record {at} at byte {pos}: {e}",
+        seg.path.display()
+    ))
 }
 
 /// Reads records through a block buffer (one `pread` per 256 KiB, not per record).
@@ -743,7 +763,12 @@ fn load_segment(path: PathBuf, first: u64, last: bool) -> io::Result<(Segment, b
     let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
     let file_len = file.metadata()?.len();
     if !last {
-        if let Some((count, size, sparse)) = read_idx(&path.with_extension("idx"), first) {
+        let idx = read_idx(&path.with_extension("idx"), first);
+        if idx.is_none() && path.with_extension("idx").exists() {
+            tracing::warn!(path = %path.with_extension("idx").display(),
+                "message store: index file damaged or stale; scanning its segment instead");
+        }
+        if let Some((count, size, sparse)) = idx {
             if size == file_len {
                 let seg = Segment {
                     first,

@@ -452,19 +452,8 @@ impl StateMachine {
     /// what a manifest names.
     pub fn restore(&mut self, b: Bytes) -> Result<(), String> {
         let m = if is_manifest(&b) {
+            store_covers(&self.messages, &b)?;
             let m = snapshot::decode_manifest(b)?;
-            let (first, len) = (self.messages.start(), self.messages.len());
-            if len < m.next || first > m.first {
-                return Err(format!(
-                    "the message store holds messages {first}..{len} but the snapshot at \
-                     index {} needs {}..{}: the messages directory is damaged; remove this \
-                     node from the cluster through a membership change (DELETE \
-                     /v1/cluster/members/<id> on the leader), then add it back with an empty \
-                     data directory (deleting the data and rejoining under the same id could \
-                     let it vote twice in a term)",
-                    m.applied, m.first, m.next
-                ));
-            }
             let store = &mut self.messages;
             store
                 .truncate(m.next)
@@ -516,6 +505,21 @@ impl StateMachine {
         }
         Ok(m)
     }
+}
+
+/// Does `store` hold every message the manifest `b` names? The error says what
+/// is missing (the node repairs itself from the leader: see `node::bootstrap`).
+pub fn store_covers(store: &MessageStore, b: &Bytes) -> Result<(), String> {
+    let m = snapshot::decode_manifest(b.clone())?;
+    let (first, len) = (store.start(), store.len());
+    if len < m.next || first > m.first {
+        return Err(format!(
+            "the message store holds messages {first}..{len} but the snapshot at index {} \
+             needs {}..{}: the messages directory is damaged",
+            m.applied, m.first, m.next
+        ));
+    }
+    Ok(())
 }
 
 /// Retention limits (`[retention]`); 0 = no limit.

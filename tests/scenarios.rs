@@ -1092,3 +1092,75 @@ fn a_leader_with_a_slow_fsync_acknowledges_only_what_a_quorum_synced() {
         "the write was never acknowledged, so nothing was lost"
     );
 }
+
+// ---- repair after disk damage (protocol-aware recovery) ---------------------------
+
+/// n1 leads; n2 is cut off while writes commit on n1 and n3 alone; n3 then loses
+/// its log to disk damage (term and vote kept) and n1 crashes. A vote from n3 for
+/// n2 (whose log now looks longer than n3's empty one) would elect a leader
+/// without the acknowledged writes. Returns the acknowledged commands.
+fn damaged_voter_after_acks(c: &mut Cluster, repairing: bool) -> Vec<u64> {
+    elect(c, "n1");
+    run(c, 5);
+    c.isolate("n2");
+    let cmds: Vec<u64> = write(c, "n1", 3).iter().map(|p| p.0).collect();
+    run(c, 20);
+    assert!(cmds.iter().all(|&cmd| acked(c, cmd)), "committed on n1+n3");
+    c.heal();
+    if repairing {
+        c.restart_damaged("n3");
+    } else {
+        // What a node without repair mode would do: an empty log, a voter.
+        c.restart_damaged("n3");
+        c.crash("n3");
+        c.restart("n3");
+    }
+    c.crash("n1");
+    cmds
+}
+
+#[test]
+fn a_repairing_node_does_not_vote_until_it_holds_what_it_acknowledged() {
+    header("repair: n3 lost its log; with n1 down nobody may lead");
+    let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 11);
+    let cmds = damaged_voter_after_acks(&mut c, true);
+    assert!(c.raft("n3").is_repairing());
+    run(&mut c, 400);
+    assert_eq!(c.leader(), None, "n2 cannot win without n3's vote");
+    assert!(c.raft("n3").is_repairing(), "no leader to repair from");
+
+    header("repair: n1 returns, leads, n3 catches up and votes again");
+    c.restart("n1");
+    run_until(&mut c, &["n1", "n2", "n3"], 600, |c| {
+        c.leader().is_some() && !c.raft("n3").is_repairing()
+    });
+    let leader = c.leader().unwrap();
+    assert_eq!(leader, "n1", "only n1 holds the acknowledged writes");
+    run(&mut c, 20);
+    let applied = &c.nodes["n3"].sm.applied;
+    for cmd in cmds {
+        assert!(
+            applied.iter().any(|a| a.kind == Kind::Cmd(cmd)),
+            "n3 applied cmd{cmd} after repair"
+        );
+    }
+
+    header("repair: n3 counts again (n2 down, n1+n3 commit)");
+    c.crash("n2");
+    let p = c.propose("n1").expect("propose");
+    run(&mut c, 20);
+    assert!(acked(&c, p.0), "committed with n3's ack");
+}
+
+#[test]
+fn without_repair_mode_the_same_damage_loses_an_acknowledged_write() {
+    header("no repair mode: n3 votes with an empty log");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut c = cluster(&["n1", "n2", "n3"], Opts::default(), 11);
+        damaged_voter_after_acks(&mut c, false);
+        run(&mut c, 400);
+    }));
+    let msg = r.expect_err("the checker must object");
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("VIOLATION"), "{msg}");
+}

@@ -234,7 +234,14 @@ async fn all_groups_arrive_in_order_both_ways() {
                 commit: i,
             },
         ));
-        from_b.send(env("b", "a", Message::HeartbeatResp { ctx: i }));
+        from_b.send(env(
+            "b",
+            "a",
+            Message::HeartbeatResp {
+                ctx: i,
+                repairing: false,
+            },
+        ));
     }
     wait_until("300 envelopes at b", || b.rec.envs().len() == 300).await;
     wait_until("100 envelopes at a", || a.rec.envs().len() == 100).await;
@@ -257,7 +264,10 @@ async fn all_groups_arrive_in_order_both_ways() {
     }
     let back: Vec<Message> = a.rec.envs().into_iter().map(|e| e.msg).collect();
     let want: Vec<Message> = (1..=100)
-        .map(|ctx| Message::HeartbeatResp { ctx })
+        .map(|ctx| Message::HeartbeatResp {
+            ctx,
+            repairing: false,
+        })
         .collect();
     assert_eq!(back, want);
     assert_eq!(from_a.stats().dropped_queue_full, 0);

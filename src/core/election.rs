@@ -9,6 +9,8 @@
 //! - while a node hears from a leader (within the minimum election timeout) it
 //!   refuses pre-votes and ignores vote requests that were not asked for by a
 //!   leadership transfer (leader stickiness; check-quorum's counterpart);
+//! - a repairing node (see `repair`) grants no vote or pre-vote, never campaigns
+//!   and ignores TimeoutNow; a leader never picks it for a transfer;
 //! - only voters campaign, and only votes from voters of our membership count. Any
 //!   node answers vote requests, as in etcd: a node that has not yet seen its own
 //!   promotion (or a candidate's) must still be able to help elect a leader, or the
@@ -39,7 +41,8 @@ impl RaftNode {
         // The only voter need not wait for a timeout: nobody else can lead.
         let alone = self.membership.voter_count() == 1;
         let timeout = self.randomized_timeout * if self.degraded { 3 } else { 1 };
-        if self.is_voter() && (alone || self.election_elapsed >= timeout) {
+        let may_campaign = self.is_voter() && self.repair.is_none();
+        if may_campaign && (alone || self.election_elapsed >= timeout) {
             self.reset_election_timeout();
             if self.cfg.pre_vote {
                 self.campaign_pre();
@@ -126,7 +129,10 @@ impl RaftNode {
     }
 
     pub(crate) fn on_pre_vote(&mut self, from: &NodeId, term: u64, li: u64, lt: u64) {
-        let grant = term > self.term && !self.in_lease() && self.log.is_up_to_date(li, lt);
+        let grant = term > self.term
+            && self.repair.is_none()
+            && !self.in_lease()
+            && self.log.is_up_to_date(li, lt);
         // A granted pre-vote echoes the proposed term; a refusal carries ours.
         let reply_term = if grant { term } else { self.term };
         self.send_with_term(from, reply_term, Message::PreVoteResp { granted: grant });
@@ -134,7 +140,10 @@ impl RaftNode {
 
     pub(crate) fn on_vote(&mut self, from: &NodeId, li: u64, lt: u64) {
         let can_vote = self.vote.is_none() || self.vote.as_ref() == Some(from);
-        let grant = can_vote && self.leader.is_none() && self.log.is_up_to_date(li, lt);
+        let grant = can_vote
+            && self.repair.is_none()
+            && self.leader.is_none()
+            && self.log.is_up_to_date(li, lt);
         if grant {
             self.vote = Some(from.clone());
             self.reset_election_timeout();
@@ -154,7 +163,7 @@ impl RaftNode {
     }
 
     pub(crate) fn on_timeout_now(&mut self) {
-        if self.is_voter() && self.role != Role::Leader {
+        if self.is_voter() && self.role != Role::Leader && self.repair.is_none() {
             self.campaign(true);
         }
     }
@@ -184,6 +193,9 @@ impl RaftNode {
         }
         let target = match to {
             Some(t) if t == self.cfg.id => return Ok(t),
+            Some(t) if self.peer_repairing(&t) => {
+                return Err(ProposeError::InvalidChange(format!("{t} is repairing")))
+            }
             Some(t) if self.membership.is_voter(&t) => t,
             Some(t) => return Err(ProposeError::InvalidChange(format!("{t} is not a voter"))),
             None => self.best_transfer_target().ok_or_else(|| {
@@ -200,7 +212,7 @@ impl RaftNode {
         let me = &self.cfg.id;
         self.membership
             .voters()
-            .filter(|v| *v != me)
+            .filter(|v| *v != me && !self.peer_repairing(v))
             .max_by_key(|v| {
                 (
                     self.progress.get(*v).map_or(0, |p| p.match_index),

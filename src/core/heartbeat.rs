@@ -68,13 +68,15 @@ impl RaftNode {
 
     pub(crate) fn on_heartbeat(&mut self, from: &NodeId, commit: u64, ctx: u64) {
         self.log.commit_to(commit.min(self.log.last_index()));
-        self.send(from, Message::HeartbeatResp { ctx });
+        let repairing = self.repair.is_some();
+        self.send(from, Message::HeartbeatResp { ctx, repairing });
     }
 
-    pub(crate) fn on_heartbeat_resp(&mut self, from: &NodeId, ctx: u64) {
+    pub(crate) fn on_heartbeat_resp(&mut self, from: &NodeId, ctx: u64, repairing: bool) {
         if self.role != Role::Leader {
             return;
         }
+        self.note_peer_repairing(from, repairing);
         let (now, last) = (self.now, self.log.last_index());
         let Some(pr) = self.progress.get_mut(from) else {
             return;
@@ -94,7 +96,7 @@ impl RaftNode {
             pr.commit_sent = 0;
             self.send_append(from);
         }
-        if ctx > 0 && self.membership.is_voter(from) {
+        if ctx > 0 && self.membership.is_voter(from) && !repairing {
             self.ack_reads(from, ctx);
         }
     }

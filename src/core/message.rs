@@ -60,6 +60,8 @@ pub enum Message {
         index: u64,
         hint_index: u64,
         hint_term: u64,
+        /// The sender is repairing (see `repair`): do not count it.
+        repairing: bool,
     },
     /// Leader liveness and commit propagation. `ctx` is a ReadIndex round (0: none).
     Heartbeat {
@@ -68,6 +70,8 @@ pub enum Message {
     },
     HeartbeatResp {
         ctx: u64,
+        /// The sender is repairing (see `repair`).
+        repairing: bool,
     },
     /// The whole snapshot, sent when the follower needs a compacted prefix. The core
     /// emits it with empty `data`; the driver attaches the bytes of the snapshot
@@ -153,6 +157,7 @@ mod tests {
                     index: 1,
                     hint_index: 0,
                     hint_term: 0,
+                    repairing: false,
                 },
                 true,
             ),
@@ -162,11 +167,18 @@ mod tests {
                     index: 1,
                     hint_index: 0,
                     hint_term: 0,
+                    repairing: false,
                 },
                 true,
             ),
             (Message::Heartbeat { commit: 0, ctx: 0 }, false),
-            (Message::HeartbeatResp { ctx: 0 }, false),
+            (
+                Message::HeartbeatResp {
+                    ctx: 0,
+                    repairing: false,
+                },
+                false,
+            ),
             (Message::Snapshot { snapshot }, false),
             (Message::TimeoutNow, false),
         ];

@@ -7,7 +7,8 @@
 //! `election` (timeouts, pre-vote, votes, transfer), `heartbeat` (leader liveness,
 //! check-quorum, ReadIndex rounds), `replication` (per-follower progress, pipelined
 //! appends, snapshots to lagging followers, commit), `membership` (one change at a
-//! time, learners), `log` (the in-memory log above the snapshot).
+//! time, learners), `log` (the in-memory log above the snapshot), `repair` (a node that lost
+//! its log to damage does not vote until it fetched what it lost).
 //!
 //! Invariants (asserted where cheap):
 //! - at most one leader per term (a node votes once per term, durably);
@@ -22,6 +23,7 @@ pub mod membership;
 pub mod message;
 pub mod progress;
 mod raft;
+mod repair;
 mod replication;
 mod step;
 #[cfg(test)]
@@ -31,4 +33,5 @@ pub mod types;
 pub use election::reason;
 pub use message::{Envelope, Group, Message};
 pub use raft::{ProposeError, RaftConfig, RaftNode, ReadState, Ready, Role, RoleChange};
+pub use repair::Repair;
 pub use types::*;

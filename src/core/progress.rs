@@ -28,6 +28,8 @@ pub struct Progress {
     pub last_heard_tick: u64,
     /// The commit index last sent to this peer in an append.
     pub commit_sent: u64,
+    /// The follower said it is repairing (see `repair`): not counted.
+    pub repairing: bool,
     /// `(last index, bytes)` per append in flight (Replicate state).
     inflight: VecDeque<(u64, usize)>,
     inflight_bytes: usize,
@@ -43,6 +45,7 @@ impl Progress {
             recent_active: true,
             last_heard_tick: 0,
             commit_sent: 0,
+            repairing: false,
             inflight: VecDeque::new(),
             inflight_bytes: 0,
         }

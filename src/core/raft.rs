@@ -160,6 +160,8 @@ pub struct RaftNode {
     /// Our disk is unhealthy: wait longer before campaigning (a healthy node
     /// should win instead).
     pub(crate) degraded: bool,
+    /// Repairing after disk damage (see `repair`): no votes, not counted.
+    pub(crate) repair: Option<super::repair::Repair>,
     // Outputs.
     pub(crate) msgs: Vec<Envelope>,
     pub(crate) read_states: Vec<ReadState>,
@@ -198,6 +200,7 @@ impl RaftNode {
             queued_reads: Vec::new(),
             needs_broadcast: false,
             degraded: false,
+            repair: None,
             msgs: Vec::new(),
             read_states: Vec::new(),
             role_changes: Vec::new(),
@@ -298,7 +301,7 @@ impl RaftNode {
         }
         self.membership
             .voters()
-            .filter(|id| self.match_index(id).is_some_and(|m| m >= index))
+            .filter(|id| self.counted_match(id).is_some_and(|m| m >= index))
             .count()
     }
 
@@ -348,6 +351,7 @@ impl RaftNode {
         if self.log.persisted_to(index, term) && self.role == Role::Leader {
             self.maybe_commit();
         }
+        self.maybe_end_repair();
     }
 
     /// The driver took a snapshot of the state machine at `meta.index`.
@@ -548,7 +552,13 @@ mod tests {
         n.step(env("n1", "n2", 2, append));
         let early = n.take_early_messages();
         let early: Vec<_> = early.iter().map(|e| &e.msg).collect();
-        assert_eq!(early, [&Message::HeartbeatResp { ctx: 5 }]);
+        assert_eq!(
+            early,
+            [&Message::HeartbeatResp {
+                ctx: 5,
+                repairing: false
+            }]
+        );
         let rd = n.ready();
         assert_eq!(
             rd.hard_state.as_ref().map(|h| (h.term, h.vote.as_deref())),

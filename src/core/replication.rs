@@ -7,7 +7,8 @@
 //!   log holds that entry, so logs match up to the last accepted index (Log Matching);
 //! - the leader counts an entry as replicated on a follower only after the follower
 //!   persisted it (it replies after its fsync), and on itself only after `on_persisted`;
-//! - commit advances by counting replicas only for entries of the current term (§5.4.2);
+//! - commit advances by counting replicas only for entries of the current term (§5.4.2),
+//!   and never counts a follower that says it is repairing (see `repair`);
 //! - a follower never commits past what the leader told it matches.
 
 use super::message::Message;
@@ -112,6 +113,7 @@ impl RaftNode {
         entries: &[Entry],
         commit: u64,
     ) {
+        self.learn_repair_target(commit);
         if prev_index < self.log.committed {
             // Already have (and committed) that prefix; skip what is committed.
             let skip = (self.log.committed - prev_index) as usize;
@@ -154,6 +156,7 @@ impl RaftNode {
                 index,
                 hint_index,
                 hint_term,
+                repairing: self.repair.is_some(),
             },
         );
     }
@@ -185,10 +188,12 @@ impl RaftNode {
         index: u64,
         hint_index: u64,
         hint_term: u64,
+        repairing: bool,
     ) {
         if self.role != Role::Leader {
             return;
         }
+        self.note_peer_repairing(from, repairing);
         let now = self.now;
         let Some(pr) = self.progress.get_mut(from) else {
             return;
@@ -246,7 +251,7 @@ impl RaftNode {
         let mut matched: Vec<u64> = self
             .membership
             .voters()
-            .map(|v| self.match_index(v).unwrap_or(0))
+            .map(|v| self.counted_match(v).unwrap_or(0))
             .collect();
         if matched.is_empty() {
             return;

@@ -24,6 +24,7 @@ impl RaftNode {
             return;
         }
         self.dispatch(env);
+        self.maybe_end_repair();
     }
 
     /// Apply the higher-term rule; false when the message must be dropped.
@@ -51,6 +52,7 @@ impl RaftNode {
                     index: 0,
                     hint_index: 0,
                     hint_term: 0,
+                    repairing: self.repair.is_some(),
                 };
                 self.send(&env.from, resp);
             }
@@ -95,12 +97,15 @@ impl RaftNode {
                 index,
                 hint_index,
                 hint_term,
-            } => self.on_append_resp(&from, success, index, hint_index, hint_term),
+                repairing,
+            } => self.on_append_resp(&from, success, index, hint_index, hint_term, repairing),
             Message::Heartbeat { commit, ctx } => {
                 self.follow(&from);
                 self.on_heartbeat(&from, commit, ctx);
             }
-            Message::HeartbeatResp { ctx } => self.on_heartbeat_resp(&from, ctx),
+            Message::HeartbeatResp { ctx, repairing } => {
+                self.on_heartbeat_resp(&from, ctx, repairing)
+            }
             Message::Snapshot { snapshot } => {
                 self.follow(&from);
                 self.on_snapshot(&from, snapshot);

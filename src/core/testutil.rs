@@ -86,6 +86,7 @@ pub fn append_ok(from: &str, to: &str, term: u64, index: u64) -> Envelope {
         index,
         hint_index: 0,
         hint_term: 0,
+        repairing: false,
     };
     env(from, to, term, msg)
 }
@@ -126,4 +127,11 @@ pub fn leader(voters: &[&str]) -> RaftNode {
     persist(&mut n);
     assert_eq!(n.commit_index(), 2);
     n
+}
+
+pub fn pre_vote(last_index: u64, last_term: u64) -> Message {
+    Message::PreVote {
+        last_log_index: last_index,
+        last_log_term: last_term,
+    }
 }

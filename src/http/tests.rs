@@ -51,6 +51,8 @@ fn status(phase: &str, leader: Option<&str>) -> Status {
         log_bytes: 100,
         members: vec![],
         health: json!({}),
+        repairing: false,
+        repair: None,
     }
 }
 

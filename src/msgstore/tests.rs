@@ -258,3 +258,35 @@ fn every_entry_change_is_durable_when_the_call_returns() {
     s.clear().unwrap();
     assert_durable(tmp.path());
 }
+
+/// Damage that keeps a sealed segment's length (its `.idx` still matches, so
+/// open does not scan it): a flipped bit and a zeroed 4 KiB page. Every read is
+/// either the exact message or an error, never other bytes.
+#[test]
+fn damage_under_a_matching_index_is_an_error_on_read_never_wrong_bytes() {
+    for zero_page in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, model) = filled(dir.path(), 16 << 10, 60, 1000);
+        drop(s);
+        let seg = seg_path(dir.path(), 0);
+        let mut data = std::fs::read(&seg).unwrap();
+        if zero_page {
+            data[4096..8192].fill(0);
+        } else {
+            data[5000] ^= 0x04;
+        }
+        std::fs::write(&seg, data).unwrap();
+        let s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
+        let mut errors = 0;
+        for (i, want) in model.iter().enumerate() {
+            match s.read(i as u64, 1) {
+                Ok(got) => assert_eq!(got, [(i as u64, want.clone())], "zero_page={zero_page}"),
+                Err(_) => errors += 1,
+            }
+        }
+        assert!(
+            errors > 0,
+            "zero_page={zero_page}: the damage was not detected"
+        );
+    }
+}

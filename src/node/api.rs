@@ -133,6 +133,8 @@ pub struct MemberStatus {
     pub match_index: Option<u64>,
     pub reachable: Option<bool>,
     pub last_heartbeat_ms: Option<u64>,
+    /// On the leader: this member said it is repairing (not counted).
+    pub repairing: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -153,6 +155,17 @@ pub struct Status {
     pub log_bytes: u64,
     pub members: Vec<MemberStatus>,
     pub health: serde_json::Value,
+    /// Catching up after disk damage: not voting, not counted (`core::repair`).
+    pub repairing: bool,
+    /// While repairing: durable index and the leader's commit it must reach
+    /// (`target` 0 until a leader has been heard).
+    pub repair: Option<RepairProgress>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RepairProgress {
+    pub index: u64,
+    pub target: u64,
 }
 
 impl Status {

@@ -576,6 +576,11 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                     match_index: r.match_index(id),
                     reachable: seen.map(|(ok, _)| ok),
                     last_heartbeat_ms: seen.map(|(_, ms)| ms),
+                    repairing: if *id == me {
+                        r.is_repairing()
+                    } else {
+                        r.peer_repairing(id)
+                    },
                 }
             })
             .collect();
@@ -594,6 +599,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             log_bytes: self.sm.log_bytes(),
             members,
             health: self.health.report(apply_lag, &unreachable),
+            repairing: r.is_repairing(),
+            repair: r
+                .repair_progress()
+                .map(|(index, target)| super::api::RepairProgress { index, target }),
         }
     }
 

@@ -218,6 +218,13 @@ pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) trim_applied: bool,
     /// Index of the policy trim proposed last (none again until it applied).
     pub(crate) policy_trim: u64,
+    /// Where the hard-state file lives (`None`: not kept, as in tests).
+    pub hardstate_dir: Option<std::path::PathBuf>,
+    /// The record last written there, and whether the peers changed since.
+    pub(crate) hs_written: Option<crate::hardstate::Record>,
+    pub(crate) hs_peers_dirty: bool,
+    /// When this run started repairing (logged with the time it took).
+    pub(crate) repair_started: Option<Instant>,
 }
 
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
@@ -280,6 +287,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             wal_full_payload,
             trim_applied: false,
             policy_trim: 0,
+            hardstate_dir: None,
+            hs_written: None,
+            hs_peers_dirty: true,
+            repair_started: None,
         })
     }
 
@@ -509,6 +520,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         peers.remove(&me);
         self.out.set_peers(peers);
         self.peers_sent = Some(m.clone());
+        self.hs_peers_dirty = true;
     }
 
     fn on_tick(&mut self) {
@@ -517,6 +529,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.health_tick();
         self.expire_payload();
         self.repair_messages();
+        if let Err(e) = self.sync_hardstate_file() {
+            tracing::error!(error = %e, "cannot write the hard-state file; retrying");
+        }
         self.update_metrics();
         if self.raft.is_leader() && self.ticks.is_multiple_of(5) {
             self.maybe_promote_learner();

@@ -132,6 +132,13 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         let r = &self.raft;
         m.term.set(r.term() as i64);
         m.commit_index.set(r.commit_index() as i64);
+        let (repairing, (index, target)) = match r.repair_progress() {
+            Some(p) => (1, p),
+            None => (0, (0, 0)),
+        };
+        m.repairing.set(repairing);
+        m.repair_index.set(index as i64);
+        m.repair_target.set(target as i64);
         m.applied_index.set(self.sm.applied_index() as i64);
         m.last_index.set(r.last_index() as i64);
         m.first_offset.set(self.sm.first_offset() as i64);

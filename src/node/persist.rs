@@ -11,6 +11,8 @@
 //!   log in parallel with its followers (Raft thesis 10.2.1);
 //! - at most one `Ready` is being persisted at a time, so they reach the disk in
 //!   order, and `on_persisted` is called in order;
+//! - a new term or vote is also in the hard-state file (`crate::hardstate`)
+//!   before any message of its `Ready` leaves, so a damaged WAL cannot take it;
 //! - committed entries are applied only after their `Ready` is durable;
 //! - a full disk keeps the `Ready` and retries it; any other storage error stops
 //!   the node.
@@ -197,6 +199,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 if let Some(hs) = &done.rd.hard_state {
                     self.synced_term_vote = (hs.term, hs.vote.clone());
                 }
+                // Before any vote answer of this Ready leaves.
+                self.sync_hardstate_file()?;
                 if let Some(took) = fsync {
                     self.health.record_fsync(took);
                     self.metrics.fsync_seconds.observe(took.as_secs_f64());
@@ -315,6 +319,43 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             tracing::info!("storage writes succeed again; accepting writes");
             self.health.set_storage_error(None);
         }
+    }
+
+    /// Bring the hard-state file up to date with the durable term and vote, the
+    /// repairing mark and the peers (see `crate::hardstate`). Cheap when nothing
+    /// changed; a few fsyncs on the controller thread when something did (an
+    /// election, a membership change, the end of a repair).
+    pub(crate) fn sync_hardstate_file(&mut self) -> Result<(), WalError> {
+        let Some(dir) = &self.hardstate_dir else {
+            return Ok(());
+        };
+        let (term, vote) = self.synced_term_vote.clone();
+        let repairing = self.raft.is_repairing();
+        let same = self.hs_written.as_ref().is_some_and(|r| {
+            (r.term, &r.vote, r.repairing) == (term, &vote, repairing) && !self.hs_peers_dirty
+        });
+        if same {
+            return Ok(());
+        }
+        let mut peers = self.known_peers.clone();
+        peers.remove(self.raft.id());
+        let rec = crate::hardstate::Record {
+            term,
+            vote,
+            repairing,
+            peers,
+        };
+        crate::hardstate::write(dir, &rec).map_err(|source| WalError::Io {
+            path: crate::hardstate::path(dir).display().to_string(),
+            source,
+        })?;
+        if self.hs_written.as_ref().is_some_and(|r| r.repairing) && !repairing {
+            let took = self.repair_started.map(|t| t.elapsed().as_millis() as u64);
+            tracing::info!(ms = ?took, "repair complete: caught up with the leader, voting again");
+        }
+        self.hs_written = Some(rec);
+        self.hs_peers_dirty = false;
+        Ok(())
     }
 
     /// The error a write gets while the disk refuses writes.

@@ -98,7 +98,12 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     let http_listener = bind(&cfg.http_addr, "http_addr").await?;
     let grpc_listener = bind(&cfg.grpc_addr, "grpc_addr").await?;
     let security = Security::load(&cfg)?;
-    let (mut store, mode, cluster_id) = bootstrap::open(&cfg)?;
+    let bootstrap::Opened {
+        mut store,
+        mode,
+        cluster_id,
+        repairing,
+    } = bootstrap::open(&cfg)?;
     tracing::info!(node_id = %cfg.node_id, mode = ?mode, http = %cfg.http_addr, grpc = %cfg.grpc_addr, "starting");
     let cluster_id = ClusterId::new(cluster_id.unwrap_or_default());
     let peers_config = security.peers_config(&cfg);
@@ -150,13 +155,16 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     let tick = Duration::from_millis((cfg.raft.heartbeat_interval_ms / 2).clamp(1, 50));
     let rec = store.take_recovered();
     let snap_meta = rec.snapshot.map(|s| s.meta).unwrap_or_default();
-    let raft = RaftNode::new(
+    let mut raft = RaftNode::new(
         raft_config(&cfg, tick),
         rec.hard_state,
         snap_meta,
         rec.entries,
         rand::thread_rng().gen(),
     );
+    if repairing.is_some() {
+        raft.start_repairing();
+    }
     let faults = cfg.debug.fault_injection.then(FaultSwitch::default);
     if faults.is_some() {
         tracing::warn!(
@@ -176,7 +184,13 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
         inner: peers.clone(),
         faults: faults.clone(),
     };
-    let controller = Controller::new(raft, store, out, controller_config(&cfg, tick), shared, obs)?;
+    let mut controller =
+        Controller::new(raft, store, out, controller_config(&cfg, tick), shared, obs)?;
+    controller.hardstate_dir = Some(cfg.data_dir.clone());
+    if let Some(peers) = repairing {
+        controller.known_peers.extend(peers);
+        controller.repair_started = Some(tokio::time::Instant::now());
+    }
     // A node that is not (yet) in the membership it knows asks to join; the
     // controller runs meanwhile, so the node answers (503) while it waits.
     let member = controller.raft.membership().contains(&cfg.node_id);

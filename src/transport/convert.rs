@@ -181,14 +181,18 @@ fn msg_to_pb(msg: &Message) -> Msg {
             index,
             hint_index,
             hint_term,
+            repairing,
         } => Msg::AppendResp(e::AppendResp {
             success,
             index,
             hint_index,
             hint_term,
+            repairing,
         }),
         &Message::Heartbeat { commit, ctx } => Msg::Heartbeat(e::Heartbeat { commit, ctx }),
-        &Message::HeartbeatResp { ctx } => Msg::HeartbeatResp(e::HeartbeatResp { ctx }),
+        &Message::HeartbeatResp { ctx, repairing } => {
+            Msg::HeartbeatResp(e::HeartbeatResp { ctx, repairing })
+        }
         Message::Snapshot { snapshot } => Msg::Snapshot(e::Snapshot {
             meta: Some((&snapshot.meta).into()),
             data: snapshot.data.clone(),
@@ -229,12 +233,16 @@ fn msg_from_pb(msg: Msg) -> Result<Message, ConvertError> {
             index: m.index,
             hint_index: m.hint_index,
             hint_term: m.hint_term,
+            repairing: m.repairing,
         },
         Msg::Heartbeat(m) => Message::Heartbeat {
             commit: m.commit,
             ctx: m.ctx,
         },
-        Msg::HeartbeatResp(m) => Message::HeartbeatResp { ctx: m.ctx },
+        Msg::HeartbeatResp(m) => Message::HeartbeatResp {
+            ctx: m.ctx,
+            repairing: m.repairing,
+        },
         Msg::Snapshot(m) => {
             let meta = m
                 .meta
@@ -645,9 +653,13 @@ mod tests {
                 index: 5,
                 hint_index: 2,
                 hint_term: 1,
+                repairing: true,
             },
             Message::Heartbeat { commit: 7, ctx: 8 },
-            Message::HeartbeatResp { ctx: 8 },
+            Message::HeartbeatResp {
+                ctx: 8,
+                repairing: true,
+            },
             Message::Snapshot {
                 snapshot: Snapshot {
                     meta,

@@ -396,8 +396,31 @@ impl Cluster {
         self.start(id);
     }
 
+    /// Crash `id` and lose its whole log and snapshot to disk damage; its term
+    /// and vote survive (they live in the hard-state file). It restarts
+    /// repairing (`core::repair`), as a node does after `bootstrap` discarded
+    /// damaged state.
+    pub fn restart_damaged(&mut self, id: &str) {
+        self.crash(id);
+        let node = self.nodes.get_mut(id).unwrap();
+        let hs = node.store.recovered().hard_state.clone();
+        let mut store = MemStore::new();
+        let kept = HardState { commit: 0, ..hs };
+        store.set_hard_state(&kept).unwrap();
+        store.sync().unwrap();
+        node.store = store.crash();
+        self.tr
+            .note(|| format!("{id}: DISK DAMAGED: log lost, term/vote kept"));
+        self.stats.restarts += 1;
+        self.start_with(id, true);
+    }
+
     /// Start a crashed node from what its storage recovered.
     fn start(&mut self, id: &str) {
+        self.start_with(id, false);
+    }
+
+    fn start_with(&mut self, id: &str, repairing: bool) {
         let seed = self.rng.gen();
         let cfg = self.opts.raft_config(id);
         let node = self.nodes.get_mut(id).unwrap();
@@ -424,6 +447,9 @@ impl Cluster {
             rec.entries,
             seed,
         ));
+        if repairing {
+            node.raft.as_mut().expect("just started").start_repairing();
+        }
         let (t, last) = (rec.hard_state.term, node.store.last_index());
         self.tr
             .note(|| format!("{id}: started (term {t}, last index {last})"));

@@ -101,6 +101,8 @@ impl NodeApi for FakeNode {
             log_bytes: 0,
             members: vec![],
             health: json!({}),
+            repairing: false,
+            repair: None,
         })
     }
 

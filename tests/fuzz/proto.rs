@@ -45,12 +45,16 @@ fn message(rng: &mut SmallRng) -> Message {
             index: u(rng),
             hint_index: u(rng),
             hint_term: u(rng),
+            repairing: rng.gen(),
         },
         7 => Message::Heartbeat {
             commit: u(rng),
             ctx: u(rng),
         },
-        8 => Message::HeartbeatResp { ctx: u(rng) },
+        8 => Message::HeartbeatResp {
+            ctx: u(rng),
+            repairing: rng.gen(),
+        },
         _ if rng.gen() => Message::TimeoutNow,
         _ => Message::Snapshot {
             snapshot: Snapshot {
