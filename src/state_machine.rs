@@ -15,7 +15,8 @@
 //!
 //! The messages live in a [`MessageStore`]. Snapshots (see [`snapshot`]) carry
 //! the first and next offset, keys, cursors and the time samples used by
-//! retention by age.
+//! retention by age; a follower gets one streamed with its messages and
+//! installs it by rename (see [`stream`]).
 //!
 //! Invariants:
 //! - `apply` is called with dense, increasing indexes (asserted);
@@ -28,9 +29,11 @@
 
 mod command;
 mod snapshot;
+mod stream;
 
 pub use command::{encode_append_parts as encode_append, Append, Command};
 pub use snapshot::{full_payload, is_manifest};
+pub use stream::{stage_received, SnapshotStream};
 
 use crate::core::{Entry, EntryPayload};
 use crate::msgstore::{MessageStore, Reader, SyncHandle};
@@ -111,6 +114,8 @@ pub struct StateMachine {
     /// up to the next sample were proposed at or after this time, and every
     /// earlier one at or before it.
     times: VecDeque<(u64, u64)>,
+    /// Where received snapshots wait to be installed (see [`stream`]).
+    install_dir: Option<std::path::PathBuf>,
 }
 
 impl StateMachine {
@@ -389,6 +394,7 @@ impl StateMachine {
     pub fn restore(&mut self, b: Bytes) -> Result<(), String> {
         let m = if is_manifest(&b) {
             let m = snapshot::decode_manifest(b)?;
+            self.redo_install(&m)?;
             let (first, len) = (self.messages.start(), self.messages.len());
             if len < m.next || first > m.first {
                 return Err(format!(

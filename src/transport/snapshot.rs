@@ -23,8 +23,8 @@ use super::pb;
 use super::pb::replication_client::ReplicationClient;
 use super::peers::Svc;
 use super::server::{next_or_stop, Shared};
-use super::ReceivedSnapshot;
-use crate::core::{Envelope, NodeId, Snapshot, SnapshotMeta};
+use super::{ReceivedSnapshot, SnapshotSource};
+use crate::core::{Envelope, NodeId, SnapshotMeta};
 use crate::durable;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -398,17 +398,19 @@ pub(crate) struct SendOptions {
     pub(crate) stall_timeout: Duration,
 }
 
-/// Sends `snapshot` (addressed by `env`) in chunks, resuming where the receiver
-/// stands. Returns how many data bytes went over the wire.
+/// Sends the snapshot `meta` whose bytes `source` holds (addressed by `env`) in
+/// chunks, resuming where the receiver stands. Returns how many data bytes went
+/// over the wire. Memory: a few chunks, whatever the snapshot's size.
 pub(crate) async fn send(
     client: &mut ReplicationClient<Svc>,
     env: &Envelope,
-    snapshot: &Snapshot,
+    meta: &SnapshotMeta,
+    source: Arc<dyn SnapshotSource>,
     opts: SendOptions,
 ) -> Result<u64, TransferError> {
-    let total = snapshot.data.len() as u64;
+    let total = source.len();
     let (tx, body) = mpsc::channel(2);
-    let _ = tx.try_send(header_chunk(env, snapshot));
+    let _ = tx.try_send(header_chunk(env, meta, total));
     let mut acks = client
         .install_snapshot(ReceiverStream::new(body))
         .await?
@@ -422,20 +424,36 @@ pub(crate) async fn send(
         )));
     }
     let mut sender = ChunkSender { tx, acks, opts };
-    sender.send_from(&snapshot.data, start).await?;
+    sender.send_from(source, start).await?;
     sender.wait_complete().await?;
     Ok(total - start)
 }
 
-fn header_chunk(env: &Envelope, snapshot: &Snapshot) -> pb::SnapshotChunk {
+fn header_chunk(env: &Envelope, meta: &SnapshotMeta, total: u64) -> pb::SnapshotChunk {
     pb::SnapshotChunk {
         from: env.from.clone(),
         to: env.to.clone(),
         term: env.term,
-        meta: Some((&snapshot.meta).into()),
-        total_size: snapshot.data.len() as u64,
+        meta: Some(meta.into()),
+        total_size: total,
         ..Default::default()
     }
+}
+
+/// Reads `len` bytes at `offset` of `source` on a blocking thread.
+async fn read_chunk(
+    source: &Arc<dyn SnapshotSource>,
+    offset: u64,
+    len: usize,
+) -> Result<Bytes, TransferError> {
+    let source = source.clone();
+    let chunk = blocking(move || {
+        let mut buf = vec![0u8; len];
+        source.read_at(offset, &mut buf)?;
+        Ok(buf)
+    })
+    .await?;
+    Ok(Bytes::from(chunk))
 }
 
 /// Waits for the next ack; an ack with an error ends the transfer.
@@ -460,19 +478,32 @@ struct ChunkSender {
 }
 
 impl ChunkSender {
-    /// Sends `data[start..]`; the last chunk carries `done` and the crc32c of all
-    /// of `data`. An empty remainder still sends the final (empty) chunk.
-    async fn send_from(&mut self, data: &Bytes, start: u64) -> Result<(), TransferError> {
-        let crc = crc32c::crc32c(data);
-        let total = data.len();
-        let step = self.opts.chunk_bytes.max(1);
-        let mut offset = start as usize;
+    /// Sends `source[start..]`; the last chunk carries `done` and the crc32c of
+    /// the whole snapshot (a resumed transfer reads the part already sent to
+    /// compute it). An empty remainder still sends the final (empty) chunk.
+    async fn send_from(
+        &mut self,
+        source: Arc<dyn SnapshotSource>,
+        start: u64,
+    ) -> Result<(), TransferError> {
+        let total = source.len();
+        let step = self.opts.chunk_bytes.max(1) as u64;
+        let mut crc = 0;
+        let mut at = 0;
+        while at < start {
+            let n = step.min(start - at);
+            crc = crc32c::crc32c_append(crc, &read_chunk(&source, at, n as usize).await?);
+            at += n;
+        }
+        let mut offset = start;
         loop {
             let end = (offset + step).min(total);
             let done = end == total;
+            let data = read_chunk(&source, offset, (end - offset) as usize).await?;
+            crc = crc32c::crc32c_append(crc, &data);
             let chunk = pb::SnapshotChunk {
-                offset: offset as u64,
-                data: data.slice(offset..end),
+                offset,
+                data,
                 done,
                 crc32c: if done { crc } else { 0 },
                 ..Default::default()
