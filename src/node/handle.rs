@@ -262,11 +262,14 @@ impl InboundHandler for NodeHandle {
                 snap.meta.index,
                 self.snapshot_dir.clone(),
             );
+            let started = std::time::Instant::now();
             let data = tokio::task::spawn_blocking(move || {
                 crate::state_machine::stage_received(&path, index, &dir)
             })
             .await
             .map_err(|e| format!("staging the snapshot: {e}"))??;
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(index, ms, "snapshot checked and staged for install");
             let snapshot = Snapshot {
                 meta: snap.meta,
                 data,

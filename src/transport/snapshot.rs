@@ -138,6 +138,7 @@ struct Partial {
 impl Receiver {
     async fn run(&mut self) -> Result<pb::SnapshotAck, TransferError> {
         let hdr = self.header().await?;
+        let started = std::time::Instant::now();
         let mut partial = self.open_partial(&hdr).await?;
         self.ack(partial.len, true).await?;
         let crc = self.receive_chunks(&hdr, &mut partial).await?;
@@ -150,7 +151,9 @@ impl Receiver {
             path,
             size: hdr.total,
         };
-        info!(from = %snap.from, index = snap.meta.index, bytes = snap.size, "snapshot received");
+        // `ms`: this transfer (resumed or not) to the verified file; `bytes` the whole.
+        let ms = started.elapsed().as_millis() as u64;
+        info!(from = %snap.from, index = snap.meta.index, bytes = snap.size, ms, "snapshot received");
         self.shared
             .handler
             .snapshot_received(snap)
