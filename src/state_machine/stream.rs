@@ -1,7 +1,8 @@
 //! Streamed snapshots: what a leader sends a follower, and how the follower
 //! installs it, in memory bounded independently of the log's size.
 //!
-//! The stream is `[records first..next][manifest][manifest length u64][RLSTRM01]`:
+//! The stream is `[records first..next][manifest][manifest length u64][manifest
+//! crc32c u32][RLSTRM01]`:
 //! the records exactly as the leader's segment files hold them (read through a
 //! [`Span`], so nothing is decoded or collected), then the manifest
 //! (`snapshot::encode_manifest`). The trailer goes last so the receiver's file,
@@ -36,7 +37,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RLSTRM01";
-const TRAILER: u64 = 16;
+const TRAILER: u64 = 20;
 /// A manifest larger than this is refused (keys and time samples are bounded far below).
 const MAX_MANIFEST: u64 = 1 << 30;
 
@@ -61,6 +62,7 @@ impl SnapshotStream {
         let mut tail = Vec::with_capacity(manifest.len() + TRAILER as usize);
         tail.extend_from_slice(manifest);
         tail.extend_from_slice(&(manifest.len() as u64).to_le_bytes());
+        tail.extend_from_slice(&crc32c::crc32c(manifest).to_le_bytes());
         tail.extend_from_slice(MAGIC);
         Ok(SnapshotStream {
             span,
@@ -145,10 +147,11 @@ fn stage(path: &Path, index: u64, dir: &Path) -> Result<Bytes, String> {
     let mut trailer = [0u8; TRAILER as usize];
     file.read_exact_at(&mut trailer, len - TRAILER)
         .map_err(io)?;
-    if &trailer[8..] != MAGIC {
+    if &trailer[12..] != MAGIC {
         return Err(bad("not a streamed snapshot"));
     }
     let mlen = u64::from_le_bytes(trailer[..8].try_into().expect("8 bytes"));
+    let mcrc = u32::from_le_bytes(trailer[8..12].try_into().expect("4 bytes"));
     if mlen > MAX_MANIFEST || mlen > len - TRAILER {
         return Err(bad("manifest length out of range"));
     }
@@ -157,6 +160,9 @@ fn stage(path: &Path, index: u64, dir: &Path) -> Result<Bytes, String> {
     file.read_exact_at(&mut manifest, records).map_err(io)?;
     drop(file);
     let manifest = Bytes::from(manifest);
+    if crc32c::crc32c(&manifest) != mcrc {
+        return Err(bad("manifest checksum mismatch"));
+    }
     if !is_manifest(&manifest) {
         return Err(bad("no manifest"));
     }

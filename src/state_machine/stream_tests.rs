@@ -165,7 +165,13 @@ fn a_corrupt_record_or_trailer_is_refused_and_removed() {
     let stream = SnapshotStream::new(&manifest, &l.reader(u64::MAX).unwrap()).unwrap();
     let (f, _) = Follower::new();
     let path = f.incoming().join("snap-a.1-2-3.snap");
-    for flip in [100u64, stream.len() - 3, stream.len() - 20] {
+    // A record, the magic, the manifest length, the manifest.
+    for flip in [
+        100u64,
+        stream.len() - 3,
+        stream.len() - 20,
+        stream.len() - 30,
+    ] {
         receive(&stream, &path);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[flip as usize] ^= 0x40;

@@ -131,6 +131,8 @@ struct Partial {
     path: PathBuf,
     file: File,
     len: u64,
+    /// crc32c of the `len` bytes held (kept up as chunks arrive: no re-read).
+    crc: u32,
     slot: Arc<tokio::sync::Mutex<u64>>,
     generation: u64,
 }
@@ -217,12 +219,19 @@ impl Receiver {
             file.set_len(0).await?;
             len = 0;
         }
+        // A resumed transfer reads what it holds once; new chunks add to the crc.
+        let crc = if len > 0 {
+            crc_of_file(&path).await?
+        } else {
+            0
+        };
         let generation_now = *generation;
         drop(generation);
         Ok(Partial {
             path,
             file,
             len,
+            crc,
             slot,
             generation: generation_now,
         })
@@ -282,6 +291,7 @@ impl Partial {
         self.file.write_all(data).await?;
         self.file.flush().await?;
         self.len += data.len() as u64;
+        self.crc = crc32c::crc32c_append(self.crc, data);
         Ok(())
     }
 }
@@ -308,7 +318,7 @@ async fn open_staged(dir: &Path, from: &str, name: &str) -> std::io::Result<(Pat
 /// Checks length and checksum, then renames the partial file to its final name.
 async fn verify_and_seal(partial: Partial, total: u64, crc: u32) -> Result<PathBuf, TransferError> {
     partial.file.sync_all().await?;
-    let actual = crc_of_file(&partial.path).await?;
+    let actual = partial.crc;
     if partial.len != total || actual != crc {
         let p = partial.path.clone();
         let _ = blocking(move || durable::remove_durable(&p)).await;
@@ -574,6 +584,7 @@ mod tests {
             path,
             file,
             len: data.len() as u64,
+            crc: crc32c::crc32c(data),
             slot: Arc::new(tokio::sync::Mutex::new(0)),
             generation: 0,
         }
