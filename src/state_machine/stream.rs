@@ -99,7 +99,7 @@ impl SnapshotStream {
 }
 
 impl crate::transport::SnapshotSource for SnapshotStream {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         SnapshotStream::len(self)
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {

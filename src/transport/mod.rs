@@ -108,14 +108,15 @@ pub struct JoinOutcome {
 /// (a retry resumes where the receiver stands). `read_at` blocks: the sender
 /// calls it on a blocking thread.
 pub trait SnapshotSource: Send + Sync + 'static {
-    fn len(&self) -> u64;
-    /// Fills `buf` from byte `offset` (which with `buf.len()` is within `len`).
+    /// Bytes in the snapshot.
+    fn size(&self) -> u64;
+    /// Fills `buf` from byte `offset` (which with `buf.len()` is within `size`).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
 }
 
 /// A snapshot held in memory whole (`Peers::send` of a `Snapshot` with its data).
 impl SnapshotSource for bytes::Bytes {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         bytes::Bytes::len(self) as u64
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {

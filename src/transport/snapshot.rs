@@ -421,7 +421,7 @@ pub(crate) async fn send(
     source: Arc<dyn SnapshotSource>,
     opts: SendOptions,
 ) -> Result<u64, TransferError> {
-    let total = source.len();
+    let total = source.size();
     let (tx, body) = mpsc::channel(2);
     let _ = tx.try_send(header_chunk(env, meta, total));
     let mut acks = client
@@ -499,7 +499,7 @@ impl ChunkSender {
         source: Arc<dyn SnapshotSource>,
         start: u64,
     ) -> Result<(), TransferError> {
-        let total = source.len();
+        let total = source.size();
         let step = self.opts.chunk_bytes.max(1) as u64;
         let mut crc = 0;
         let mut at = 0;
