@@ -116,6 +116,12 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         if self.payloads.building.is_some_and(|(i, _)| i == meta.index) {
             return;
         }
+        if let Some(e) = self.sm.failure() {
+            // Its reader would copy the log into memory: wait for the repair.
+            tracing::debug!(error = %e, "message store failing; snapshot streams wait for its repair");
+            self.payloads.waiting.clear();
+            return;
+        }
         let reader = match self.sm.reader(u64::MAX) {
             Ok(r) => r,
             Err(e) => {
