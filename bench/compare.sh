@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # raftlog vs etcd 3.4, side by side on this machine, in one run.
 #
-#   bench/compare.sh [compare|scale|all]      (default: compare)
+#   bench/compare.sh [compare|scale|join|all]      (default: compare)
 #
 # compare: starts a 3-member etcd 3.4 cluster (../shared/bench/etcd-cluster.sh) and a
 #   3-node raftlog cluster (target/release/raftlog serve, loopback, temp data dirs),
@@ -19,6 +19,11 @@
 #   concurrency 64, 3 vs 5 nodes, restart time vs log size, and with a big log
 #   ($BIG_LOG_MIB MiB): RSS per node, restart time, and how fast a new member
 #   catches up (snapshot transfer).
+# join: raftlog only: a 3-node cluster holding $BIG_LOG_MIB MiB (64 KiB messages), then
+#   a fourth node joins; the peak RSS (VmHWM, the leader's reset after the fill) of the
+#   leader and of the joiner from the join until all four are ready voters, and the
+#   snapshot transfer rate (the joiner's "snapshot received" line: bytes and ms).
+#   scripts/snapshot-memory.sh runs it.
 #
 # Environment: DURATION (10s) REPS (3) CONCURRENCY ("1 16 64 256") SIZE (100)
 #   SCALE_SIZES ("100 1024 16384 262144") RESTART_COUNTS ("10000 100000")
@@ -33,8 +38,8 @@
 set -euo pipefail
 
 MODE=${1:-compare}
-case $MODE in compare | scale | all) ;; *)
-  echo "usage: $0 [compare|scale|all]" >&2
+case $MODE in compare | scale | join | all) ;; *)
+  echo "usage: $0 [compare|scale|join|all]" >&2
   exit 2
   ;;
 esac
@@ -99,7 +104,7 @@ trap 'exit 130' INT TERM
 need_tools() {
   command -v python3 >/dev/null || die "python3 is needed"
   command -v curl >/dev/null || die "curl is needed"
-  if [[ $MODE != scale ]]; then
+  if [[ $MODE != scale && $MODE != join ]]; then
     if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
       log "installing etcd-server and etcd-client with apt"
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
@@ -499,6 +504,70 @@ EOF
   tail -n5 "$out" >&2
 }
 
+hwm_mib() { awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+
+# do_join: peak memory of the leader and a joining fourth node while it gets a
+# snapshot of a $BIG_LOG_MIB MiB log, and the transfer rate.
+do_join() {
+  local out=$WORK/join.md msg=65536 count dir=$WORK/join leader li lpid jpid t0 t1 i
+  count=$((BIG_LOG_MIB * 1024 * 1024 / msg))
+  log "join: filling $count messages of 64 KiB, snapshot every $BIG_SNAPSHOT_EVERY entries"
+  export RAFTLOG_SNAPSHOT__EVERY_ENTRIES=$BIG_SNAPSHOT_EVERY
+  start_raftlog 3 "$dir"
+  leader=$(rl_leader 3)
+  bench_json "$WORK/join-fill.json" --addr "$leader" -c 16 -n "$count" -s "$msg"
+  li=$((${leader##*:} - RL_HTTP_BASE))
+  lpid=${RL_PIDS[$li]}
+  local before du1
+  before=$(rss_mib "$lpid")
+  du1=$(du -sm "$dir/n$li/messages" | cut -f1)
+  # Peak RSS from here on (Linux: 5 resets VmHWM to the current RSS).
+  echo 5 >"/proc/$lpid/clear_refs"
+  log "join: leader n$li RSS $before MiB, messages $du1 MiB; starting n4"
+  t0=$(date +%s.%N)
+  RUST_LOG=raftlog=info start_rl_node 4 "$dir"
+  jpid=${RL_PIDS[4]}
+  local peak_l=0 peak_j=0 r
+  for i in $(seq 1 6000); do
+    r=$(rss_mib "$lpid"); ((r > peak_l)) && peak_l=$r
+    r=$(rss_mib "$jpid"); ((r > peak_j)) && peak_j=$r
+    ready_all 4 && break
+    sleep 0.1
+  done
+  ready_all 4 || die "the fourth node did not become a ready voter in time"
+  t1=$(date +%s.%N)
+  local hwm_l hwm_j du4 line
+  hwm_l=$(hwm_mib "$lpid")
+  hwm_j=$(hwm_mib "$jpid")
+  du4=$(du -sm "$dir/n4" | cut -f1)
+  line=$(grep -a "snapshot received" "$dir/n4.log" | tail -n1)
+  unset RAFTLOG_SNAPSHOT__EVERY_ENTRIES
+  {
+    echo "### A fourth node joins a 3-node cluster holding ${BIG_LOG_MIB} MiB ($count messages of 64 KiB, snapshot every $BIG_SNAPSHOT_EVERY entries)"
+    echo
+    echo "| leader RSS before | leader peak RSS (VmHWM) during the join | joiner peak RSS (VmHWM) | highest RSS sampled (leader/joiner, every 0.1 s) | snapshot | transfer | join to ready voter | joiner data dir |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    python3 - "$line" "$before" "$hwm_l" "$hwm_j" "$peak_l" "$peak_j" "$t0" "$t1" "$du4" <<'EOF'
+import re, sys
+line, before, hwm_l, hwm_j, peak_l, peak_j, t0, t1, du4 = sys.argv[1:]
+line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+b = re.search(r"bytes=(\d+)", line)
+ms = re.search(r"ms=(\d+)", line)
+snap = f"{int(b.group(1)) / 2**20:,.0f} MiB" if b else "?"
+rate = "?"
+if b and ms:
+    secs = int(ms.group(1)) / 1000
+    rate = f"{int(b.group(1)) / 2**20 / secs:,.0f} MiB/s ({secs:.1f} s)"
+took = float(t1) - float(t0)
+print(f"| {before} MiB | {hwm_l} MiB | {hwm_j} MiB | {peak_l} / {peak_j} MiB | {snap} | {rate} | {took:.1f} s | {du4} MiB |")
+EOF
+    echo
+    echo "Transfer: from the joiner's first chunk to the verified file (its 'snapshot received' line); the join time also covers the join, staging (every record checked), install and the log tail."
+    echo
+  } >>"$out"
+  tail -n5 "$out" >&2
+}
+
 # ----- main ----------------------------------------------------------------------------
 
 need_tools
@@ -514,12 +583,14 @@ mkdir -p "$(dirname "$RESULTS")"
 case $MODE in
   compare) do_compare ;;
   scale) do_scale ;;
+  join) do_join ;;
   all) do_compare && stop_raftlog && do_scale ;;
 esac
 {
   cat "$WORK/header.md"
   [[ -f $WORK/compare.md ]] && cat "$WORK/compare.md" && echo
   [[ -f $WORK/scale.md ]] && cat "$WORK/scale.md"
+  [[ -f $WORK/join.md ]] && cat "$WORK/join.md"
   if [[ -f $WORK/runs.tsv ]]; then
     echo
     echo "<details><summary>Every run (op, system, clients, repetition, req/s, p50 ms, p99 ms, ok, errors, server CPU s, CPU s/1k)</summary>"

@@ -846,5 +846,8 @@ fn read_idx(path: &Path, first: u64) -> Option<(u64, u64, Vec<u64>)> {
     Some((count, size, sparse))
 }
 
+mod transfer;
+pub use transfer::{seal_received, Span};
+
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,8 @@
 //!
 //! The messages live in a [`MessageStore`]. Snapshots (see [`snapshot`]) carry
 //! the first and next offset, keys, cursors and the time samples used by
-//! retention by age.
+//! retention by age; a follower gets one streamed with its messages and
+//! installs it by rename (see [`stream`]).
 //!
 //! Invariants:
 //! - `apply` is called with dense, increasing indexes (asserted);
@@ -29,9 +30,11 @@
 
 mod command;
 mod snapshot;
+mod stream;
 
 pub use command::{encode_append_parts as encode_append, Append, Command};
 pub use snapshot::{full_payload, is_manifest};
+pub use stream::{stage_received, SnapshotStream};
 
 use crate::core::{Entry, EntryPayload};
 use crate::msgstore::{MessageStore, Reader, SyncHandle};
@@ -112,6 +115,8 @@ pub struct StateMachine {
     /// up to the next sample were proposed at or after this time, and every
     /// earlier one at or before it.
     times: VecDeque<(u64, u64)>,
+    /// Where received snapshots wait to be installed (see [`stream`]).
+    install_dir: Option<std::path::PathBuf>,
 }
 
 impl StateMachine {
@@ -452,8 +457,11 @@ impl StateMachine {
     /// what a manifest names.
     pub fn restore(&mut self, b: Bytes) -> Result<(), String> {
         let m = if is_manifest(&b) {
-            store_covers(&self.messages, &b)?;
             let m = snapshot::decode_manifest(b)?;
+            // A received snapshot the WAL holds but whose staged messages were not
+            // moved in yet (a crash in between) is finished first.
+            self.redo_install(&m)?;
+            store_covers(&self.messages, &m)?;
             let store = &mut self.messages;
             store
                 .truncate(m.next)
@@ -507,10 +515,23 @@ impl StateMachine {
     }
 }
 
-/// Does `store` hold every message the manifest `b` names? The error says what
-/// is missing (the node repairs itself from the leader: see `node::bootstrap`).
-pub fn store_covers(store: &MessageStore, b: &Bytes) -> Result<(), String> {
+/// Does `store` hold what the manifest `b` names? `Err(why)` if not. A received
+/// snapshot whose staged messages still wait in `install_dir` (a crash before
+/// they were moved in) counts as held: restoring it finishes the install. The
+/// error says what is missing (the node repairs itself: see `node::bootstrap`).
+pub fn store_covers_manifest(
+    store: &MessageStore,
+    b: &Bytes,
+    install_dir: &std::path::Path,
+) -> Result<(), String> {
     let m = snapshot::decode_manifest(b.clone())?;
+    if stream::is_staged(install_dir, &m) {
+        return Ok(());
+    }
+    store_covers(store, &m)
+}
+
+fn store_covers(store: &MessageStore, m: &Meta) -> Result<(), String> {
     let (first, len) = (store.start(), store.len());
     if len < m.next || first > m.first {
         return Err(format!(

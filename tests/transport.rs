@@ -5,7 +5,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use raftlog::core::{Entry, EntryPayload, Envelope, Group, Member, Membership, Message};
 use raftlog::core::{Snapshot, SnapshotMeta};
+use raftlog::msgstore::MessageStore;
 use raftlog::node::api::{ApiError, WriteConcern, WriteRequest, WriteResult};
+use raftlog::state_machine::{stage_received, Command, SnapshotStream, StateMachine};
 use raftlog::transport::{
     serve, ClusterId, InboundHandler, JoinOutcome, JoinRequest, Peers, PeersConfig,
     ReceivedSnapshot, RpcError,
@@ -620,6 +622,98 @@ async fn corrupt_partial_snapshot_is_detected_and_resent() {
     expect_snapshot(&b, &sent).await;
     wait_until("the final ack", || peers.stats().snapshots_sent == 1).await;
     assert_eq!(peers.stats().snapshot_failures, 1);
+}
+
+/// A leader's state machine over a message store of small segments: 300 messages,
+/// the first 50 trimmed, and a durable snapshot manifest of it.
+fn store_leader(dir: &std::path::Path) -> (StateMachine, Bytes) {
+    let store = MessageStore::open(dir, 4096, 0).unwrap();
+    let mut sm = StateMachine::with_store(16, store);
+    let entry = |index, c: Command| Entry {
+        index,
+        term: 1,
+        payload: EntryPayload::Command(c.encode()),
+    };
+    for i in 1..=300u64 {
+        let msg = Bytes::from(format!("message {i} {}", "y".repeat(i as usize % 200)));
+        sm.apply(&entry(i, Command::single(Some(format!("k{i}")), msg)));
+    }
+    let trim = Command::Trim {
+        before: 50,
+        by_policy: false,
+    };
+    sm.apply(&entry(301, trim));
+    let (manifest, sync) = sm.manifest().unwrap();
+    sync.run().unwrap();
+    sm.synced();
+    (sm, manifest)
+}
+
+/// The node's path: a snapshot streamed from a message store's segment files. An
+/// earlier transfer left a third behind, so this one resumes there; the received
+/// file is staged and installed by a follower with exactly the leader's messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streamed_store_snapshot_resumes_and_installs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut leader, manifest) = store_leader(&tmp.path().join("leader"));
+    let reader = leader.reader(u64::MAX).unwrap();
+    let stream = Arc::new(SnapshotStream::new(&manifest, &reader).unwrap());
+    let total = stream.len();
+    let index = leader.applied_index();
+
+    let cluster = ClusterId::new("c1");
+    let b = start("c1").await;
+    let held = (total / 3) as usize;
+    let mut prefix = vec![0u8; held];
+    stream.read_at(0, &mut prefix).unwrap();
+    let partial = b
+        .rec
+        .dir
+        .path()
+        .join(format!("snap-a.3-{index}-{total}.partial"));
+    std::fs::write(&partial, &prefix).unwrap();
+    let meta = SnapshotMeta {
+        index,
+        term: 3,
+        membership: membership(),
+    };
+    let sent = env(
+        "a",
+        "b",
+        Message::Snapshot {
+            snapshot: Snapshot {
+                meta,
+                data: manifest.clone(),
+            },
+        },
+    );
+    let peers = peers_to("a", &cluster, &[("b", &b)]);
+    peers.send_snapshot(sent, stream.clone());
+    wait_until("the streamed snapshot", || {
+        !b.rec.snapshots.lock().unwrap().is_empty()
+    })
+    .await;
+    wait_until("the final ack", || peers.stats().snapshots_sent == 1).await;
+    assert_eq!(peers.stats().snapshot_bytes_sent, total - held as u64);
+    let (snap, _) = b.rec.snapshots.lock().unwrap()[0].clone();
+    assert_eq!(snap.size, total);
+
+    let incoming = tmp.path().join("incoming");
+    raftlog::durable::create_dir_durable(&incoming).unwrap();
+    let staged = stage_received(&snap.path, index, &incoming).unwrap();
+    assert_eq!(staged, manifest, "only the manifest goes on to Raft");
+    let mut follower = StateMachine::with_store(
+        16,
+        MessageStore::open(&tmp.path().join("f"), 4096, 0).unwrap(),
+    );
+    follower.set_install_dir(incoming);
+    follower.install_received(staged).unwrap();
+    assert_eq!((follower.first_offset(), follower.next_offset()), (50, 300));
+    assert_eq!(
+        follower.read(0, 1000).unwrap(),
+        leader.read(0, 1000).unwrap()
+    );
+    assert_eq!(follower.lookup_key("k300"), leader.lookup_key("k300"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

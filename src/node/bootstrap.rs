@@ -231,7 +231,8 @@ fn messages_damage(cfg: &Config, store: &DiskStore) -> Option<String> {
         Ok(ms) => ms,
         Err(e) => return Some(format!("message store {}: {e}", dir.display())),
     };
-    crate::state_machine::store_covers(&ms, &snap.data).err()
+    let staging = cfg.data_dir.join("snap-incoming");
+    crate::state_machine::store_covers_manifest(&ms, &snap.data, &staging).err()
 }
 
 /// Discard the damaged log, snapshot and messages, keeping term and vote, and

@@ -37,6 +37,8 @@ pub const PROMOTE_LAG: u64 = 64;
 /// Where the controller sends Raft messages (the transport, or a test double).
 pub trait Outbound: Send + 'static {
     fn send(&self, env: Envelope);
+    /// A `Snapshot` message whose bytes `source` streams (its `data` unused).
+    fn send_snapshot(&self, env: Envelope, source: Arc<dyn crate::transport::SnapshotSource>);
     /// Messages dropped so far (full queues, unknown peers), for metrics.
     fn dropped(&self) -> u64 {
         0
@@ -124,6 +126,8 @@ pub struct ControllerConfig {
 #[derive(Clone, Debug)]
 pub struct MessagesConfig {
     pub dir: std::path::PathBuf,
+    /// Where received snapshots are staged (same file system as `dir`).
+    pub install_dir: std::path::PathBuf,
     pub segment_bytes: u64,
     pub cache_bytes: usize,
 }
@@ -240,7 +244,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             Some(m) => {
                 let store = MessageStore::open(&m.dir, m.segment_bytes, m.cache_bytes)
                     .map_err(|e| format!("message store {}: {e}", m.dir.display()))?;
-                StateMachine::with_store(cfg.idempotency_window, store)
+                let mut sm = StateMachine::with_store(cfg.idempotency_window, store);
+                sm.set_install_dir(m.install_dir.clone());
+                sm
             }
             None => StateMachine::new(cfg.idempotency_window),
         };

@@ -10,6 +10,7 @@
 
 use crate::core::{Envelope, NodeId};
 use crate::node::controller::Outbound;
+use crate::transport::SnapshotSource;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -45,10 +46,11 @@ pub struct FaultyOutbound<O> {
     pub faults: Option<FaultSwitch>,
 }
 
-impl<O: Outbound + Sync> Outbound for FaultyOutbound<O> {
-    fn send(&self, env: Envelope) {
+impl<O: Outbound + Sync> FaultyOutbound<O> {
+    /// Drops, delays or passes on `env` through `send`, as the faults say.
+    fn faulty(&self, env: Envelope, send: impl FnOnce(&O, Envelope) + Send + 'static) {
         let Some(faults) = &self.faults else {
-            return self.inner.send(env);
+            return send(&self.inner, env);
         };
         let (drop, delay) = {
             let f = faults.0.read().unwrap_or_else(|e| e.into_inner());
@@ -65,11 +67,21 @@ impl<O: Outbound + Sync> Outbound for FaultyOutbound<O> {
                 let inner = self.inner.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    inner.send(env);
+                    send(&inner, env);
                 });
             }
-            _ => self.inner.send(env),
+            _ => send(&self.inner, env),
         }
+    }
+}
+
+impl<O: Outbound + Sync> Outbound for FaultyOutbound<O> {
+    fn send(&self, env: Envelope) {
+        self.faulty(env, |o, env| o.send(env))
+    }
+
+    fn send_snapshot(&self, env: Envelope, source: Arc<dyn SnapshotSource>) {
+        self.faulty(env, move |o, env| o.send_snapshot(env, source))
     }
 
     fn set_peers(&self, peers: BTreeMap<NodeId, String>) {

@@ -255,19 +255,24 @@ impl InboundHandler for NodeHandle {
 
     fn snapshot_received(&self, snap: ReceivedSnapshot) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let data = tokio::fs::read(&snap.path)
-                .await
-                .map_err(|e| format!("reading snapshot: {e}"))?;
-            let p = snap.path.clone();
-            let _ = tokio::task::spawn_blocking(move || crate::durable::remove_durable(&p)).await;
-            // Refused before it can reach the WAL: a manifest names messages that
-            // only its author's message store holds.
-            if crate::state_machine::is_manifest(&data) {
-                return Err("a snapshot must carry its messages, not a manifest".into());
-            }
+            // The records become a staged segment; only the manifest goes on to
+            // Raft and the WAL (see `state_machine::stream`).
+            let (path, index, dir) = (
+                snap.path.clone(),
+                snap.meta.index,
+                self.snapshot_dir.clone(),
+            );
+            let started = std::time::Instant::now();
+            let data = tokio::task::spawn_blocking(move || {
+                crate::state_machine::stage_received(&path, index, &dir)
+            })
+            .await
+            .map_err(|e| format!("staging the snapshot: {e}"))??;
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(index, ms, "snapshot checked and staged for install");
             let snapshot = Snapshot {
                 meta: snap.meta,
-                data: data.into(),
+                data,
             };
             let env = Envelope {
                 from: snap.from,
@@ -286,6 +291,9 @@ impl InboundHandler for NodeHandle {
 impl super::controller::Outbound for Peers {
     fn send(&self, env: Envelope) {
         Peers::send(self, env)
+    }
+    fn send_snapshot(&self, env: Envelope, source: Arc<dyn crate::transport::SnapshotSource>) {
+        Peers::send_snapshot(self, env, source)
     }
     fn set_peers(&self, peers: std::collections::BTreeMap<crate::core::NodeId, String>) {
         Peers::set_peers(self, peers)

@@ -219,18 +219,13 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     fn finish_durable(&mut self, rd: Ready) -> Result<(), WalError> {
         if let Some(s) = &rd.snapshot {
+            // The WAL holds the manifest now: the staged messages move into place.
             self.sm
-                .restore_received(s.data.clone())
+                .install_received(s.data.clone())
                 .map_err(|e| WalError::Invalid(format!("snapshot from leader: {e}")))?;
             self.metrics.snapshots_installed.inc();
             self.applied_membership = s.meta.membership.clone();
-            // Kept as a manifest: the messages are in the store now, and the full
-            // payload (durable in the WAL) need not stay in memory.
-            self.latest_snapshot = Some(Snapshot {
-                meta: s.meta.clone(),
-                data: self.sm.encode_manifest(),
-            });
-            self.wal_full_payload = true;
+            self.latest_snapshot = Some(s.clone());
             self.applied_bytes = 0;
         }
         let n = rd.entries.len() as u64;
@@ -269,8 +264,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    /// Send one message; a snapshot gets the full payload of our latest snapshot
-    /// (see `payload`).
+    /// Send one message; a snapshot streams our latest snapshot (see `payload`).
     fn send_out(&mut self, env: Envelope) {
         if let Message::Snapshot { .. } = &env.msg {
             self.send_snapshot(env);

@@ -68,6 +68,7 @@ fn controller_config(cfg: &Config, tick: Duration) -> ControllerConfig {
         max_cursors: cfg.cursors.max_cursors,
         messages: Some(MessagesConfig {
             dir: cfg.data_dir.join("messages"),
+            install_dir: cfg.data_dir.join("snap-incoming"),
             segment_bytes: cfg.wal.segment_bytes,
             cache_bytes: cfg.read.cache_bytes,
         }),

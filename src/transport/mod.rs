@@ -104,6 +104,31 @@ pub struct JoinOutcome {
     pub cluster_id: String,
 }
 
+/// The bytes of one outgoing snapshot, read in bounded chunks at any offset
+/// (a retry resumes where the receiver stands). `read_at` blocks: the sender
+/// calls it on a blocking thread.
+pub trait SnapshotSource: Send + Sync + 'static {
+    /// Bytes in the snapshot.
+    fn size(&self) -> u64;
+    /// Fills `buf` from byte `offset` (which with `buf.len()` is within `size`).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+/// A snapshot held in memory whole (`Peers::send` of a `Snapshot` with its data).
+impl SnapshotSource for bytes::Bytes {
+    fn size(&self) -> u64 {
+        bytes::Bytes::len(self) as u64
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let at = usize::try_from(offset).map_err(std::io::Error::other)?;
+        let src = self
+            .get(at..at + buf.len())
+            .ok_or_else(|| std::io::Error::other("read past the end of the snapshot"))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
 /// A snapshot that arrived complete and checksummed through `InstallSnapshot`.
 /// Its data is in the file at `path`, which now belongs to the handler (move it,
 /// read it, delete it).

@@ -29,7 +29,7 @@ use super::pb::election_client::ElectionClient;
 use super::pb::heartbeat_client::HeartbeatClient;
 use super::pb::replication_client::ReplicationClient;
 use super::snapshot::{self, SendOptions};
-use super::{ClusterId, JoinOutcome, JoinRequest, CLUSTER_HEADER, FROM_HEADER};
+use super::{ClusterId, JoinOutcome, JoinRequest, SnapshotSource, CLUSTER_HEADER, FROM_HEADER};
 use crate::backoff::Backoff;
 use crate::core::{Envelope, Group, Message, NodeId};
 use crate::node::api::{ApiError, WriteRequest, WriteResult};
@@ -239,7 +239,12 @@ impl Peers {
 
     /// Queues `env` for `env.to` without waiting. Dropped (and counted) when the
     /// queue is full or the peer is unknown; Raft retries.
+    /// A `Snapshot` is sent with its `data` as the bytes (see `send_snapshot`).
     pub fn send(&self, env: Envelope) {
+        if let Message::Snapshot { snapshot } = &env.msg {
+            let source = Arc::new(snapshot.data.clone());
+            return self.send_snapshot(env, source);
+        }
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
         let Some(peer) = peers.get(&env.to) else {
             bump(&self.shared.counters.dropped_unknown_peer, 1);
@@ -252,6 +257,21 @@ impl Peers {
             if let TrySendError::Full(env) = e {
                 trace!(to = %env.to, group = ?env.msg.group(), "peer queue full; envelope dropped");
             }
+        }
+    }
+
+    /// Queues the snapshot `env` (its `data` is not used) whose bytes `source`
+    /// streams, for the peer's snapshot task. Never blocks; a full queue drops it.
+    pub fn send_snapshot(&self, env: Envelope, source: Arc<dyn SnapshotSource>) {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        let Some(peer) = peers.get(&env.to) else {
+            bump(&self.shared.counters.dropped_unknown_peer, 1);
+            debug!(to = %env.to, "no such peer; snapshot dropped");
+            return;
+        };
+        if peer.snapshots.try_send((env, source)).is_err() {
+            bump(&self.shared.counters.dropped_queue_full, 1);
+            trace!("snapshot queue full; snapshot dropped");
         }
     }
 
@@ -450,7 +470,7 @@ struct PeerHandle {
     election: mpsc::Sender<Envelope>,
     heartbeat: mpsc::Sender<Envelope>,
     replication: mpsc::Sender<Envelope>,
-    snapshots: mpsc::Sender<Envelope>,
+    snapshots: mpsc::Sender<(Envelope, Arc<dyn SnapshotSource>)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -494,14 +514,12 @@ impl PeerHandle {
         })
     }
 
-    /// Snapshots carrying data go to the snapshot task, everything else to the
-    /// queue of its group.
+    /// The queue of a message's group (snapshots go to `snapshots`).
     fn queue_for(&self, msg: &Message) -> &mpsc::Sender<Envelope> {
-        match (msg, msg.group()) {
-            (Message::Snapshot { .. }, _) => &self.snapshots,
-            (_, Group::Election) => &self.election,
-            (_, Group::Heartbeat) => &self.heartbeat,
-            (_, Group::Replication) => &self.replication,
+        match msg.group() {
+            Group::Election => &self.election,
+            Group::Heartbeat => &self.heartbeat,
+            Group::Replication => &self.replication,
         }
     }
 }
@@ -643,20 +661,20 @@ async fn run_snapshots(
     shared: Arc<Shared>,
     peer: NodeId,
     mut client: ReplicationClient<Svc>,
-    mut rx: mpsc::Receiver<Envelope>,
+    mut rx: mpsc::Receiver<(Envelope, Arc<dyn SnapshotSource>)>,
 ) {
     let config = &shared.config;
     let opts = SendOptions {
         chunk_bytes: config.snapshot_chunk_bytes,
         stall_timeout: config.snapshot_stall_timeout,
     };
-    while let Some(env) = rx.recv().await {
+    while let Some((env, source)) = rx.recv().await {
         let Message::Snapshot { snapshot } = &env.msg else {
             continue;
         };
         let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
         for attempt in 1..=config.snapshot_attempts.max(1) {
-            match snapshot::send(&mut client, &env, snapshot, opts).await {
+            match snapshot::send(&mut client, &env, &snapshot.meta, source.clone(), opts).await {
                 Ok(bytes) => {
                     bump(&shared.counters.snapshots_sent, 1);
                     bump(&shared.counters.snapshot_bytes_sent, bytes);

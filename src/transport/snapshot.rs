@@ -23,8 +23,8 @@ use super::pb;
 use super::pb::replication_client::ReplicationClient;
 use super::peers::Svc;
 use super::server::{next_or_stop, Shared};
-use super::ReceivedSnapshot;
-use crate::core::{Envelope, NodeId, Snapshot, SnapshotMeta};
+use super::{ReceivedSnapshot, SnapshotSource};
+use crate::core::{Envelope, NodeId, SnapshotMeta};
 use crate::durable;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -131,6 +131,8 @@ struct Partial {
     path: PathBuf,
     file: File,
     len: u64,
+    /// crc32c of the `len` bytes held (kept up as chunks arrive: no re-read).
+    crc: u32,
     slot: Arc<tokio::sync::Mutex<u64>>,
     generation: u64,
 }
@@ -138,6 +140,7 @@ struct Partial {
 impl Receiver {
     async fn run(&mut self) -> Result<pb::SnapshotAck, TransferError> {
         let hdr = self.header().await?;
+        let started = std::time::Instant::now();
         let mut partial = self.open_partial(&hdr).await?;
         self.ack(partial.len, true).await?;
         let crc = self.receive_chunks(&hdr, &mut partial).await?;
@@ -150,7 +153,9 @@ impl Receiver {
             path,
             size: hdr.total,
         };
-        info!(from = %snap.from, index = snap.meta.index, bytes = snap.size, "snapshot received");
+        // `ms`: this transfer (resumed or not) to the verified file; `bytes` the whole.
+        let ms = started.elapsed().as_millis() as u64;
+        info!(from = %snap.from, index = snap.meta.index, bytes = snap.size, ms, "snapshot received");
         self.shared
             .handler
             .snapshot_received(snap)
@@ -214,12 +219,19 @@ impl Receiver {
             file.set_len(0).await?;
             len = 0;
         }
+        // A resumed transfer reads what it holds once; new chunks add to the crc.
+        let crc = if len > 0 {
+            crc_of_file(&path).await?
+        } else {
+            0
+        };
         let generation_now = *generation;
         drop(generation);
         Ok(Partial {
             path,
             file,
             len,
+            crc,
             slot,
             generation: generation_now,
         })
@@ -279,6 +291,7 @@ impl Partial {
         self.file.write_all(data).await?;
         self.file.flush().await?;
         self.len += data.len() as u64;
+        self.crc = crc32c::crc32c_append(self.crc, data);
         Ok(())
     }
 }
@@ -305,7 +318,7 @@ async fn open_staged(dir: &Path, from: &str, name: &str) -> std::io::Result<(Pat
 /// Checks length and checksum, then renames the partial file to its final name.
 async fn verify_and_seal(partial: Partial, total: u64, crc: u32) -> Result<PathBuf, TransferError> {
     partial.file.sync_all().await?;
-    let actual = crc_of_file(&partial.path).await?;
+    let actual = partial.crc;
     if partial.len != total || actual != crc {
         let p = partial.path.clone();
         let _ = blocking(move || durable::remove_durable(&p)).await;
@@ -398,17 +411,19 @@ pub(crate) struct SendOptions {
     pub(crate) stall_timeout: Duration,
 }
 
-/// Sends `snapshot` (addressed by `env`) in chunks, resuming where the receiver
-/// stands. Returns how many data bytes went over the wire.
+/// Sends the snapshot `meta` whose bytes `source` holds (addressed by `env`) in
+/// chunks, resuming where the receiver stands. Returns how many data bytes went
+/// over the wire. Memory: a few chunks, whatever the snapshot's size.
 pub(crate) async fn send(
     client: &mut ReplicationClient<Svc>,
     env: &Envelope,
-    snapshot: &Snapshot,
+    meta: &SnapshotMeta,
+    source: Arc<dyn SnapshotSource>,
     opts: SendOptions,
 ) -> Result<u64, TransferError> {
-    let total = snapshot.data.len() as u64;
+    let total = source.size();
     let (tx, body) = mpsc::channel(2);
-    let _ = tx.try_send(header_chunk(env, snapshot));
+    let _ = tx.try_send(header_chunk(env, meta, total));
     let mut acks = client
         .install_snapshot(ReceiverStream::new(body))
         .await?
@@ -422,20 +437,36 @@ pub(crate) async fn send(
         )));
     }
     let mut sender = ChunkSender { tx, acks, opts };
-    sender.send_from(&snapshot.data, start).await?;
+    sender.send_from(source, start).await?;
     sender.wait_complete().await?;
     Ok(total - start)
 }
 
-fn header_chunk(env: &Envelope, snapshot: &Snapshot) -> pb::SnapshotChunk {
+fn header_chunk(env: &Envelope, meta: &SnapshotMeta, total: u64) -> pb::SnapshotChunk {
     pb::SnapshotChunk {
         from: env.from.clone(),
         to: env.to.clone(),
         term: env.term,
-        meta: Some((&snapshot.meta).into()),
-        total_size: snapshot.data.len() as u64,
+        meta: Some(meta.into()),
+        total_size: total,
         ..Default::default()
     }
+}
+
+/// Reads `len` bytes at `offset` of `source` on a blocking thread.
+async fn read_chunk(
+    source: &Arc<dyn SnapshotSource>,
+    offset: u64,
+    len: usize,
+) -> Result<Bytes, TransferError> {
+    let source = source.clone();
+    let chunk = blocking(move || {
+        let mut buf = vec![0u8; len];
+        source.read_at(offset, &mut buf)?;
+        Ok(buf)
+    })
+    .await?;
+    Ok(Bytes::from(chunk))
 }
 
 /// Waits for the next ack; an ack with an error ends the transfer.
@@ -460,19 +491,32 @@ struct ChunkSender {
 }
 
 impl ChunkSender {
-    /// Sends `data[start..]`; the last chunk carries `done` and the crc32c of all
-    /// of `data`. An empty remainder still sends the final (empty) chunk.
-    async fn send_from(&mut self, data: &Bytes, start: u64) -> Result<(), TransferError> {
-        let crc = crc32c::crc32c(data);
-        let total = data.len();
-        let step = self.opts.chunk_bytes.max(1);
-        let mut offset = start as usize;
+    /// Sends `source[start..]`; the last chunk carries `done` and the crc32c of
+    /// the whole snapshot (a resumed transfer reads the part already sent to
+    /// compute it). An empty remainder still sends the final (empty) chunk.
+    async fn send_from(
+        &mut self,
+        source: Arc<dyn SnapshotSource>,
+        start: u64,
+    ) -> Result<(), TransferError> {
+        let total = source.size();
+        let step = self.opts.chunk_bytes.max(1) as u64;
+        let mut crc = 0;
+        let mut at = 0;
+        while at < start {
+            let n = step.min(start - at);
+            crc = crc32c::crc32c_append(crc, &read_chunk(&source, at, n as usize).await?);
+            at += n;
+        }
+        let mut offset = start;
         loop {
             let end = (offset + step).min(total);
             let done = end == total;
+            let data = read_chunk(&source, offset, (end - offset) as usize).await?;
+            crc = crc32c::crc32c_append(crc, &data);
             let chunk = pb::SnapshotChunk {
-                offset: offset as u64,
-                data: data.slice(offset..end),
+                offset,
+                data,
                 done,
                 crc32c: if done { crc } else { 0 },
                 ..Default::default()
@@ -540,6 +584,7 @@ mod tests {
             path,
             file,
             len: data.len() as u64,
+            crc: crc32c::crc32c(data),
             slot: Arc::new(tokio::sync::Mutex::new(0)),
             generation: 0,
         }
