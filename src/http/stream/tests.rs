@@ -414,6 +414,8 @@ async fn the_hub_pages_on_past_a_trim() {
     let node = MemNode::new(2);
     let hub = tail::start(node.clone(), node.applied.subscribe(), 3);
     let mut pages = hub.subscribe();
+    // Let the hub task start (and take the applied offset as its position).
+    tokio::task::yield_now().await;
     node.append(1);
     let page = next_page(&mut pages).await;
     assert_eq!((page.first, page.end()), (2, 3));
