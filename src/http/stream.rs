@@ -249,17 +249,18 @@ impl<N: NodeApi> Follower<N> {
     }
 
     async fn follow(&mut self) -> End {
+        // Read from the node only when the hub cannot be trusted to carry us on:
+        // at the start, after missing pages, and after a quiet spell (the safety
+        // net for a page the hub failed to read). Re-reading whenever `applied`
+        // had moved on turned every apply into one read per stream under load.
+        let mut catch_up = true;
         loop {
-            // Catch up from the node: everything applied so far.
-            while self.next < *self.applied.borrow() {
-                match self.send_page().await {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(end) => return end,
+            if catch_up {
+                if let Err(end) = self.catch_up().await {
+                    return end;
                 }
+                catch_up = false;
             }
-            // Then the hub's pages; one that starts past `next` (missed pages)
-            // sends us back to catching up.
             let page = tokio::select! {
                 p = self.pages.recv() => p,
                 _ = self.node.stopped() => return shutting_down(),
@@ -269,21 +270,42 @@ impl<N: NodeApi> Follower<N> {
                     if let Err(end) = self.enqueue(ping).await {
                         return end;
                     }
+                    catch_up = true;
                     continue;
                 }
             };
-            match page {
-                Ok(page) if page.first <= self.next && self.next < page.end() => {
-                    let chunk = page.from(self.next);
-                    if let Err(end) = self.enqueue(chunk).await {
-                        return end;
-                    }
-                    self.next = page.end();
+            let page = match page {
+                Ok(page) => page,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    catch_up = true;
+                    continue;
                 }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return shutting_down(),
+            };
+            if page.first > self.next {
+                // Pages were missed: read the gap (and more) from the node.
+                if let Err(end) = self.catch_up().await {
+                    return end;
+                }
+            }
+            if page.first <= self.next && self.next < page.end() {
+                let chunk = page.from(self.next);
+                if let Err(end) = self.enqueue(chunk).await {
+                    return end;
+                }
+                self.next = page.end();
             }
         }
+    }
+
+    /// Reads from the node until the stream stands at the applied offset.
+    async fn catch_up(&mut self) -> Result<(), End> {
+        while self.next < *self.applied.borrow() {
+            if !self.send_page().await? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Reads one page at `next` and queues it; `Ok(false)` when there was nothing.

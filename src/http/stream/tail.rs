@@ -12,12 +12,18 @@
 //! - Pages may be missed (a lagging receiver, a failed read): a stream that finds a
 //!   page starting past its position reads the gap from the node itself; the hub
 //!   is an accelerator, never the source of truth for "no gap".
+//! - A trim past the hub's position moves it to the first retained offset (it
+//!   would otherwise retry a trimmed read forever and page nothing more).
+//! - A caught-up stream reads nothing itself: it waits for the hub's pages. (Re-reading
+//!   whenever the applied offset had moved on made it one read per stream per apply
+//!   again, and one queued chunk per event: with 1,000 streams, release build, 32
+//!   writers, 227 writes/s before, 429 after; 1,698 to 1,862 without streams.)
 
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
-use crate::node::api::{Consistency, NodeApi, ReadRequest};
+use crate::node::api::{ApiError, Consistency, NodeApi, ReadRequest};
 
 /// Pages kept for receivers that are a little behind.
 const CAPACITY: usize = 256;
@@ -84,8 +90,16 @@ async fn follow<N: NodeApi>(
                 consistency: Consistency::Local,
                 wait_ms: None,
             };
-            let Ok(res) = node.read(req).await else {
-                break;
+            let res = match node.read(req).await {
+                Ok(res) => res,
+                // A trim passed us: go on from the first retained offset (a stream
+                // below it finds the gap, reads, and ends with `offset_trimmed`).
+                Err(ApiError::OffsetTrimmed { first_offset }) if first_offset > next => {
+                    next = first_offset;
+                    continue;
+                }
+                // Try again at the next apply; streams' safety net covers a quiet log.
+                Err(_) => break,
             };
             let Some(first) = res.messages.first().map(|m| m.offset) else {
                 break;

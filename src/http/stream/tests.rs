@@ -14,6 +14,8 @@ struct MemNode {
     log: Mutex<Vec<String>>,
     /// Offsets below this were trimmed.
     first: std::sync::atomic::AtomicU64,
+    /// Reads served, by the hub and the streams together.
+    reads: std::sync::atomic::AtomicU64,
     applied: watch::Sender<u64>,
     stop: watch::Sender<bool>,
 }
@@ -23,6 +25,7 @@ impl MemNode {
         let node = Arc::new(MemNode {
             log: Mutex::new(Vec::new()),
             first: Default::default(),
+            reads: Default::default(),
             applied: watch::channel(0).0,
             stop: watch::channel(false).0,
         });
@@ -45,6 +48,8 @@ impl NodeApi for MemNode {
         Err(ApiError::Internal("not used".into()))
     }
     async fn read(&self, req: ReadRequest) -> Result<ReadResult, ApiError> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let first_offset = self.first.load(std::sync::atomic::Ordering::Relaxed);
         if req.from < first_offset {
             return Err(ApiError::OffsetTrimmed { first_offset });
@@ -338,4 +343,98 @@ async fn a_stream_from_below_the_first_offset_is_410_before_it_starts() {
         .await
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn caught_up_streams_cost_no_reads_of_their_own() {
+    const STREAMS: usize = 16;
+    const APPENDS: u64 = 50;
+    let node = MemNode::new(0);
+    let app = router(
+        node.clone(),
+        StreamLimits {
+            max_streams: STREAMS,
+            ..limits()
+        },
+    );
+    let mut bodies = Vec::new();
+    for _ in 0..STREAMS {
+        let resp = app
+            .clone()
+            .oneshot(get("/v1/messages/stream", None))
+            .await
+            .unwrap();
+        bodies.push(resp.into_body());
+    }
+    node.append(1);
+    for body in &mut bodies {
+        assert_run(&events(body, 1).await, 0);
+    }
+    let before = node.reads.load(std::sync::atomic::Ordering::Relaxed);
+    // Each append lands while the streams still hold the previous page: the case
+    // where a stream used to read the node itself because `applied` had moved on.
+    for _ in 0..APPENDS {
+        node.append(1);
+        tokio::task::yield_now().await;
+    }
+    for body in &mut bodies {
+        assert_run(&events(body, APPENDS as usize).await, 1);
+    }
+    let reads = node.reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(
+        reads <= 2 * APPENDS,
+        "{reads} reads for {APPENDS} applies followed by {STREAMS} streams"
+    );
+}
+
+/// Appends `n` messages that are trimmed (first offset moved past them) before the
+/// hub or any stream can read them, then `after` readable ones.
+fn append_trimmed_then(node: &MemNode, n: usize, after: usize) {
+    {
+        let mut log = node.log.lock().unwrap();
+        for _ in 0..n {
+            let i = log.len();
+            log.push(format!("m{i}"));
+        }
+        node.first
+            .store(log.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    node.append(after);
+}
+
+async fn next_page(rx: &mut broadcast::Receiver<Arc<tail::Page>>) -> Arc<tail::Page> {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a page within 10 s")
+        .expect("the hub runs")
+}
+
+#[tokio::test]
+async fn the_hub_pages_on_past_a_trim() {
+    let node = MemNode::new(2);
+    let hub = tail::start(node.clone(), node.applied.subscribe(), 3);
+    let mut pages = hub.subscribe();
+    // Let the hub task start (and take the applied offset as its position).
+    tokio::task::yield_now().await;
+    node.append(1);
+    let page = next_page(&mut pages).await;
+    assert_eq!((page.first, page.end()), (2, 3));
+    append_trimmed_then(&node, 3, 3);
+    let page = next_page(&mut pages).await;
+    assert_eq!((page.first, page.end()), (6, 9), "the page after the trim");
+}
+
+#[tokio::test]
+async fn a_trim_past_a_following_stream_ends_it_with_offset_trimmed() {
+    let node = MemNode::new(2);
+    let app = router(node.clone(), limits());
+    let resp = app.oneshot(get("/v1/messages/stream", None)).await.unwrap();
+    let mut body = resp.into_body();
+    assert_run(&events(&mut body, 2).await, 0);
+    append_trimmed_then(&node, 4, 1);
+    let evs = events(&mut body, 10).await;
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(evs[0].event.as_deref(), Some("end"));
+    assert_eq!(evs[0].data["error"]["code"], "offset_trimmed");
+    assert_eq!(evs[0].data["next_offset"], 2);
 }
