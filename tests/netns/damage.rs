@@ -262,3 +262,34 @@ pub fn table(repairs: &[Repair]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repair(done: Option<Duration>, replaced: bool) -> Repair {
+        Repair {
+            host: 2,
+            id: "n2".into(),
+            what: "WalSegment BitFlip wal/wal/1.seg".into(),
+            restarted: Instant::now(),
+            done,
+            replaced,
+        }
+    }
+
+    #[test]
+    fn a_node_not_back_as_a_voter_or_a_wrong_read_is_a_violation() {
+        let ok = [repair(Some(Duration::from_secs(3)), false)];
+        assert!(violations(&ok, &[]).is_empty());
+        let replaced = [repair(None, true)];
+        assert!(violations(&replaced, &[]).is_empty());
+        let late = [repair(None, false)];
+        let v = violations(&late, &[]);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].contains("not a voter"), "{v:?}");
+        let wrong = vec!["host 2 served \"x\" at offset 7".to_string()];
+        assert_eq!(violations(&ok, &wrong), wrong);
+        assert!(table(&late).contains("NOT within the bound"));
+    }
+}

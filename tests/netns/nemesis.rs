@@ -194,6 +194,13 @@ fn deck(seed: u64, n: usize) -> impl Iterator<Item = u8> {
         .skip(if n >= 5 { KINDS as usize / 2 } else { 0 })
 }
 
+/// The disk-damage kind (see [`make`]).
+const DAMAGE: u8 = 12;
+/// Disk damage is not drawn before this far into the schedule: a node needs
+/// sealed segments or a snapshot to damage. Drawn earlier, it waits for the
+/// first phase after this point.
+const DAMAGE_NOT_BEFORE: Duration = Duration::from_secs(20);
+
 /// Draws phases until they fill `total`.
 pub fn schedule(seed: u64, n: usize, total: Duration) -> Vec<Phase> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -201,8 +208,18 @@ pub fn schedule(seed: u64, n: usize, total: Duration) -> Vec<Phase> {
     let mut kinds = deck(seed, n);
     let mut out = Vec::new();
     let mut t = Duration::ZERO;
+    let mut deferred = None;
     while t < total {
-        let primary = make(&mut rng, &hosts, kinds.next().expect("endless deck"));
+        let mut kind = kinds.next().expect("endless deck");
+        if t < DAMAGE_NOT_BEFORE && kind == DAMAGE {
+            deferred = Some(kind);
+            kind = kinds.next().expect("endless deck");
+        } else if let (true, Some(d)) = (t >= DAMAGE_NOT_BEFORE, deferred) {
+            // Damage now; the kind drawn instead comes next (nothing is lost).
+            deferred = Some(kind);
+            kind = d;
+        }
+        let primary = make(&mut rng, &hosts, kind);
         let mut faults = vec![primary.clone()];
         let alone = matches!(
             primary,

@@ -149,7 +149,7 @@ fn run_in_client_ns(net: Arc<Net>, n: usize, seed: u64, duration: Duration, dir:
         ("RAFTLOG_SNAPSHOT__EVERY_ENTRIES".into(), "300".into()),
         // Small enough that sealed WAL and message segments (disk damage's
         // targets) exist within the CI run.
-        ("RAFTLOG_WAL__SEGMENT_BYTES".into(), "32768".into()),
+        ("RAFTLOG_WAL__SEGMENT_BYTES".into(), "16384".into()),
     ];
     let cluster = Cluster::new(net.clone(), dir, env);
     form(&cluster);
