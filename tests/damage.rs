@@ -22,6 +22,10 @@
 #[path = "common/process.rs"]
 mod harness;
 
+#[path = "common/diskdamage.rs"]
+mod diskdamage;
+
+use diskdamage::{candidates, damage, found_only_by_reads, Damage, Kind, DAMAGES, KINDS};
 use harness::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -29,21 +33,6 @@ use std::time::{Duration, Instant};
 
 /// Repair (restart, catch up, vote again) must finish within this.
 const REPAIR_DEADLINE: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    WalSegment,
-    Snapshot,
-    MessageSegment,
-    MessageIndex,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Damage {
-    BitFlip,
-    ZeroPage,
-    Truncate,
-}
 
 fn cluster() -> Cluster {
     Cluster::start_with_env(
@@ -75,68 +64,12 @@ fn fill(c: &Cluster, tag: &str, batches: usize) -> Vec<String> {
     acked
 }
 
-fn sorted_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.extension().is_some_and(|x| x == ext));
-    v.sort();
-    v
-}
-
-/// The file of `kind` to damage on a stopped node: a sealed one.
+/// The file of `kind` to damage on a stopped node: the oldest sealed one.
 fn target(data_dir: &Path, kind: Kind) -> PathBuf {
-    let pick = |mut v: Vec<PathBuf>, sealed: bool, what: &str| {
-        if sealed {
-            v.pop(); // the last one is still being written
-        }
-        v.into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("no {what} under {}", data_dir.display()))
-    };
-    match kind {
-        Kind::WalSegment => pick(
-            sorted_files(&data_dir.join("wal/wal"), "seg"),
-            true,
-            "sealed WAL segment",
-        ),
-        Kind::Snapshot => {
-            let mut v = sorted_files(&data_dir.join("wal/snap"), "snap");
-            v.pop().expect("a snapshot file")
-        }
-        Kind::MessageSegment => {
-            let msgs = data_dir.join("messages");
-            let v = sorted_files(&msgs, "msg");
-            let sealed: Vec<PathBuf> = v
-                .into_iter()
-                .filter(|p| p.with_extension("idx").exists())
-                .collect();
-            pick(sealed, false, "sealed message segment")
-        }
-        Kind::MessageIndex => pick(
-            sorted_files(&data_dir.join("messages"), "idx"),
-            false,
-            ".idx file",
-        ),
-    }
-}
-
-fn damage(path: &Path, how: Damage) {
-    let mut b = std::fs::read(path).unwrap();
-    assert!(b.len() > 16, "{} is too small to damage", path.display());
-    match how {
-        Damage::BitFlip => {
-            let at = b.len() / 3;
-            b[at] ^= 0x20;
-        }
-        Damage::ZeroPage => {
-            let start = (b.len() / 2) & !4095;
-            let end = (start + 4096).min(b.len());
-            b[start..end].fill(0);
-        }
-        Damage::Truncate => b.truncate(b.len() / 2),
-    }
-    std::fs::write(path, b).unwrap();
+    candidates(data_dir, kind)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no {kind:?} to damage under {}", data_dir.display()))
 }
 
 /// Every message of the damaged segment, read from `victim` one at a time
@@ -230,18 +163,12 @@ fn wait_repaired(c: &Cluster, i: usize, min_len: usize) -> Vec<(u64, String)> {
 
 #[test]
 fn damaged_files_on_one_node_are_detected_and_repaired_without_an_operator() {
-    let kinds = [
-        Kind::WalSegment,
-        Kind::Snapshot,
-        Kind::MessageSegment,
-        Kind::MessageIndex,
-    ];
     let c = cluster();
     let mut acked = fill(&c, "base", 40);
     let mut rows = Vec::new();
     let mut case = 0;
-    for kind in kinds {
-        for how in [Damage::BitFlip, Damage::ZeroPage, Damage::Truncate] {
+    for kind in KINDS {
+        for how in DAMAGES {
             case += 1;
             acked.extend(fill(&c, &format!("c{case}"), 30));
             let leader = c.wait_leader();
@@ -249,10 +176,10 @@ fn damaged_files_on_one_node_are_detected_and_repaired_without_an_operator() {
             c.wait_converged(&[0, 1, 2], acked.len());
             c.kill(victim);
             let path = target(&c.info(victim).data_dir, kind);
-            damage(&path, how);
+            damage(&path, how).unwrap();
             let started = Instant::now();
             c.restart(victim);
-            let silent = matches!(kind, Kind::MessageSegment) && !matches!(how, Damage::Truncate);
+            let silent = found_only_by_reads(kind, how);
             let mut what = "";
             let mut started = started;
             if silent {
@@ -295,7 +222,7 @@ fn damaged_files_on_one_node_are_detected_and_repaired_without_an_operator() {
     c.wait_converged(&[0, 1, 2], acked.len());
     c.kill(founder);
     let path = target(&c.info(founder).data_dir, Kind::WalSegment);
-    damage(&path, Damage::BitFlip);
+    damage(&path, Damage::BitFlip).unwrap();
     let started = Instant::now();
     c.restart(founder);
     let log = wait_repaired(&c, founder, acked.len());

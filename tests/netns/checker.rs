@@ -24,6 +24,10 @@
 //!     the final log sits exactly at `n`, an acknowledged one answered offset `n`,
 //!     one answered 409 is absent and its 409 named a next offset other than `n`,
 //!     and at most one conditional write won each offset.
+//! 11. disk damage (`damage`): reads from a damaged node return the exact bytes
+//!     or an error (a read error is a failed read, never a lost write: checks 1
+//!     and 6 look only at the final logs and successful reads), and the node is
+//!     a voter the leader counts again within a bound after its restart.
 //!
 //! Messages (a batch's each) are unique per logical write, so where each one
 //! sits in the final log says which write landed where.
@@ -33,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-pub const CHECKS: [&str; 10] = [
+pub const CHECKS: [&str; 11] = [
     "acked w>=majority writes present exactly once",
     "definitely failed writes absent",
     "final logs identical and dense",
@@ -44,6 +48,7 @@ pub const CHECKS: [&str; 10] = [
     "requests answered within a failover when the leader fails",
     "batches all or nothing, contiguous, in order",
     "conditional writes only at their offset, at most one winner per offset",
+    "disk damage: exact bytes or an error, a voter again within the bound",
 ];
 
 #[derive(Clone, Debug)]
@@ -64,6 +69,8 @@ pub struct Input<'a> {
     pub available_bound: Duration,
     /// Check 8's findings (`failover::violations`).
     pub slow_failovers: Vec<String>,
+    /// Check 11's findings (`damage::violations`).
+    pub damage: Vec<String>,
 }
 
 pub struct Outcome7 {
@@ -202,6 +209,9 @@ pub fn check(input: &Input<'_>) -> Outcome7 {
     }
     for text in &input.slow_failovers {
         v(&mut out, 7, text.clone());
+    }
+    for text in &input.damage {
+        v(&mut out, 10, text.clone());
     }
     Outcome7 {
         violations: out,
@@ -622,6 +632,7 @@ mod tests {
             available_after: Some(t(100)),
             available_bound: t(1000),
             slow_failovers: Vec::new(),
+            damage: Vec::new(),
         });
         let mut c: Vec<usize> = r.violations.iter().map(|v| v.check).collect();
         c.dedup();
@@ -743,6 +754,7 @@ mod tests {
             available_after: None,
             available_bound: t(1000),
             slow_failovers: Vec::new(),
+            damage: Vec::new(),
         });
         assert_eq!(r.violations.len(), 1);
         assert_eq!(r.violations[0].check, 6);

@@ -107,6 +107,10 @@ impl Cluster {
         self.slot(h).id.clone()
     }
 
+    pub fn data_dir(&self, h: usize) -> PathBuf {
+        self.slot(h).data_dir.clone()
+    }
+
     pub fn log_path(&self, h: usize) -> PathBuf {
         self.slot(h).log_path.clone()
     }

@@ -16,6 +16,9 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod damage;
+#[path = "../common/diskdamage.rs"]
+pub mod diskdamage;
 pub mod failover;
 pub mod history;
 pub mod http;

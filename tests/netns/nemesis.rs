@@ -9,6 +9,7 @@
 //! packets is not seeded; everything the harness decides is.
 
 use super::cluster::{call, Cluster};
+use super::diskdamage;
 use super::history::History;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -74,6 +75,13 @@ pub enum Fault {
     /// Remove the node from the membership, kill it, wipe it, and let a new node
     /// (new id, empty data dir) join from the same host.
     Replace(Target),
+    /// SIGKILL the node, damage one of its files (kind and file drawn with
+    /// `pick` among those present), restart it (see `damage`).
+    Damage {
+        host: Target,
+        pick: u64,
+        how: diskdamage::Damage,
+    },
 }
 
 impl Fault {
@@ -91,6 +99,7 @@ impl Fault {
             Fault::Pause(_) => "pause-continue",
             Fault::Transfers { .. } => "leadership-transfer",
             Fault::Replace(_) => "membership-replace",
+            Fault::Damage { .. } => "disk-damage-restart",
         }
     }
 
@@ -152,6 +161,9 @@ impl fmt::Display for Fault {
                 f,
                 "remove {t} from the cluster, a new node joins from its host"
             ),
+            Fault::Damage { host, how, .. } => {
+                write!(f, "SIGKILL {host}, {how:?} in one of its files, restart")
+            }
         }
     }
 }
@@ -164,7 +176,7 @@ pub struct Phase {
 }
 
 /// Number of fault kinds (see [`Fault::kind`]).
-pub const KINDS: u8 = 12;
+pub const KINDS: u8 = 13;
 
 /// Primary fault kinds: a shuffled deck of every kind, reshuffled when used up,
 /// so a schedule of `KINDS` phases shows each kind once. The 5-node schedule of a
@@ -182,6 +194,13 @@ fn deck(seed: u64, n: usize) -> impl Iterator<Item = u8> {
         .skip(if n >= 5 { KINDS as usize / 2 } else { 0 })
 }
 
+/// The disk-damage kind (see [`make`]).
+const DAMAGE: u8 = 12;
+/// Disk damage is not drawn before this far into the schedule: a node needs
+/// sealed segments or a snapshot to damage. Drawn earlier, it waits for the
+/// first phase after this point.
+const DAMAGE_NOT_BEFORE: Duration = Duration::from_secs(20);
+
 /// Draws phases until they fill `total`.
 pub fn schedule(seed: u64, n: usize, total: Duration) -> Vec<Phase> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -189,10 +208,23 @@ pub fn schedule(seed: u64, n: usize, total: Duration) -> Vec<Phase> {
     let mut kinds = deck(seed, n);
     let mut out = Vec::new();
     let mut t = Duration::ZERO;
+    let mut deferred = None;
     while t < total {
-        let primary = make(&mut rng, &hosts, kinds.next().expect("endless deck"));
+        let mut kind = kinds.next().expect("endless deck");
+        if t < DAMAGE_NOT_BEFORE && kind == DAMAGE {
+            deferred = Some(kind);
+            kind = kinds.next().expect("endless deck");
+        } else if let (true, Some(d)) = (t >= DAMAGE_NOT_BEFORE, deferred) {
+            // Damage now; the kind drawn instead comes next (nothing is lost).
+            deferred = Some(kind);
+            kind = d;
+        }
+        let primary = make(&mut rng, &hosts, kind);
         let mut faults = vec![primary.clone()];
-        let alone = matches!(primary, Fault::Replace(_) | Fault::KillAll);
+        let alone = matches!(
+            primary,
+            Fault::Replace(_) | Fault::KillAll | Fault::Damage { .. }
+        );
         if !alone && rng.gen_bool(0.3) {
             // A second fault of the other family (network + process).
             let secondary: &[u8] = if primary.is_network() {
@@ -296,7 +328,12 @@ fn make(rng: &mut StdRng, hosts: &[usize], kind: u8) -> Fault {
         10 => Fault::Transfers {
             to: (0..rng.gen_range(1..=3)).map(|_| host(rng)).collect(),
         },
-        _ => Fault::Replace(target(rng)),
+        11 => Fault::Replace(target(rng)),
+        _ => Fault::Damage {
+            host: target(rng),
+            pick: rng.gen(),
+            how: *diskdamage::DAMAGES.choose(rng).expect("damages"),
+        },
     }
 }
 
@@ -309,6 +346,10 @@ pub struct Nemesis<'a> {
     pub leader_faults: Vec<super::failover::LeaderFault>,
     /// Hosts killed and not yet restarted.
     down: Vec<usize>,
+    /// Nodes given disk damage, and their repair times.
+    pub repairs: Vec<super::damage::Repair>,
+    /// Wrong bytes (or undetected damage) the read-back of a damaged node found.
+    pub damage_findings: Vec<String>,
 }
 
 impl<'a> Nemesis<'a> {
@@ -319,6 +360,8 @@ impl<'a> Nemesis<'a> {
             counts: BTreeMap::new(),
             leader_faults: Vec::new(),
             down: Vec::new(),
+            repairs: Vec::new(),
+            damage_findings: Vec::new(),
         }
     }
 
@@ -360,15 +403,15 @@ impl<'a> Nemesis<'a> {
         let hold_end = Instant::now() + p.hold;
         let step = p.hold / (transfers.len() as u32 + 1);
         for to in transfers {
-            thread::sleep(step);
+            self.wait(Instant::now() + step);
             self.transfer(to);
         }
-        sleep_until(hold_end);
+        self.wait(hold_end);
         if last {
             return;
         }
         self.heal();
-        thread::sleep(p.settle);
+        self.wait(Instant::now() + p.settle);
         if self.cluster.wait_leader(Duration::from_secs(15)).is_none() {
             self.hist
                 .fault(format!("phase {i}: no leader 15s after the heal"));
@@ -440,6 +483,14 @@ impl<'a> Nemesis<'a> {
             }
             Fault::Transfers { .. } => Ok(String::new()),
             Fault::Replace(t) => self.replace(*t),
+            Fault::Damage { host, pick, how } => {
+                let h = self.resolve(*host);
+                super::damage::inject(c, h, *pick, *how, &mut self.damage_findings).map(|r| {
+                    let what = format!("host {h} ({}): {}", r.id, r.what);
+                    self.repairs.push(r);
+                    what
+                })
+            }
         };
         match res {
             Ok(detail) => {
@@ -577,8 +628,16 @@ pub fn revive(c: &Cluster, hist: &History) {
     }
 }
 
-fn sleep_until(t: Instant) {
-    if let Some(d) = t.checked_duration_since(Instant::now()) {
-        thread::sleep(d);
+impl Nemesis<'_> {
+    /// Sleeps until `t`, watching damaged nodes come back as voters meanwhile.
+    fn wait(&mut self, t: Instant) {
+        while let Some(d) = t.checked_duration_since(Instant::now()) {
+            if self.repairs.iter().all(|r| r.done.is_some() || r.replaced) {
+                thread::sleep(d);
+                return;
+            }
+            super::damage::poll(self.cluster, &mut self.repairs);
+            thread::sleep(d.min(Duration::from_millis(200)));
+        }
     }
 }

@@ -18,6 +18,7 @@
 
 use super::checker::{self, Input, NodeLog};
 use super::cluster::Cluster;
+use super::damage;
 use super::failover;
 use super::history::{History, Outcome, W};
 use super::nemesis::{self, Nemesis};
@@ -146,6 +147,9 @@ fn run_in_client_ns(net: Arc<Net>, n: usize, seed: u64, duration: Duration, dir:
         ),
         // Small enough that snapshots, compaction and snapshot catch-up happen.
         ("RAFTLOG_SNAPSHOT__EVERY_ENTRIES".into(), "300".into()),
+        // Small enough that sealed WAL and message segments (disk damage's
+        // targets) exist within the CI run.
+        ("RAFTLOG_WAL__SEGMENT_BYTES".into(), "16384".into()),
     ];
     let cluster = Cluster::new(net.clone(), dir, env);
     form(&cluster);
@@ -217,6 +221,7 @@ fn run_in_client_ns(net: Arc<Net>, n: usize, seed: u64, duration: Duration, dir:
     if cluster.wait_formed(Duration::from_secs(60)).is_none() {
         hist.fault("membership did not settle within 60s of the quiet period".into());
     }
+    damage::finish(&cluster, &mut nem.repairs);
     let logs = converged_logs(&cluster, &hist);
     let ops = hist.ops();
     let failovers = failover::measure(&ops, &nem.leader_faults);
@@ -226,6 +231,7 @@ fn run_in_client_ns(net: Arc<Net>, n: usize, seed: u64, duration: Duration, dir:
         available_after,
         available_bound: AVAILABLE_BOUND,
         slow_failovers: failover::violations(&failovers, &ops, FAILOVER_BOUND),
+        damage: damage::violations(&nem.repairs, &nem.damage_findings),
     });
 
     let summary = summary(
@@ -241,6 +247,11 @@ fn run_in_client_ns(net: Arc<Net>, n: usize, seed: u64, duration: Duration, dir:
     eprintln!(
         "nemesis: failover as clients saw it ({n} nodes, faults of the leader alone)\n{}",
         failover::table(&failovers)
+    );
+    eprintln!(
+        "nemesis: disk damage, restart to a voter the leader counts (bound {:?})\n{}",
+        damage::REPAIR_BOUND,
+        damage::table(&nem.repairs)
     );
     let exits = cluster.unexpected_exits();
     if !exits.is_empty() {
