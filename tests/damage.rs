@@ -25,7 +25,9 @@ mod harness;
 #[path = "common/diskdamage.rs"]
 mod diskdamage;
 
-use diskdamage::{candidates, damage, found_only_by_reads, Damage, Kind, DAMAGES, KINDS};
+use diskdamage::{
+    candidates, damage, found_only_by_reads, sorted_files, Damage, Kind, DAMAGES, KINDS,
+};
 use harness::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -152,10 +154,17 @@ fn wait_repaired(c: &Cluster, i: usize, min_len: usize) -> Vec<(u64, String)> {
             voter.then_some(())
         },
     );
-    let metrics = c.get(i, "/metrics").body;
-    assert!(
-        metrics.lines().any(|l| l == "raftlog_repairing 0"),
-        "the repairing gauge is 0 again"
+    // The gauges are refreshed on the node's tick, a moment after the status.
+    wait_for(
+        &format!("{}'s repairing gauge to be 0 again", c.id(i)),
+        REPAIR_DEADLINE,
+        || {
+            let metrics = c.get(i, "/metrics").body;
+            metrics
+                .lines()
+                .any(|l| l == "raftlog_repairing 0")
+                .then_some(())
+        },
     );
     println!("    {} seen repairing in /v1/status: {seen}", c.id(i));
     c.wait_converged(&[0, 1, 2], min_len)

@@ -33,7 +33,7 @@ pub enum Damage {
 pub const DAMAGES: [Damage; 3] = [Damage::BitFlip, Damage::ZeroPage, Damage::Truncate];
 
 /// Files with extension `ext` directly under `dir`, sorted by name.
-fn sorted_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+pub fn sorted_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
