@@ -56,6 +56,8 @@ pub struct Metrics {
     pub commit_index: Gauge,
     /// 1 while repairing after disk damage; its durable index and target.
     pub repairing: Gauge,
+    /// This process found damage at startup and began repairing (0 or 1).
+    pub repairs_started: Counter,
     pub repair_index: Gauge,
     pub repair_target: Gauge,
     pub applied_index: Gauge,
@@ -103,6 +105,7 @@ impl Metrics {
             stranger_messages: Counter::default(),
             commit_index: Gauge::default(),
             repairing: Gauge::default(),
+            repairs_started: Counter::default(),
             repair_index: Gauge::default(),
             repair_target: Gauge::default(),
             applied_index: Gauge::default(),
@@ -140,6 +143,11 @@ impl Metrics {
             "repairing",
             "1 while this node repairs itself after disk damage (not voting, not counted)",
             m.repairing.clone(),
+        );
+        r.register(
+            "repairs_started",
+            "Repairs this process began after finding damage at startup (0 or 1)",
+            m.repairs_started.clone(),
         );
         r.register(
             "repair_index",

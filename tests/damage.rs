@@ -202,6 +202,13 @@ fn damaged_files_on_one_node_are_detected_and_repaired_without_an_operator() {
             let log = wait_repaired(&c, victim, acked.len());
             let took = started.elapsed();
             let what = format!("{what}{}", outcome(&c, victim));
+            let repairs = c.metric(victim, "raftlog_repairs_started_total");
+            let repaired = what.ends_with("repaired from the leader");
+            assert_eq!(
+                repairs,
+                f64::from(u8::from(repaired)),
+                "{what}: repairs started"
+            );
             let row = format!("{kind:?} | {how:?} | {what} | {} ms", took.as_millis());
             println!("DAMAGE {} {row} ({})", c.id(victim), path.display());
             assert!(!what.starts_with("NOT"), "{row}");

@@ -343,6 +343,17 @@ fn power_cuts_lose_no_acknowledged_write() {
             restarts.push(t0.elapsed());
         }
         c.wait_leader();
+        // A power cut is not damage: a node that repaired itself from the leader
+        // would hide a durability bug behind the fetch.
+        for &i in &victims {
+            let repairs = c.metric(i, "raftlog_repairs_started_total");
+            assert_eq!(
+                repairs,
+                0.0,
+                "cycle {cycle}: {} repaired after a power cut",
+                c.id(i)
+            );
+        }
         let n_major = got.iter().filter(|(_, w)| *w == "majority").count();
         let n_all = got.len() - n_major;
         acked.extend(got.into_iter().map(|(a, _)| a));

@@ -189,6 +189,7 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
         Controller::new(raft, store, out, controller_config(&cfg, tick), shared, obs)?;
     controller.hardstate_dir = Some(cfg.data_dir.clone());
     if let Some(peers) = repairing {
+        metrics.repairs_started.inc();
         controller.known_peers.extend(peers);
         controller.repair_started = Some(tokio::time::Instant::now());
     }
