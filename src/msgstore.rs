@@ -430,25 +430,36 @@ impl MessageStore {
     /// Drops everything and starts empty at offset `first` (a full snapshot
     /// from the leader, or a log replayed from its start).
     pub fn reset_at(&mut self, first: u64) -> io::Result<()> {
+        self.start_over(first, first);
+        if self.dir.is_none() {
+            return Ok(());
+        }
+        self.remove_files()?;
+        self.new_segment(first)?;
+        self.open_writer()
+    }
+
+    /// The in-memory state of a store holding `first..len`, none of it cached.
+    fn start_over(&mut self, first: u64, len: u64) {
         self.cache.clear();
         self.cache_bytes = 0;
-        self.cache_first = first;
-        self.len = first;
+        self.cache_first = len;
+        self.len = len;
         self.first = first;
         self.handed_first = first;
         self.failed = None;
         self.cache_limit = self.configured_limit;
-        if self.dir.is_none() {
-            return Ok(());
-        }
+    }
+
+    /// Closes the writer and removes every segment file (each durably).
+    fn remove_files(&mut self) -> io::Result<()> {
         self.writer = None;
         self.unsynced.clear();
         self.handed = 0;
         for seg in std::mem::take(&mut self.segments.segs) {
             remove_segment(&seg.path)?;
         }
-        self.new_segment(first)?;
-        self.open_writer()
+        Ok(())
     }
 
     /// The write error the store is failing with, if any.

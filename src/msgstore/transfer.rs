@@ -19,8 +19,8 @@
 //!   there to redo the install from (see `state_machine::stream`).
 
 use super::{
-    durable, invalid, load_segment, remove_segment, seg_path, write_idx, BlockReader, MessageStore,
-    Reader, Segment, Segments, HEADER, STRIDE,
+    durable, invalid, load_segment, seg_path, write_idx, BlockReader, MessageStore, Reader,
+    Segment, Segments, HEADER, STRIDE,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::fs::{File, OpenOptions};
@@ -178,12 +178,7 @@ impl MessageStore {
             durable::remove_durable(&staged.with_extension("idx"))?;
             return durable::remove_durable(staged);
         }
-        self.writer = None;
-        self.unsynced.clear();
-        self.handed = 0;
-        for seg in std::mem::take(&mut self.segments.segs) {
-            remove_segment(&seg.path)?;
-        }
+        self.remove_files()?;
         let target = seg_path(&dir, first);
         durable::rename_durable(staged, &target)?;
         let idx = staged.with_extension("idx");
@@ -198,14 +193,7 @@ impl MessageStore {
             )));
         }
         self.segments.segs.push(seg);
-        self.cache.clear();
-        self.cache_bytes = 0;
-        self.cache_first = next;
-        self.len = next;
-        self.first = first;
-        self.handed_first = first;
-        self.failed = None;
-        self.cache_limit = self.configured_limit;
+        self.start_over(first, next);
         self.new_segment(next)?;
         self.open_writer()
     }
