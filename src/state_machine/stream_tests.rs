@@ -11,14 +11,7 @@ use std::path::Path;
 
 const SEGMENT: u64 = 4096;
 
-fn cmd(index: u64, key: Option<&str>, msg: &str) -> Entry {
-    let c = Command::single(key.map(String::from), Bytes::from(msg.to_string()));
-    Entry {
-        index,
-        term: 1,
-        payload: EntryPayload::Command(c.encode()),
-    }
-}
+use crate::state_machine::tests::cmd;
 
 fn disk_sm(dir: &Path, install: &Path) -> StateMachine {
     let store = MessageStore::open(dir, SEGMENT, 0).unwrap();

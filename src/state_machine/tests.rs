@@ -3,7 +3,8 @@
 
 use super::*;
 
-fn cmd(index: u64, key: Option<&str>, msg: &str) -> Entry {
+/// A single-message append at `index` (term 1); shared with `stream`'s tests.
+pub(super) fn cmd(index: u64, key: Option<&str>, msg: &str) -> Entry {
     let c = Command::single(key.map(String::from), Bytes::from(msg.to_string()));
     Entry {
         index,
