@@ -346,10 +346,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             let msgs = match self.sm.read(r.req.from, r.limit) {
                 Ok(msgs) => msgs,
                 Err(e) => {
-                    tracing::error!(error = %e, from = r.req.from, "reading the message store failed");
-                    let _ = r
-                        .reply
-                        .send(Err(ApiError::Storage(format!("read failed: {e}"))));
+                    read_failed(r, &e);
                     continue;
                 }
             };
@@ -378,13 +375,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         let next_if_empty = r.req.from.min(self.sm.next_offset());
         let reader = match self.sm.reader(self.sm.next_offset()) {
             Ok(reader) => reader,
-            Err(e) => {
-                tracing::error!(error = %e, from = r.req.from, "reading the message store failed");
-                let _ = r
-                    .reply
-                    .send(Err(ApiError::Storage(format!("read failed: {e}"))));
-                return;
-            }
+            Err(e) => return read_failed(r, &e),
         };
         let delay = self
             .faults
@@ -626,4 +617,12 @@ pub(crate) fn propose_error(e: ProposeError) -> ApiError {
         }
         ProposeError::InvalidChange(m) => ApiError::InvalidRequest(m),
     }
+}
+
+/// Answers a read the message store could not serve.
+fn read_failed(r: ReadWaiter, e: &std::io::Error) {
+    tracing::error!(error = %e, from = r.req.from, "reading the message store failed");
+    let _ = r
+        .reply
+        .send(Err(ApiError::Storage(format!("read failed: {e}"))));
 }
