@@ -17,8 +17,12 @@
 //! [`crate::durable`], which fsyncs its parent before returning (a segment seal
 //! costs a few fsyncs on the controller thread, once per `segment_bytes`).
 //!
-//! Layout: `<dir>/<first offset, 20 digits>.msg`, records `[len u32][crc32c u32]
-//! [message]` (little endian). A segment is sealed at `segment_bytes`; its
+//! Layout: `<dir>/<first offset, 20 digits>.seg`, records `[len u32][crc u32]
+//! [message]` (little endian) where crc is crc32c over the length bytes and the
+//! message ([`record_crc`]): a run of zero bytes (a zeroed page) is never a valid
+//! record. (The `.msg` files of earlier versions checksummed the message alone,
+//! so eight zero bytes read as an empty message; `open` converts them: `legacy`.)
+//! A segment is sealed at `segment_bytes`; its
 //! `.idx` file (count, size, sparse positions, crc) lets a restart skip scanning
 //! it. An `.idx` that does not match its segment is ignored and the segment
 //! scanned.
@@ -57,6 +61,14 @@ const WRITE_BUFFER: usize = 64 << 10;
 /// The cache never shrinks below this, so it always covers the write buffer.
 const MIN_CACHE: usize = 1 << 20;
 const IDX_MAGIC: &[u8; 4] = b"RLX1";
+
+/// A record's checksum: crc32c over its length (4 bytes, little endian) then its
+/// message. Covering the length makes eight zero bytes invalid (crc32c of four
+/// zero bytes is not zero), where crc32c of the message alone is 0 for an empty one.
+fn record_crc(msg: &[u8]) -> u32 {
+    let len = (msg.len() as u32).to_le_bytes();
+    crc32c::crc32c_append(crc32c::crc32c(&len), msg)
+}
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
@@ -154,6 +166,8 @@ struct BlockReader<'a> {
     limit: u64,
     block: Bytes,
     block_at: u64,
+    /// Checks records with the checksum of `.msg` files (`legacy`).
+    legacy: bool,
 }
 
 impl<'a> BlockReader<'a> {
@@ -163,6 +177,7 @@ impl<'a> BlockReader<'a> {
             limit,
             block: Bytes::new(),
             block_at: 0,
+            legacy: false,
         }
     }
 
@@ -202,7 +217,12 @@ impl<'a> BlockReader<'a> {
         let len = h.get_u32_le() as usize;
         let crc = h.get_u32_le();
         let msg = self.bytes(pos + HEADER as u64, len)?;
-        if crc32c::crc32c(&msg) != crc {
+        let want = if self.legacy {
+            crc32c::crc32c(&msg)
+        } else {
+            record_crc(&msg)
+        };
+        if want != crc {
             return Err(invalid("checksum mismatch".into()));
         }
         Ok(msg)
@@ -268,7 +288,7 @@ impl Default for MessageStore {
 }
 
 fn seg_path(dir: &Path, first: u64) -> PathBuf {
-    dir.join(format!("{first:020}.msg"))
+    dir.join(format!("{first:020}.seg"))
 }
 
 impl MessageStore {
@@ -298,10 +318,11 @@ impl MessageStore {
         durable::create_dir_durable(dir)?;
         // Entries a crash left unsynced become durable before they are relied on.
         durable::sync_dir(dir)?;
+        legacy::convert_all(dir)?;
         let mut firsts: Vec<u64> = Vec::new();
         for e in std::fs::read_dir(dir)? {
             let name = e?.file_name().to_string_lossy().to_string();
-            if let Some(first) = name.strip_suffix(".msg").and_then(|n| n.parse().ok()) {
+            if let Some(first) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
                 firsts.push(first);
             }
         }
@@ -536,7 +557,7 @@ impl MessageStore {
         let w = self.writer.as_mut().expect("writer");
         let mut h = [0u8; HEADER];
         h[..4].copy_from_slice(&len.to_le_bytes());
-        h[4..].copy_from_slice(&crc32c::crc32c(msg).to_le_bytes());
+        h[4..].copy_from_slice(&record_crc(msg).to_le_bytes());
         w.write_all(&h)?;
         w.write_all(msg)?;
         let active = self.segments.segs.last_mut().expect("an active segment");
@@ -857,6 +878,7 @@ fn read_idx(path: &Path, first: u64) -> Option<(u64, u64, Vec<u64>)> {
     Some((count, size, sparse))
 }
 
+mod legacy;
 mod transfer;
 pub use transfer::{seal_received, Span};
 

@@ -44,7 +44,7 @@ fn reads_span_segments_cache_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, model) = filled(dir.path(), 64 << 10, 600, 5000);
     assert!(s.cache_first > 0, "the 1 MiB cache must not hold 3 MB");
-    assert!(files(dir.path(), "msg") > 10);
+    assert!(files(dir.path(), "seg") > 10);
     assert_eq!(all(&s), model);
     assert_eq!(s.read(123, 7).unwrap()[0], (123, model[123].clone()));
     assert_eq!(s.read(590, 100).unwrap().len(), 10);
@@ -54,7 +54,7 @@ fn reads_span_segments_cache_and_survive_reopen() {
     let s = MessageStore::open(dir.path(), 64 << 10, 0).unwrap();
     assert_eq!(s.len(), 600);
     assert_eq!(all(&s), model);
-    assert_eq!(files(dir.path(), "idx"), files(dir.path(), "msg") - 1);
+    assert_eq!(files(dir.path(), "idx"), files(dir.path(), "seg") - 1);
 }
 
 #[test]
@@ -65,7 +65,7 @@ fn a_torn_tail_is_cut_and_a_corrupt_middle_ends_the_store() {
     let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "msg"))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     names.sort();
     // Half a record at the end of the last segment.
@@ -94,7 +94,7 @@ fn a_torn_tail_is_cut_and_a_corrupt_middle_ends_the_store() {
         .unwrap();
     assert_eq!(s.len(), first_of_third + 3);
     assert_eq!(all(&s), model[..s.len() as usize].to_vec());
-    assert_eq!(files(dir.path(), "msg"), 3);
+    assert_eq!(files(dir.path(), "seg"), 3);
 }
 
 #[test]
@@ -235,7 +235,7 @@ fn every_entry_change_is_durable_when_the_call_returns() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data/messages");
     let (mut s, _) = filled(&dir, 4 << 10, 100, 300);
-    assert!(files(&dir, "msg") > 3 && files(&dir, "idx") > 2);
+    assert!(files(&dir, "seg") > 3 && files(&dir, "idx") > 2);
     s.sync_handle().unwrap().run().unwrap();
     assert_durable(tmp.path());
     drop(s);
@@ -243,7 +243,7 @@ fn every_entry_change_is_durable_when_the_call_returns() {
     let last = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "msg"))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .max()
         .unwrap();
     let f = OpenOptions::new().append(true).open(&last).unwrap();
@@ -253,7 +253,7 @@ fn every_entry_change_is_durable_when_the_call_returns() {
     assert_eq!(s.len(), 100);
     assert_eq!(undurable_under(tmp.path()), Vec::<String>::new());
     s.truncate(10).unwrap();
-    assert_eq!(files(&dir, "msg"), 1);
+    assert_eq!(files(&dir, "seg"), 1);
     assert_eq!(undurable_under(tmp.path()), Vec::<String>::new());
     s.clear().unwrap();
     assert_durable(tmp.path());
@@ -289,4 +289,119 @@ fn damage_under_a_matching_index_is_an_error_on_read_never_wrong_bytes() {
             "zero_page={zero_page}: the damage was not detected"
         );
     }
+}
+
+/// Record-aligned zero runs are the hard case: with the `.msg` checksum (over
+/// the message alone) eight zero bytes were a valid empty message. Small and
+/// empty messages put record boundaries on every page boundary; each zeroed
+/// page is an error on read (never `""` or other bytes) and a cut on a rescan.
+#[test]
+fn a_zeroed_page_anywhere_is_never_read_as_messages() {
+    let model: Vec<Bytes> = (0..3000u64)
+        .map(|i| Bytes::from(vec![b'x'; (i % 3 * 4) as usize]))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = MessageStore::open(dir.path(), 1 << 20, 0).unwrap();
+    for m in &model {
+        s.append(m.clone());
+    }
+    s.sync_handle().unwrap().run().unwrap();
+    drop(s);
+    let seg = seg_path(dir.path(), 0);
+    let clean = std::fs::read(&seg).unwrap();
+    for page in 0..clean.len() / 4096 {
+        let mut data = clean.clone();
+        data[page * 4096..(page + 1) * 4096].fill(0);
+        std::fs::write(&seg, &data).unwrap();
+        let s = MessageStore::open(dir.path(), 1 << 20, 0).unwrap();
+        // The active segment is scanned on open: cut before the page.
+        assert!(s.len() < model.len() as u64, "page {page}: nothing cut");
+        assert_eq!(all(&s), model[..s.len() as usize], "page {page}");
+        let first_bad = s.len();
+        drop(s);
+        std::fs::write(&seg, &clean).unwrap();
+        assert!(first_bad <= (page as u64 * 4096) / 8, "page {page}");
+    }
+}
+
+/// The same page zeroed in a sealed segment whose `.idx` still matches: reads
+/// fail instead of returning empty messages.
+#[test]
+fn a_zeroed_page_under_a_matching_index_fails_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = MessageStore::open(dir.path(), 64 << 10, 0).unwrap();
+    let model: Vec<Bytes> = (0..10_000u64).map(|_| Bytes::new()).collect();
+    for m in &model {
+        s.append(m.clone());
+    }
+    drop(s);
+    let seg = seg_path(dir.path(), 0);
+    let mut data = std::fs::read(&seg).unwrap();
+    data[8192..12288].fill(0);
+    std::fs::write(&seg, data).unwrap();
+    let s = MessageStore::open(dir.path(), 64 << 10, 0).unwrap();
+    assert_eq!(s.len(), 10_000, "the .idx matched: no scan");
+    let bad = 8192 / 8;
+    assert_eq!(s.read(0, bad).unwrap().len(), bad);
+    for at in [bad, bad + 100, bad + 511] {
+        assert!(
+            s.read(at as u64, 1).is_err(),
+            "record {at} read as a message"
+        );
+    }
+}
+
+/// `.msg` files of earlier versions (checksum over the message only, empty
+/// messages included) are converted on open: same messages, only `.seg` files
+/// after, the sealed one's `.idx` still used; a crash left in either half of the
+/// conversion (a `.part` file, or both files) is finished by the next open.
+#[test]
+fn segments_of_earlier_versions_are_converted_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let model: Vec<Bytes> = (0..500u64).map(|i| msg(i, (i % 5 * 40) as usize)).collect();
+    let model: Vec<Bytes> = model
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| if i % 7 == 0 { Bytes::new() } else { m })
+        .collect();
+    let legacy_file = |first: usize, msgs: &[Bytes]| {
+        let path = dir.path().join(format!("{first:020}.msg"));
+        let mut data = Vec::new();
+        let file = Arc::new(File::create(&path).unwrap());
+        let mut seg = Segment {
+            first: first as u64,
+            count: 0,
+            size: 0,
+            sparse: Vec::new(),
+            file,
+            path: path.clone(),
+        };
+        for m in msgs {
+            data.extend_from_slice(&(m.len() as u32).to_le_bytes());
+            data.extend_from_slice(&crc32c::crc32c(m).to_le_bytes());
+            data.extend_from_slice(m);
+            seg.push(m.len());
+        }
+        std::fs::write(&path, data).unwrap();
+        seg
+    };
+    write_idx(&legacy_file(0, &model[..300])).unwrap();
+    legacy_file(300, &model[300..]);
+    let s = MessageStore::open(dir.path(), 1 << 20, 0).unwrap();
+    assert_eq!(all(&s), model);
+    drop(s);
+    assert_eq!(files(dir.path(), "msg"), 0);
+    assert_eq!(files(dir.path(), "seg"), 2);
+    assert!(read_idx(&dir.path().join(format!("{:020}.idx", 0)), 0).is_some());
+    // A crash after the rename (both files) and one before it (a `.part`).
+    legacy_file(0, &model[..300]);
+    std::fs::write(dir.path().join(format!("{:020}.seg.part", 300)), b"half").unwrap();
+    let s = MessageStore::open(dir.path(), 1 << 20, 0).unwrap();
+    assert_eq!(all(&s), model);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".msg") || n.ends_with(".part"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

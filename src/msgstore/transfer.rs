@@ -15,12 +15,12 @@
 //!   with a valid crc, and its `.idx` beside it; it is synced before it is
 //!   renamed;
 //! - `install` removes the old segments before the new one is renamed in, and the
-//!   rename of the `.msg` is its commit point: until then the staged file is still
+//!   rename of the `.seg` is its commit point: until then the staged file is still
 //!   there to redo the install from (see `state_machine::stream`).
 
 use super::{
-    durable, invalid, load_segment, seg_path, write_idx, BlockReader, MessageStore, Reader,
-    Segment, Segments, HEADER, STRIDE,
+    durable, invalid, load_segment, record_crc, seg_path, write_idx, BlockReader, MessageStore,
+    Reader, Segment, Segments, HEADER, STRIDE,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::fs::{File, OpenOptions};
@@ -134,7 +134,7 @@ impl Reader {
                     }
                     for (_, m) in got {
                         b.put_u32_le(m.len() as u32);
-                        b.put_u32_le(crc32c::crc32c(&m));
+                        b.put_u32_le(record_crc(&m));
                         b.put_slice(&m);
                         at += 1;
                     }

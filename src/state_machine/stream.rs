@@ -2,7 +2,7 @@
 //! installs it, in memory bounded independently of the log's size.
 //!
 //! The stream is `[records first..next][manifest][manifest length u64][manifest
-//! crc32c u32][RLSTRM01]`:
+//! crc32c u32][RLSTRM02]`:
 //! the records exactly as the leader's segment files hold them (read through a
 //! [`Span`], so nothing is decoded or collected), then the manifest
 //! (`snapshot::encode_manifest`). The trailer goes last so the receiver's file,
@@ -36,7 +36,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"RLSTRM01";
+const MAGIC: &[u8; 8] = b"RLSTRM02";
+/// Streams of earlier versions, whose records carry the `.msg` checksum
+/// (`msgstore::legacy`): refused by name rather than as damaged records.
+const OLD_MAGIC: &[u8; 8] = b"RLSTRM01";
 const TRAILER: u64 = 20;
 /// A manifest larger than this is refused (keys and time samples are bounded far below).
 const MAX_MANIFEST: u64 = 1 << 30;
@@ -152,6 +155,11 @@ fn stage(path: &Path, index: u64, dir: &Path) -> Result<Bytes, String> {
     let mut trailer = [0u8; TRAILER as usize];
     file.read_exact_at(&mut trailer, len - TRAILER)
         .map_err(io)?;
+    if &trailer[12..] == OLD_MAGIC {
+        return Err(bad(
+            "sent by an earlier raftlog version (record format 1); upgrade the leader",
+        ));
+    }
     if &trailer[12..] != MAGIC {
         return Err(bad("not a streamed snapshot"));
     }

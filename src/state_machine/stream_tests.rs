@@ -53,7 +53,7 @@ fn leader(dir: &Path) -> (StateMachine, Bytes) {
 fn segments(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension() == Some("msg".as_ref()))
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("seg".as_ref()))
         .count()
 }
 

@@ -56,7 +56,7 @@ pub fn candidates(data_dir: &Path, kind: Kind) -> Vec<PathBuf> {
             .pop()
             .into_iter()
             .collect(),
-        Kind::MessageSegment => sorted_files(&data_dir.join("messages"), "msg")
+        Kind::MessageSegment => sorted_files(&data_dir.join("messages"), "seg")
             .into_iter()
             .filter(|p| p.with_extension("idx").exists())
             .collect(),
