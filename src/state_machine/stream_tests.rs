@@ -176,6 +176,16 @@ fn a_corrupt_record_or_trailer_is_refused_and_removed() {
     // A stream for another index is refused too.
     receive(&stream, &path);
     assert!(stage_received(&path, l.applied_index() + 1, &f.incoming()).is_err());
+    // A stream of an earlier version (records with the `.msg` checksum) is
+    // refused by name, not read as damaged records.
+    receive(&stream, &path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 8..].copy_from_slice(OLD_MAGIC);
+    std::fs::write(&path, bytes).unwrap();
+    let err = stage_received(&path, l.applied_index(), &f.incoming()).unwrap_err();
+    assert!(err.contains("earlier raftlog version"), "{err}");
+    assert_eq!(f.incoming_files(), 0);
     // The follower's own state is untouched.
     assert_old(&f.open());
 }
