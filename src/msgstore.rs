@@ -54,6 +54,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The extension of segment files (tests and tools find them by it).
+pub const SEGMENT_EXT: &str = "seg";
 /// One sparse index entry per this many records.
 pub const STRIDE: u64 = 64;
 const HEADER: usize = 8;
@@ -288,7 +290,7 @@ impl Default for MessageStore {
 }
 
 fn seg_path(dir: &Path, first: u64) -> PathBuf {
-    dir.join(format!("{first:020}.seg"))
+    dir.join(format!("{first:020}.{SEGMENT_EXT}"))
 }
 
 impl MessageStore {
@@ -322,7 +324,10 @@ impl MessageStore {
         let mut firsts: Vec<u64> = Vec::new();
         for e in std::fs::read_dir(dir)? {
             let name = e?.file_name().to_string_lossy().to_string();
-            if let Some(first) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
+            if let Some(first) = name
+                .strip_suffix(&format!(".{SEGMENT_EXT}"))
+                .and_then(|n| n.parse().ok())
+            {
                 firsts.push(first);
             }
         }

@@ -87,7 +87,7 @@ fn reads_are_exact_or_errors(c: &Cluster, victim: usize, seg: &Path) {
     let truth = c.log(leader, "local");
     // The whole segment: up to the next one's first offset (a segment installed
     // from a streamed snapshot can hold the whole log).
-    let end = sorted_files(seg.parent().unwrap(), "msg")
+    let end = sorted_files(seg.parent().unwrap(), raftlog::msgstore::SEGMENT_EXT)
         .iter()
         .map(|p| first_of(p))
         .find(|&f| f > first)

@@ -411,7 +411,7 @@ fn segment_files(c: &Cluster, i: usize) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".msg"))
+        .filter(|n| n.ends_with(&format!(".{}", raftlog::msgstore::SEGMENT_EXT)))
         .collect();
     names.sort();
     names
@@ -454,9 +454,9 @@ fn a_joiner_gets_identical_data_streamed_from_several_segments() {
     );
     let installed = segment_files(&c, j);
     assert!(
-        installed
-            .first()
-            .is_some_and(|n| n.as_str() == "00000000000000000150.msg"),
+        installed.first().is_some_and(
+            |n| *n == format!("00000000000000000150.{}", raftlog::msgstore::SEGMENT_EXT)
+        ),
         "the received records are a segment from offset 150: {installed:?}"
     );
     let staged: Vec<_> = std::fs::read_dir(c.info(j).data_dir.join("snap-incoming"))

@@ -56,10 +56,12 @@ pub fn candidates(data_dir: &Path, kind: Kind) -> Vec<PathBuf> {
             .pop()
             .into_iter()
             .collect(),
-        Kind::MessageSegment => sorted_files(&data_dir.join("messages"), "seg")
-            .into_iter()
-            .filter(|p| p.with_extension("idx").exists())
-            .collect(),
+        Kind::MessageSegment => {
+            sorted_files(&data_dir.join("messages"), raftlog::msgstore::SEGMENT_EXT)
+                .into_iter()
+                .filter(|p| p.with_extension("idx").exists())
+                .collect()
+        }
         Kind::MessageIndex => sorted_files(&data_dir.join("messages"), "idx"),
     }
 }

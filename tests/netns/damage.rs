@@ -108,7 +108,10 @@ fn next_segment_first(seg: &Path) -> Option<u64> {
         .ok()?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "msg"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == raftlog::msgstore::SEGMENT_EXT)
+        })
         .filter_map(|p| first_offset(&p))
         .filter(|&o| o > first)
         .min()
