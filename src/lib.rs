@@ -16,6 +16,7 @@ pub mod dev;
 pub mod durable;
 pub mod hardstate;
 pub mod http;
+pub mod incarnation;
 pub mod listen;
 pub mod metrics;
 pub mod msgstore;

@@ -242,6 +242,7 @@ async fn all_groups_arrive_in_order_both_ways() {
             Message::HeartbeatResp {
                 ctx: i,
                 repairing: false,
+                incarnation: 0,
             },
         ));
     }
@@ -269,6 +270,7 @@ async fn all_groups_arrive_in_order_both_ways() {
         .map(|ctx| Message::HeartbeatResp {
             ctx,
             repairing: false,
+            incarnation: 0,
         })
         .collect();
     assert_eq!(back, want);

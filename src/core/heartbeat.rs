@@ -69,7 +69,15 @@ impl RaftNode {
     pub(crate) fn on_heartbeat(&mut self, from: &NodeId, commit: u64, ctx: u64) {
         self.log.commit_to(commit.min(self.log.last_index()));
         let repairing = self.repair.is_some();
-        self.send(from, Message::HeartbeatResp { ctx, repairing });
+        let incarnation = self.cfg.incarnation;
+        self.send(
+            from,
+            Message::HeartbeatResp {
+                ctx,
+                repairing,
+                incarnation,
+            },
+        );
     }
 
     pub(crate) fn on_heartbeat_resp(&mut self, from: &NodeId, ctx: u64, repairing: bool) {

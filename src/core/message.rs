@@ -62,6 +62,8 @@ pub enum Message {
         hint_term: u64,
         /// The sender is repairing (see `repair`): do not count it.
         repairing: bool,
+        /// The sender's process start ([`RaftConfig::incarnation`](super::RaftConfig)).
+        incarnation: u64,
     },
     /// Leader liveness and commit propagation. `ctx` is a ReadIndex round (0: none).
     Heartbeat {
@@ -72,6 +74,7 @@ pub enum Message {
         ctx: u64,
         /// The sender is repairing (see `repair`).
         repairing: bool,
+        incarnation: u64,
     },
     /// The whole snapshot, sent when the follower needs a compacted prefix. The core
     /// emits it with empty `data`; the driver attaches the bytes of the snapshot
@@ -158,6 +161,7 @@ mod tests {
                     hint_index: 0,
                     hint_term: 0,
                     repairing: false,
+                    incarnation: 0,
                 },
                 true,
             ),
@@ -168,6 +172,7 @@ mod tests {
                     hint_index: 0,
                     hint_term: 0,
                     repairing: false,
+                    incarnation: 0,
                 },
                 true,
             ),
@@ -176,6 +181,7 @@ mod tests {
                 Message::HeartbeatResp {
                     ctx: 0,
                     repairing: false,
+                    incarnation: 0,
                 },
                 false,
             ),

@@ -30,6 +30,9 @@ pub struct Progress {
     pub commit_sent: u64,
     /// The follower said it is repairing (see `repair`): not counted.
     pub repairing: bool,
+    /// The largest incarnation heard from the follower; answers of a smaller one
+    /// come from an earlier process and are ignored (see `repair`).
+    pub incarnation: u64,
     /// `(last index, bytes)` per append in flight (Replicate state).
     inflight: VecDeque<(u64, usize)>,
     inflight_bytes: usize,
@@ -46,6 +49,7 @@ impl Progress {
             last_heard_tick: 0,
             commit_sent: 0,
             repairing: false,
+            incarnation: 0,
             inflight: VecDeque::new(),
             inflight_bytes: 0,
         }

@@ -34,6 +34,11 @@ pub struct RaftConfig {
     /// transfer plus install (a 1.4 GB one on a loaded machine took over 10 s, and
     /// a retry then sent it all again). Nodes set 30 s worth.
     pub snapshot_retry_ticks: u64,
+    /// This process start of the node, larger at every start (the driver keeps
+    /// the count: `node::incarnation`). Sent in every append and heartbeat
+    /// answer, so that a leader can tell a late answer of an earlier process
+    /// from the current one's (see `repair`). 0 in tests that never restart.
+    pub incarnation: u64,
 }
 
 impl RaftConfig {
@@ -50,6 +55,7 @@ impl RaftConfig {
             pre_vote: true,
             check_quorum: true,
             snapshot_retry_ticks: 200,
+            incarnation: 0,
         }
     }
 }
@@ -556,7 +562,8 @@ mod tests {
             early,
             [&Message::HeartbeatResp {
                 ctx: 5,
-                repairing: false
+                repairing: false,
+                incarnation: 0,
             }]
         );
         let rd = n.ready();

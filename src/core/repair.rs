@@ -19,6 +19,13 @@
 //! before hearing `repairing` committed at most its commit index when it reset
 //! the node's progress, and every append the node can accept (its log starts
 //! empty) was sent after that reset and carries at least that commit.
+//!
+//! Late answers: an answer the node's previous process sent before it died may
+//! reach the leader after the repairing process's first answer, and would undo
+//! the reset (count an acknowledgement of entries the restart discarded). Every
+//! process start has a larger *incarnation* (`RaftConfig::incarnation`, counted
+//! by the driver in a file of its own); answers carry it and a leader ignores
+//! one smaller than the largest it heard from that peer.
 
 use super::raft::RaftNode;
 use super::types::NodeId;
@@ -82,6 +89,21 @@ impl RaftNode {
         if was && !repairing {
             self.maybe_commit(); // its match index counts from now on
         }
+    }
+
+    /// Leader: an append or heartbeat answer came from `from`'s process start
+    /// `incarnation`. False when an answer of a later start was heard already:
+    /// this one is late (sent before that process died) and must be ignored,
+    /// since what it acknowledged may be gone (a repairing start discarded it).
+    pub(crate) fn note_peer_incarnation(&mut self, from: &NodeId, incarnation: u64) -> bool {
+        let Some(pr) = self.progress.get_mut(from) else {
+            return true;
+        };
+        if incarnation < pr.incarnation {
+            return false;
+        }
+        pr.incarnation = incarnation;
+        true
     }
 
     /// Leader: `id`'s match index as it counts towards commit, `w` and reads.
@@ -171,6 +193,7 @@ mod tests {
             [Message::AppendResp {
                 success: false,
                 repairing: true,
+                incarnation: 0,
                 ..
             }]
         ));
@@ -192,7 +215,8 @@ mod tests {
             to(&rd, "n1"),
             [&Message::HeartbeatResp {
                 ctx: 1,
-                repairing: true
+                repairing: true,
+                incarnation: 0,
             }]
         );
         let rest = Message::Append {
@@ -214,7 +238,8 @@ mod tests {
             to(&n.ready(), "n1"),
             [&Message::HeartbeatResp {
                 ctx: 2,
-                repairing: false
+                repairing: false,
+                incarnation: 0,
             }]
         );
     }
@@ -251,6 +276,7 @@ mod tests {
             Message::HeartbeatResp {
                 ctx: 0,
                 repairing: true,
+                incarnation: 0,
             },
         ));
         assert_eq!(n.match_index("n3"), Some(0));
@@ -274,5 +300,50 @@ mod tests {
         n.step(append_ok("n3", "n1", term, index));
         assert_eq!(n.acks(index, term), 2);
         assert_eq!(n.commit_index(), index);
+    }
+
+    /// An answer `n3`'s killed process sent (incarnation 1) that reaches the
+    /// leader after the restarted, repairing process's (incarnation 2) must not
+    /// count: the restart discarded what it acknowledged.
+    #[test]
+    fn a_late_answer_of_an_earlier_process_is_ignored() {
+        let mut n = leader(&["n1", "n2", "n3"]);
+        let (index, term) = n.propose(bytes::Bytes::from_static(b"x")).unwrap();
+        persist(&mut n);
+        let answer = |incarnation, repairing| {
+            let mut resp = append_ok("n3", "n1", term, index);
+            if let Message::AppendResp {
+                repairing: r,
+                incarnation: i,
+                ..
+            } = &mut resp.msg
+            {
+                (*r, *i) = (repairing, incarnation);
+            }
+            resp
+        };
+        n.step(answer(2, true));
+        assert!(n.peer_repairing("n3"));
+        n.step(answer(1, false));
+        assert!(n.peer_repairing("n3"), "the late answer cleared repairing");
+        assert_eq!(n.acks(index, term), 1, "the late answer was counted");
+        assert_eq!(n.commit_index(), index - 1);
+        let late_beat = Message::HeartbeatResp {
+            ctx: 0,
+            repairing: false,
+            incarnation: 1,
+        };
+        n.step(env("n3", "n1", term, late_beat));
+        assert!(n.peer_repairing("n3"));
+        // The current process, repaired, counts; so would a later one.
+        n.step(answer(2, false));
+        assert_eq!(n.acks(index, term), 2);
+        assert_eq!(n.commit_index(), index);
+        n.step(answer(3, false));
+        n.step(answer(2, true));
+        assert!(
+            !n.peer_repairing("n3"),
+            "incarnation 2 is late once 3 spoke"
+        );
     }
 }

@@ -157,6 +157,7 @@ impl RaftNode {
                 hint_index,
                 hint_term,
                 repairing: self.repair.is_some(),
+                incarnation: self.cfg.incarnation,
             },
         );
     }

@@ -53,6 +53,7 @@ impl RaftNode {
                     hint_index: 0,
                     hint_term: 0,
                     repairing: self.repair.is_some(),
+                    incarnation: self.cfg.incarnation,
                 };
                 self.send(&env.from, resp);
             }
@@ -98,13 +99,24 @@ impl RaftNode {
                 hint_index,
                 hint_term,
                 repairing,
-            } => self.on_append_resp(&from, success, index, hint_index, hint_term, repairing),
+                incarnation,
+            } => {
+                if self.note_peer_incarnation(&from, incarnation) {
+                    self.on_append_resp(&from, success, index, hint_index, hint_term, repairing)
+                }
+            }
             Message::Heartbeat { commit, ctx } => {
                 self.follow(&from);
                 self.on_heartbeat(&from, commit, ctx);
             }
-            Message::HeartbeatResp { ctx, repairing } => {
-                self.on_heartbeat_resp(&from, ctx, repairing)
+            Message::HeartbeatResp {
+                ctx,
+                repairing,
+                incarnation,
+            } => {
+                if self.note_peer_incarnation(&from, incarnation) {
+                    self.on_heartbeat_resp(&from, ctx, repairing)
+                }
             }
             Message::Snapshot { snapshot } => {
                 self.follow(&from);

@@ -87,6 +87,7 @@ pub fn append_ok(from: &str, to: &str, term: u64, index: u64) -> Envelope {
         hint_index: 0,
         hint_term: 0,
         repairing: false,
+        incarnation: 0,
     };
     env(from, to, term, msg)
 }

@@ -156,8 +156,12 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     let tick = Duration::from_millis((cfg.raft.heartbeat_interval_ms / 2).clamp(1, 50));
     let rec = store.take_recovered();
     let snap_meta = rec.snapshot.map(|s| s.meta).unwrap_or_default();
+    let mut rc = raft_config(&cfg, tick);
+    // Durable before the node answers anyone (`crate::incarnation`).
+    rc.incarnation = crate::incarnation::next(&cfg.data_dir)
+        .map_err(|e| format!("data_dir: cannot write the incarnation file: {e}"))?;
     let mut raft = RaftNode::new(
-        raft_config(&cfg, tick),
+        rc,
         rec.hard_state,
         snap_meta,
         rec.entries,

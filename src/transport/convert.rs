@@ -182,17 +182,25 @@ fn msg_to_pb(msg: &Message) -> Msg {
             hint_index,
             hint_term,
             repairing,
+            incarnation,
         } => Msg::AppendResp(e::AppendResp {
             success,
             index,
             hint_index,
             hint_term,
             repairing,
+            incarnation,
         }),
         &Message::Heartbeat { commit, ctx } => Msg::Heartbeat(e::Heartbeat { commit, ctx }),
-        &Message::HeartbeatResp { ctx, repairing } => {
-            Msg::HeartbeatResp(e::HeartbeatResp { ctx, repairing })
-        }
+        &Message::HeartbeatResp {
+            ctx,
+            repairing,
+            incarnation,
+        } => Msg::HeartbeatResp(e::HeartbeatResp {
+            ctx,
+            repairing,
+            incarnation,
+        }),
         Message::Snapshot { snapshot } => Msg::Snapshot(e::Snapshot {
             meta: Some((&snapshot.meta).into()),
             data: snapshot.data.clone(),
@@ -234,6 +242,7 @@ fn msg_from_pb(msg: Msg) -> Result<Message, ConvertError> {
             hint_index: m.hint_index,
             hint_term: m.hint_term,
             repairing: m.repairing,
+            incarnation: m.incarnation,
         },
         Msg::Heartbeat(m) => Message::Heartbeat {
             commit: m.commit,
@@ -242,6 +251,7 @@ fn msg_from_pb(msg: Msg) -> Result<Message, ConvertError> {
         Msg::HeartbeatResp(m) => Message::HeartbeatResp {
             ctx: m.ctx,
             repairing: m.repairing,
+            incarnation: m.incarnation,
         },
         Msg::Snapshot(m) => {
             let meta = m
@@ -654,11 +664,13 @@ mod tests {
                 hint_index: 2,
                 hint_term: 1,
                 repairing: true,
+                incarnation: 3,
             },
             Message::Heartbeat { commit: 7, ctx: 8 },
             Message::HeartbeatResp {
                 ctx: 8,
                 repairing: true,
+                incarnation: 4,
             },
             Message::Snapshot {
                 snapshot: Snapshot {

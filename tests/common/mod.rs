@@ -205,6 +205,9 @@ pub struct Node {
     pub job: Option<Job>,
     /// The hard state as of the last sync (what a crash now would recover).
     pub synced_hs: HardState,
+    /// Starts so far: the incarnation of the running process (answers of an
+    /// earlier one may still be in the network after a restart).
+    pub starts: u64,
 }
 
 /// A `Ready` whose writes are made and whose sync completes at `done_at`, or which
@@ -391,6 +394,7 @@ impl Cluster {
             checked_commit: 0,
             job: None,
             synced_hs: HardState::default(),
+            starts: 0,
         };
         self.nodes.insert(id.to_string(), node);
         self.start(id);
@@ -422,9 +426,11 @@ impl Cluster {
 
     fn start_with(&mut self, id: &str, repairing: bool) {
         let seed = self.rng.gen();
-        let cfg = self.opts.raft_config(id);
+        let mut cfg = self.opts.raft_config(id);
         let node = self.nodes.get_mut(id).unwrap();
         assert!(node.raft.is_none(), "{id} is already up");
+        node.starts += 1;
+        cfg.incarnation = node.starts;
         let rec = node.store.recovered().clone();
         let (meta, sm) = match &rec.snapshot {
             Some(s) => (

@@ -46,6 +46,7 @@ fn message(rng: &mut SmallRng) -> Message {
             hint_index: u(rng),
             hint_term: u(rng),
             repairing: rng.gen(),
+            incarnation: rng.gen(),
         },
         7 => Message::Heartbeat {
             commit: u(rng),
@@ -54,6 +55,7 @@ fn message(rng: &mut SmallRng) -> Message {
         8 => Message::HeartbeatResp {
             ctx: u(rng),
             repairing: rng.gen(),
+            incarnation: rng.gen(),
         },
         _ if rng.gen() => Message::TimeoutNow,
         _ => Message::Snapshot {
