@@ -1164,3 +1164,101 @@ fn without_repair_mode_the_same_damage_loses_an_acknowledged_write() {
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("VIOLATION"), "{msg}");
 }
+
+/// n1 leads and n2 is cut off. X is appended on n1 and n3, and n3's answer (from
+/// its first process, incarnation 1) stays in the network while n3 restarts
+/// repairing and catches up on everything before X (the appends carrying X are
+/// lost). Then the late answer reaches n1 (rewritten to the current incarnation
+/// when `indistinguishable`, as an answer without incarnations would be) and n1
+/// crashes. Returns X's command.
+fn late_answer_after_repair(c: &mut Cluster, indistinguishable: bool) -> u64 {
+    elect(c, "n1");
+    write(c, "n1", 2);
+    run(c, 10);
+    c.isolate("n2");
+    let (x, xi, _) = c.propose("n1").expect("propose");
+    c.deliver_matching(|e| e.to == "n3" && matches!(e.msg, Message::Append { .. }));
+    let pos = c
+        .net
+        .queue
+        .iter()
+        .position(|m| {
+            m.env.from == "n3"
+                && matches!(m.env.msg, Message::AppendResp { success: true, index, .. } if index == xi)
+        })
+        .expect("n3 acknowledged X");
+    let mut late = c.net.queue.remove(pos).unwrap().env;
+    c.restart_damaged("n3");
+    let carries_x = |e: &Envelope| match &e.msg {
+        Message::Append {
+            prev_index,
+            entries,
+            ..
+        } => e.to == "n3" && *prev_index < xi && prev_index + entries.len() as u64 >= xi,
+        _ => false,
+    };
+    for _ in 0..600 {
+        if !c.raft("n3").is_repairing() {
+            break;
+        }
+        c.tick_some(&["n1", "n3"]);
+        c.deliver_filtered(|e| !carries_x(e));
+        c.check_all();
+    }
+    assert!(
+        !c.raft("n3").is_repairing(),
+        "n3 repaired up to n1's commit"
+    );
+    assert!(c.raft("n3").last_index() < xi, "n3 never received X again");
+    if let Message::AppendResp { incarnation, .. } = &mut late.msg {
+        assert_eq!(*incarnation, 1);
+        if indistinguishable {
+            *incarnation = 2;
+        }
+    }
+    c.deliver(late);
+    c.crash("n1");
+    c.heal();
+    x
+}
+
+#[test]
+fn a_late_answer_of_the_process_before_a_repair_is_not_counted() {
+    header("repair: n3's late answer for X arrives after it repaired without X");
+    let opts = Opts {
+        max_append_entries: 1,
+        ..Opts::default()
+    };
+    let mut c = cluster(&["n1", "n2", "n3"], opts, 5);
+    let x = late_answer_after_repair(&mut c, false);
+    assert!(!acked(&c, x), "X counted on a late answer");
+    header("repair: n2 and n3 elect a leader without X; nothing acknowledged is lost");
+    run_until(&mut c, &["n2", "n3"], 600, |c| c.leader().is_some());
+    let l = c.leader().unwrap();
+    write(&mut c, &l, 3);
+    run(&mut c, 20);
+}
+
+#[test]
+fn an_answer_not_told_apart_from_the_current_process_would_lose_a_write() {
+    header("repair: the same late answer, with no incarnation to tell it apart");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let opts = Opts {
+            max_append_entries: 1,
+            ..Opts::default()
+        };
+        let mut c = cluster(&["n1", "n2", "n3"], opts, 5);
+        let x = late_answer_after_repair(&mut c, true);
+        assert!(
+            acked(&c, x),
+            "n1 counted the late answer and acknowledged X"
+        );
+        run_until(&mut c, &["n2", "n3"], 600, |c| c.leader().is_some());
+        let l = c.leader().unwrap();
+        write(&mut c, &l, 3);
+        run(&mut c, 20);
+    }));
+    let msg = r.expect_err("the checker must object");
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("VIOLATION"), "{msg}");
+}
