@@ -17,7 +17,8 @@
 # Environment: A_BIN (required) B_BIN (default A_BIN) A_ENV / B_ENV (space-separated
 #   VAR=value given to that side's nodes, e.g. RAFTLOG_RUNTIME__WORKER_THREADS=1)
 #   LOADGEN (the `raftlog bench` binary; default A_BIN, the same for both sides)
-#   CONCURRENCY ("1 64 256") REPS (3) DURATION (5s) SIZE (100) RESULTS (output
+#   CONCURRENCY ("1 64 256") REPS (3) DURATION (5s) SIZE (100) BATCH (0: single
+#   writes; N: `POST /v1/messages/batch` of N messages each) RESULTS (output
 #   file; default bench/results/ab-<UTC time>.md) KEEP=1 keeps the temp dir.
 # Output: a Markdown table of medians and B/A ratios, and every run, on stdout and
 # in $RESULTS.
@@ -33,6 +34,7 @@ CONCURRENCY=${CONCURRENCY:-"1 64 256"}
 REPS=${REPS:-3}
 DURATION=${DURATION:-5s}
 SIZE=${SIZE:-100}
+BATCH=${BATCH:-0}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${RESULTS:-$ROOT/bench/results/ab-$STAMP.md}
 WORK=$(mktemp -d /tmp/rlab.XXXXXX)
@@ -131,7 +133,7 @@ measure() {
   # shellcheck disable=SC2086 # a list of pids
   before=$(cpu_ticks $pids)
   "$LOADGEN" bench --json --quiet --addr "$(leader "$s")" -c "$c" -d "$DURATION" -s "$SIZE" \
-    --w majority >"$out" 2>"$out.err" || true
+    --w majority --batch "$BATCH" >"$out" 2>"$out.err" || true
   # shellcheck disable=SC2086
   after=$(cpu_ticks $pids)
   python3 - "$out" "$s" "$c" "$rep" "$((after - before))" "$CLK_TCK" >>"$WORK/runs.tsv" <<'EOF'
@@ -142,14 +144,15 @@ try:
 except Exception:
     j = {}
 w = j.get("writes", {})
-ok = w.get("count", 0)
+# Messages: a batch counts its messages.
+ok = w.get("count", 0) * max(j.get("batch", 0), 1)
 lat = w.get("latency_ms", {})
 cpu = int(ticks) / int(tck)
-print("\t".join(map(str, [s, c, rep, round(w.get("per_sec", 0), 1), lat.get("p50", 0),
+print("\t".join(map(str, [s, c, rep, round(j.get("messages_per_sec", 0), 1), lat.get("p50", 0),
     lat.get("p99", 0), ok, j.get("errors", -1), round(cpu, 2),
     round(cpu / ok * 1000, 4) if ok else "nan"])))
 EOF
-  tail -n1 "$WORK/runs.tsv" | awk -F'\t' '{ printf "  %s c=%-3s rep %s: %9.1f writes/s  p50 %7.3f ms  p99 %7.3f ms  ok %d  errors %d  cpu %.2f s (%.4f s/1k)\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' >&2
+  tail -n1 "$WORK/runs.tsv" | awk -F'\t' '{ printf "  %s c=%-3s rep %s: %9.1f msgs/s  p50 %7.3f ms  p99 %7.3f ms  ok %d  errors %d  cpu %.2f s (%.4f s/1k)\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' >&2
 }
 
 table() {
@@ -164,7 +167,7 @@ def med(s, c, k):
 def spread(s, c, k):
     v = [r[k] for r in rows[(s, c)]]
     return f"{min(v):.4g}-{max(v):.4g}"
-print("| clients | A writes/s | B writes/s | B/A | A p50 ms | B p50 ms | A p99 ms | B p99 ms | A CPU s/1k (range) | B CPU s/1k (range) | CPU B/A | errors A/B |")
+print("| clients | A msgs/s | B msgs/s | B/A | A p50 ms | B p50 ms | A p99 ms | B p99 ms | A CPU s/1k (range) | B CPU s/1k (range) | CPU B/A | errors A/B |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in sorted({c for (_, c) in rows}):
     a, b = (lambda k: med("a", c, k)), (lambda k: med("b", c, k))
@@ -174,7 +177,8 @@ for c in sorted({c for (_, c) in rows}):
           f"{b(3)/a(3):.3f} | {ea}/{eb} |")
 print()
 print("Medians of the repetitions; CPU = utime+stime of the side's three node processes "
-      "per 1,000 acknowledged writes (range = lowest-highest run).")
+      "per 1,000 acknowledged messages (range = lowest-highest run); latencies are of "
+      "requests (a batch is one).")
 EOF
 }
 
@@ -199,14 +203,14 @@ done
 {
   echo "## bench/ab.sh"
   echo
-  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); DURATION=$DURATION REPS=$REPS CONCURRENCY=\"$CONCURRENCY\" SIZE=$SIZE; load average at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); DURATION=$DURATION REPS=$REPS CONCURRENCY=\"$CONCURRENCY\" SIZE=$SIZE BATCH=$BATCH; load average at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- machine: $(nproc) CPUs, $(uname -sr); 3-node clusters on loopback, default config, w=majority; load by \`$(basename "$LOADGEN") bench\` on the leader"
   echo "- A: $A_BIN${A_ENV:+ with $A_ENV}"
   echo "- B: $B_BIN${B_ENV:+ with $B_ENV}"
   echo
   table
   echo
-  echo "<details><summary>Every run (side, clients, repetition, writes/s, p50 ms, p99 ms, ok, errors, node CPU s, CPU s/1k)</summary>"
+  echo "<details><summary>Every run (side, clients, repetition, messages/s, p50 ms, p99 ms, ok, errors, node CPU s, CPU s/1k)</summary>"
   echo
   echo '```'
   cat "$WORK/runs.tsv"
