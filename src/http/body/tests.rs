@@ -245,4 +245,15 @@ fn a_long_batch_keeps_no_more_strings_than_the_limit() {
         parsed.into_batch(LIMITS),
         Err(ApiError::BatchTooLarge(m)) if m.ends_with("got 1000")
     ));
+    // A list of non-strings is counted and stores nothing (it was a `Value` per
+    // item before it was judged).
+    let body = format!("{{\"messages\": [{}]}}", vec!["1"; 1000].join(","));
+    let parsed = BatchBody::parse(body.as_bytes(), 3).unwrap();
+    let Some(List::Items(items)) = &parsed.field else {
+        panic!("a list: {parsed:?}")
+    };
+    assert_eq!(
+        (items.count, items.strings.len(), items.first_not_string),
+        (1000, 0, Some(0))
+    );
 }
