@@ -12,9 +12,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::body::WriteBody;
-
-use super::body::BatchLimits;
+use super::body::{BatchLimits, WriteBody};
 use super::error::error_response;
 use super::extract::{
     check_w, invalid, parse_u64, parse_w_str, ApiQuery, BatchJson, QueryParams, WriteHeaders,
