@@ -81,6 +81,29 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Named consumer positions.
     pub cursors: CursorsConfig,
+    /// The node's async runtime.
+    pub runtime: RuntimeConfig,
+}
+
+/// `[runtime]`: the node's tokio runtime.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads of the node's runtime; 0 (the default) = tokio's default,
+    /// one per CPU core (or `TOKIO_WORKER_THREADS`). Fewer threads mean fewer
+    /// cross-thread wake-ups when several nodes share a few cores.
+    pub worker_threads: usize,
+}
+
+/// Most runtime worker threads accepted (`runtime.worker_threads`): beyond this a
+/// value is a typo, not a tuning.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
+impl RuntimeConfig {
+    /// The worker thread count to build the runtime with; `None` = tokio's default.
+    pub fn worker_threads(&self) -> Option<usize> {
+        (self.worker_threads > 0).then_some(self.worker_threads)
+    }
 }
 
 /// `[retention]`: automatic trimming of the oldest messages, decided by the
@@ -382,6 +405,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
             cursors: CursorsConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -618,6 +642,15 @@ impl Config {
             self.wal.segment_bytes,
             MIN_SEGMENT_BYTES,
         );
+        if self.runtime.worker_threads > MAX_WORKER_THREADS {
+            errs.push(invalid(
+                "runtime.worker_threads",
+                format!(
+                    "must be at most {MAX_WORKER_THREADS} (got {}; 0 = one per CPU core)",
+                    self.runtime.worker_threads
+                ),
+            ));
+        }
     }
 }
 
@@ -1321,6 +1354,42 @@ mod tests {
             err.lines().all(|l| l.starts_with("config error: ")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn runtime_worker_threads() {
+        let cfg = load_with_env(&args_with_id(), env(&[])).unwrap();
+        assert_eq!(cfg.runtime.worker_threads, 0);
+        assert_eq!(cfg.runtime.worker_threads(), None, "0 = tokio's default");
+
+        let f = toml_file("node_id = \"a\"\n[runtime]\nworker_threads = 1\n");
+        let cfg = load_with_env(&with_file(&f), env(&[])).unwrap();
+        assert_eq!(cfg.runtime.worker_threads(), Some(1));
+        let vars = env(&[("RAFTLOG_RUNTIME__WORKER_THREADS", "2")]);
+        let cfg = load_with_env(&with_file(&f), vars).unwrap();
+        assert_eq!(
+            cfg.runtime.worker_threads(),
+            Some(2),
+            "env overrides the file"
+        );
+
+        let mut cfg = valid();
+        cfg.runtime.worker_threads = MAX_WORKER_THREADS;
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.runtime.worker_threads = MAX_WORKER_THREADS + 1;
+        assert_eq!(keys(&cfg), vec!["runtime.worker_threads"]);
+
+        for bad in ["-1", "\"two\""] {
+            let f = toml_file(&format!(
+                "node_id = \"a\"\n[runtime]\nworker_threads = {bad}\n"
+            ));
+            let err = load_with_env(&with_file(&f), env(&[])).unwrap_err();
+            assert!(err.contains("worker_threads"), "{bad}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        let f = toml_file("node_id = \"a\"\n[runtime]\nthreads = 2\n");
+        let err = load_with_env(&with_file(&f), env(&[])).unwrap_err();
+        assert!(err.contains("runtime.threads: unknown key"), "{err}");
     }
 
     #[test]

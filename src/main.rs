@@ -66,7 +66,7 @@ fn serve_command(args: &ServeArgs) -> ExitCode {
         }
     };
     init_tracing(cfg.log.format);
-    run_async(serve(cfg))
+    run_async_with(cfg.runtime.worker_threads(), serve(cfg))
 }
 
 /// A client command on a small runtime; its exit code is the command's.
@@ -89,10 +89,20 @@ fn dev_command(args: DevArgs) -> ExitCode {
 
 /// Runs `fut` on a multi-threaded runtime; an error is printed and exits 1.
 fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    run_async_with(None, fut)
+}
+
+/// As [`run_async`], with `worker_threads` runtime threads (`None` = tokio's
+/// default, one per CPU core).
+fn run_async_with(
+    worker_threads: Option<usize>,
+    fut: impl std::future::Future<Output = Result<(), String>>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("raftlog: cannot start the async runtime: {e}");

@@ -18,14 +18,20 @@ use axum::http::HeaderMap;
 use futures::StreamExt;
 use serde_json::Value;
 
+use super::body::{BatchBody, WriteBody};
 use super::HttpLimits;
 use crate::node::api::{ApiError, WriteConcern};
 
 /// A JSON body, read with the size limit from [`HttpLimits`].
 pub struct ApiJson(pub Value);
 
-/// A batch's JSON body, read with the batch size limit from [`HttpLimits`].
-pub struct BatchJson(pub Value);
+/// A single write's body (`POST /v1/messages`), read with the size limit from
+/// [`HttpLimits`] and parsed without a `Value` (see [`super::body`]).
+pub struct WriteJson(pub WriteBody);
+
+/// A batch's body, read with the batch size limit from [`HttpLimits`] and parsed
+/// without a `Value`, keeping at most `write.max_batch_messages` strings.
+pub struct BatchJson(pub BatchBody);
 
 #[async_trait]
 impl<S> FromRequest<S> for BatchJson
@@ -45,7 +51,21 @@ where
             ))
         };
         let bytes = read_body(req, max, &limits, too_large).await?;
-        json_value(&bytes).map(BatchJson)
+        BatchBody::parse(&bytes, limits.max_batch_messages).map(BatchJson)
+    }
+}
+
+#[async_trait]
+impl<S> FromRequest<S> for WriteJson
+where
+    S: Send + Sync,
+    HttpLimits: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let ApiBytes(bytes) = ApiBytes::from_request(req, state).await?;
+        WriteBody::parse(&bytes).map(WriteJson)
     }
 }
 
@@ -118,22 +138,60 @@ fn too_large(limits: &HttpLimits) -> ApiError {
     }
 }
 
-/// Reads the body chunk by chunk, failing as soon as it grows past `max`.
+/// Reads the body chunk by chunk, failing as soon as it grows past `max`. A body
+/// that arrives in one chunk (a small write usually does) is returned as that
+/// chunk, without a copy; only a second chunk starts a buffer.
 async fn read_limited(
     body: Body,
     max: usize,
     too_large: &impl Fn() -> ApiError,
 ) -> Result<Bytes, ApiError> {
     let mut stream = body.into_data_stream();
+    let mut first: Option<Bytes> = None;
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| invalid(format!("could not read request body: {e}")))?;
-        if buf.len() + chunk.len() > max {
+        let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+        if held + chunk.len() > max {
             return Err(too_large());
         }
-        buf.extend_from_slice(&chunk);
+        match first.take() {
+            None if buf.is_empty() => first = Some(chunk),
+            None => buf.extend_from_slice(&chunk),
+            Some(f) => {
+                buf.reserve(f.len() + chunk.len());
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(Bytes::from(buf))
+    Ok(first.unwrap_or_else(|| Bytes::from(buf)))
+}
+
+/// Header naming a client-chosen key that makes a write idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Header making a write conditional on the log's next offset.
+pub const IF_NEXT_OFFSET: &str = "if-next-offset";
+
+/// Only the headers a write reads ([`IF_NEXT_OFFSET`] and [`IDEMPOTENCY_KEY`],
+/// every value of each, unjudged), copied out of the request instead of cloning
+/// its whole header map; empty (no allocation) when neither is sent.
+pub struct WriteHeaders(pub HeaderMap);
+
+#[async_trait]
+impl<S: Send + Sync> FromRequestParts<S> for WriteHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let mut out = HeaderMap::new();
+        for name in [IF_NEXT_OFFSET, IDEMPOTENCY_KEY] {
+            for value in parts.headers.get_all(name) {
+                out.append(name, value.clone());
+            }
+        }
+        Ok(WriteHeaders(out))
+    }
 }
 
 /// The query string as name/value pairs, decoded.
@@ -192,22 +250,8 @@ pub fn parse_w_str(v: &str) -> Result<WriteConcern, ApiError> {
     }
 }
 
-/// Parses `w` from the JSON body: an integer, `"majority"` or `"all"`; `null` is
-/// the same as absent.
-pub fn parse_w_json(v: &Value) -> Result<Option<WriteConcern>, ApiError> {
-    match v {
-        Value::Null => Ok(None),
-        Value::String(s) => parse_w_str(s).map(Some),
-        Value::Number(n) => n
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .map(|n| Some(WriteConcern::Count(n)))
-            .ok_or_else(|| bad_w(&n.to_string())),
-        other => Err(bad_w(&other.to_string())),
-    }
-}
-
-fn bad_w(v: &str) -> ApiError {
+/// The 400 for a `w` that is not one (`v` as the client wrote it).
+pub fn bad_w(v: &str) -> ApiError {
     invalid(format!(
         "w must be an integer, \"majority\" or \"all\", got {v}"
     ))

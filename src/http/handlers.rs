@@ -9,12 +9,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use super::body::{BatchLimits, WriteBody};
 use super::error::error_response;
 use super::extract::{
-    check_w, invalid, parse_u64, parse_w_json, parse_w_str, ApiJson, ApiQuery, BatchJson,
-    QueryParams,
+    check_w, invalid, parse_u64, parse_w_str, ApiQuery, BatchJson, QueryParams, WriteHeaders,
+    WriteJson, IDEMPOTENCY_KEY, IF_NEXT_OFFSET,
 };
 use super::{AppState, HttpLimits};
 use crate::node::api::{
@@ -22,21 +24,15 @@ use crate::node::api::{
     WriteResult,
 };
 
-/// Header naming a client-chosen key that makes a write idempotent.
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
 /// Longest idempotency key accepted; keys are stored in the replicated log.
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
-
-/// Header making a write conditional on the log's next offset.
-const IF_NEXT_OFFSET: &str = "if-next-offset";
 
 /// `POST /v1/messages`: 201, or 200 for a duplicate.
 pub async fn post_message<N: NodeApi>(
     State(app): State<AppState<N>>,
     ApiQuery(query): ApiQuery,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson,
+    WriteHeaders(headers): WriteHeaders,
+    WriteJson(body): WriteJson,
 ) -> Result<Response, ApiError> {
     let res = write(&app, &query, &headers, body).await?;
     let status = if res.duplicate {
@@ -51,10 +47,23 @@ pub async fn post_message<N: NodeApi>(
 pub async fn compat_append<N: NodeApi>(
     State(app): State<AppState<N>>,
     ApiQuery(query): ApiQuery,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson,
+    WriteHeaders(headers): WriteHeaders,
+    WriteJson(body): WriteJson,
 ) -> Result<Json<WriteResult>, ApiError> {
     write(&app, &query, &headers, body).await.map(Json)
+}
+
+/// The answer to a batch (fields in the order the JSON of a `Value` had them).
+#[derive(Serialize)]
+struct BatchAnswer {
+    acks: usize,
+    committed: bool,
+    count: usize,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+    first_offset: u64,
+    index: u64,
+    term: u64,
 }
 
 /// `POST /v1/messages/batch`: 201 `{"first_offset", "count", ...}`, or 200 for
@@ -62,28 +71,28 @@ pub async fn compat_append<N: NodeApi>(
 pub async fn post_batch<N: NodeApi>(
     State(app): State<AppState<N>>,
     ApiQuery(query): ApiQuery,
-    headers: HeaderMap,
+    WriteHeaders(headers): WriteHeaders,
     BatchJson(body): BatchJson,
 ) -> Result<Response, ApiError> {
-    let Value::Object(mut obj) = body else {
-        return Err(invalid("request body must be a JSON object".into()));
+    let limits = BatchLimits {
+        max_messages: app.limits.max_batch_messages,
+        max_bytes: app.limits.max_batch_bytes,
     };
-    let batch = parse_batch(obj.remove("messages"), &app.limits)?;
+    let (batch, body_w) = body.into_batch(limits)?;
     let count = batch.len();
-    let body_w = obj.get("w").map(parse_w_json).transpose()?.flatten();
     let mut req = write_options(&app, &query, &headers, body_w)?;
     req.batch = Some(batch);
     let res = app.node.write(req).await?;
-    let mut out = json!({
-        "first_offset": res.offset,
-        "count": count,
-        "index": res.index,
-        "term": res.term,
-        "acks": res.acks,
-        "committed": res.committed,
-    });
+    let out = BatchAnswer {
+        acks: res.acks,
+        committed: res.committed,
+        count,
+        duplicate: res.duplicate,
+        first_offset: res.offset,
+        index: res.index,
+        term: res.term,
+    };
     let status = if res.duplicate {
-        out["duplicate"] = json!(true);
         StatusCode::OK
     } else {
         StatusCode::CREATED
@@ -91,61 +100,16 @@ pub async fn post_batch<N: NodeApi>(
     Ok((status, Json(out)).into_response())
 }
 
-/// A non-empty list of strings within the batch limits.
-fn parse_batch(v: Option<Value>, limits: &HttpLimits) -> Result<Vec<String>, ApiError> {
-    let list = match v {
-        Some(Value::Array(list)) => list,
-        Some(_) => return Err(invalid("messages must be a list of strings".into())),
-        None => return Err(invalid("messages is missing".into())),
-    };
-    if list.is_empty() {
-        return Err(invalid("messages must not be empty".into()));
-    }
-    if list.len() > limits.max_batch_messages {
-        return Err(ApiError::BatchTooLarge(format!(
-            "a batch holds at most {} messages (write.max_batch_messages), got {}",
-            limits.max_batch_messages,
-            list.len()
-        )));
-    }
-    let mut out = Vec::with_capacity(list.len());
-    let mut bytes = 0usize;
-    for (i, m) in list.into_iter().enumerate() {
-        let Value::String(m) = m else {
-            return Err(invalid(format!("messages[{i}] must be a string")));
-        };
-        bytes += m.len();
-        out.push(m);
-    }
-    if bytes > limits.max_batch_bytes {
-        return Err(ApiError::BatchTooLarge(format!(
-            "a batch holds at most {} bytes of messages (write.max_batch_bytes), got {bytes}",
-            limits.max_batch_bytes
-        )));
-    }
-    Ok(out)
-}
-
 async fn write<N: NodeApi>(
     app: &AppState<N>,
     query: &QueryParams,
     headers: &HeaderMap,
-    body: Value,
+    body: WriteBody,
 ) -> Result<WriteResult, ApiError> {
-    let req = write_request(app, query, headers, body)?;
-    app.node.write(req).await
-}
-
-fn write_request<N: NodeApi>(
-    app: &AppState<N>,
-    query: &QueryParams,
-    headers: &HeaderMap,
-    body: Value,
-) -> Result<WriteRequest, ApiError> {
-    let (message, body_w) = parse_write_body(body, &app.limits)?;
+    let (message, body_w) = body.into_message(app.limits.max_message_bytes)?;
     let mut req = write_options(app, query, headers, body_w)?;
     req.message = message;
-    Ok(req)
+    app.node.write(req).await
 }
 
 /// A write request with no messages yet: `w`, timeout, key and condition.
@@ -183,28 +147,6 @@ fn if_next_offset(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .to_str()
         .map_err(|_| invalid("If-Next-Offset must be a non-negative integer".into()))?;
     parse_u64("If-Next-Offset", text).map(Some)
-}
-
-/// The body must be an object with a string `message` and an optional `w`.
-fn parse_write_body(
-    body: Value,
-    limits: &HttpLimits,
-) -> Result<(String, Option<WriteConcern>), ApiError> {
-    let Value::Object(mut obj) = body else {
-        return Err(invalid("request body must be a JSON object".into()));
-    };
-    let message = match obj.remove("message") {
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(invalid("message must be a string".into())),
-        None => return Err(invalid("message is missing".into())),
-    };
-    if message.len() > limits.max_message_bytes {
-        return Err(ApiError::PayloadTooLarge {
-            limit: limits.max_message_bytes,
-        });
-    }
-    let w = obj.get("w").map(parse_w_json).transpose()?.flatten();
-    Ok((message, w))
 }
 
 /// `w` from the body and from the query: either one, or both when equal.

@@ -16,6 +16,7 @@
 //!   `body_timeout_ms` (408).
 
 pub mod auth;
+mod body;
 mod cluster;
 pub mod error;
 pub mod extract;

@@ -1093,3 +1093,53 @@ async fn the_console_loads_without_a_token_and_its_api_calls_still_need_one() {
     );
     assert_eq!(post.await, 405);
 }
+
+#[tokio::test]
+async fn a_write_body_in_several_chunks_is_read_whole() {
+    let node = Arc::new(FakeNode::new());
+    let body = r#"{"message": "split \"across\" chunks", "w": 2}"#;
+    let chunks: Vec<_> = body
+        .as_bytes()
+        .chunks(7)
+        .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+        .collect();
+    let req = post(
+        "/v1/messages",
+        Body::from_stream(futures::stream::iter(chunks)),
+    );
+    let (s, _, _) = send(&node, req).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let w = node.writes.lock().unwrap()[0].clone();
+    assert_eq!(
+        (w.message.as_str(), w.w),
+        ("split \"across\" chunks", Some(WriteConcern::Count(2)))
+    );
+}
+
+#[tokio::test]
+async fn a_batch_answer_is_the_bytes_it_was_when_built_as_a_value() {
+    for duplicate in [false, true] {
+        let node = Arc::new(FakeNode {
+            duplicate,
+            ..FakeNode::new()
+        });
+        let resp = router(Arc::clone(&node), limits())
+            .oneshot(post("/v1/messages/batch", r#"{"messages": ["a", "b"]}"#))
+            .await
+            .unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let mut want = json!({
+            "first_offset": 7, "count": 2, "index": 9, "term": 2, "acks": 2, "committed": true,
+        });
+        if duplicate {
+            want["duplicate"] = json!(true);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            want.to_string(),
+            "duplicate {duplicate}"
+        );
+    }
+}
