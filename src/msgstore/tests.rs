@@ -1,6 +1,7 @@
 use super::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::io::Write;
 
 fn msg(i: u64, len: usize) -> Bytes {
     let mut v = format!("m{i}:").into_bytes();
@@ -15,6 +16,7 @@ fn filled(dir: &Path, segment_bytes: u64, n: u64, len: usize) -> (MessageStore, 
     for m in &model {
         s.append(m.clone());
     }
+    s.flush().unwrap();
     (s, model)
 }
 
@@ -159,6 +161,8 @@ fn matches_a_vector_under_random_operations() {
                         want,
                         "seed {seed} step {step}"
                     );
+                    // A reader covers what the writer has written.
+                    s.flush().unwrap();
                     let r = s.reader(model.len() as u64).unwrap();
                     assert_eq!(
                         r.read(from, limit).unwrap(),
@@ -181,23 +185,35 @@ fn failed_writes_keep_messages_cached_until_repaired() {
     for m in &model[..100] {
         s.append(m.clone());
     }
+    s.flush().unwrap();
     // The disk refuses writes: a read-only handle stands in for ENOSPC.
-    let active = s.segments.segs.last().unwrap().path.clone();
-    s.writer.as_mut().unwrap().flush().unwrap();
-    s.writer = Some(BufWriter::with_capacity(
-        WRITE_BUFFER,
-        Arc::new(File::open(&active).unwrap()),
-    ));
+    let active = s.segments().segs.last().unwrap().path.clone();
+    s.exec(move |d| {
+        let file = Arc::new(File::open(&active)?);
+        d.writer = Some(std::io::BufWriter::with_capacity(WRITE_BUFFER, file));
+        Ok(())
+    })
+    .unwrap();
     for m in &model[100..] {
         s.append(m.clone());
+        s.hand_over();
     }
+    assert!(s.flush().is_err());
     assert!(s.failure().is_some());
     assert!(
         s.sync_handle().is_err(),
         "no snapshot may claim unwritten messages"
     );
     assert_eq!(all(&s), model, "everything stays readable from the cache");
-    s.repair().unwrap();
+    // The repair runs on the writer: asked again until it reports success.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.repair().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "repair never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert!(s.failure().is_none());
     assert_eq!(all(&s), model);
     s.sync_handle().unwrap().run().unwrap();
@@ -213,14 +229,17 @@ fn a_sync_not_confirmed_is_repeated_by_the_next() {
     for i in 0..20 {
         s.append(msg(i, 1000));
     }
-    let first = s.sync_handle().unwrap().files.len();
+    s.flush().unwrap();
+    let first = s.sync_handle().unwrap().files();
     assert!(first >= 4, "sealed segments and the active one: {first}");
-    // The job failed (no `synced`): the next handle still covers all of them.
+    // The job failed (never ran): the next handle still covers all of them.
     s.append(msg(20, 1000));
-    assert!(s.sync_handle().unwrap().files.len() >= first);
-    s.synced();
+    s.flush().unwrap();
+    let h = s.sync_handle().unwrap();
+    assert!(h.files() >= first);
+    h.run().unwrap();
     assert_eq!(
-        s.sync_handle().unwrap().files.len(),
+        s.sync_handle().unwrap().files(),
         1,
         "only the active segment"
     );
