@@ -2312,14 +2312,16 @@ fn stalled_message_store_reads_do_not_delay_heartbeats() {
 const STALL_FILLER: usize = 1024;
 const STALL_SEGMENT_BYTES: &str = "16384";
 
-/// Disk writes of the message store stall on every node (fault switch: its
-/// writer thread sleeps [`STORE_STALL_MS`] before every batch) while a client
-/// keeps writing through two stalls. Appends and segment seals wait on that
-/// thread, not on the controller: the leader acknowledges writes while its
-/// message files do not grow, no node starts an election or sees a new
-/// leader, the leader keeps its role and term (status), and afterwards every
-/// node holds every acknowledged write at its offset. (These writes used to
-/// run on the controller task: a stalled disk held heartbeats for as long.)
+/// Disk writes of the leader's message store stall (fault switch: its writer
+/// thread sleeps [`STORE_STALL_MS`], two election timeouts, before every batch)
+/// while a client keeps writing through two stalls. Appends and segment seals
+/// wait on that thread, not on the controller: the leader acknowledges writes
+/// while its message files do not grow, no node starts an election or sees a
+/// new leader, the leader keeps its role and term (status), and afterwards
+/// every node holds every acknowledged write at its offset. (These writes used
+/// to run on the controller task: a stalled disk held the leader's heartbeats
+/// for as long, and its followers, whose disks are fine, ran out their election
+/// timers.)
 #[test]
 fn stalled_message_store_writes_do_not_delay_heartbeats() {
     let _machine = shared_machine();
@@ -2346,9 +2348,7 @@ fn stalled_message_store_writes_do_not_delay_heartbeats() {
     let term0 = c.status(l).unwrap()["term"].as_u64().unwrap();
     let elections_before = elections_started(&c, &all);
     let changes_before = counter_of(&c, &all, "raftlog_leader_changes_total");
-    for &i in &all {
-        set_faults(&c, i, json!({ "msgstore_write_delay_ms": STORE_STALL_MS }));
-    }
+    set_faults(&c, l, json!({ "msgstore_write_delay_ms": STORE_STALL_MS }));
     // The writer is idle until the first write: its files hold this until then.
     let stalled_bytes = log_bytes(l).expect("the leader's status");
 
@@ -2373,9 +2373,7 @@ fn stalled_message_store_writes_do_not_delay_heartbeats() {
         }
         thread::sleep(Duration::from_millis(100));
     }
-    for &i in &all {
-        set_faults(&c, i, json!({}));
-    }
+    set_faults(&c, l, json!({}));
     eprintln!(
         "{k} writes through a {STORE_STALL_MS} ms message-store write stall, \
          {acked_while_stalled} acknowledged while the leader's files did not grow"
