@@ -411,7 +411,7 @@ fn segment_files(c: &Cluster, i: usize) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".msg"))
+        .filter(|n| n.ends_with(".seg"))
         .collect();
     names.sort();
     names
@@ -456,7 +456,7 @@ fn a_joiner_gets_identical_data_streamed_from_several_segments() {
     assert!(
         installed
             .first()
-            .is_some_and(|n| n.as_str() == "00000000000000000150.msg"),
+            .is_some_and(|n| n.as_str() == "00000000000000000150.seg"),
         "the received records are a segment from offset 150: {installed:?}"
     );
     let staged: Vec<_> = std::fs::read_dir(c.info(j).data_dir.join("snap-incoming"))
