@@ -14,8 +14,28 @@
 //! recovery cuts the store back to the manifest's count and re-applies the WAL.
 //!
 //! Every file and directory the store creates, renames or removes goes through
-//! [`crate::durable`], which fsyncs its parent before returning (a segment seal
-//! costs a few fsyncs on the controller thread, once per `segment_bytes`).
+//! [`crate::durable`], which fsyncs its parent before returning.
+//!
+//! All file writes run on the store's own writer thread (`writer`), never on
+//! the caller's (the controller task): appends, segment seals (flush, `.idx`,
+//! new file, directory fsyncs) and releases. Why: a slow or stalled disk held
+//! up heartbeats and votes while the controller waited for them. The caller
+//! caches a message at once and hands it over through a bounded queue
+//! ([`MessageStore::hand_over`], never waiting); truncate, reset and install
+//! are rare (start-up, a snapshot from the leader) and wait for the writer in
+//! queue order.
+//!
+//! Backpressure: when the queue is full, messages stay in the cache (no copy:
+//! the queue holds references to them) and are handed over at the next append
+//! or tick. Nothing on the controller waits for the writer: commits, applies,
+//! heartbeats and votes go on. The cost is memory: the cache holds everything
+//! the writer has not written. Two limits bound it: while the writer is behind
+//! by more than [`SNAPSHOT_BACKLOG`] bytes (or its queue is full) no local
+//! snapshot is started (it would hold the WAL while waiting for the writer),
+//! and past [`REFUSE_BACKLOG`] bytes the node refuses new writes as with a
+//! full disk (`storage` error, 503), until the writer catches up. A follower
+//! cannot refuse what its leader committed: its backlog is bounded by how long
+//! its disk stalls times the cluster's write rate.
 //!
 //! Layout: `<dir>/<first offset, 20 digits>.seg`, records `[len u32][crc u32]
 //! [message]` (little endian) where crc is crc32c over the length bytes and the
@@ -37,9 +57,19 @@
 //! - the store holds offsets `start..len` with no hole, `start <= first <= len`;
 //!   on open, it is the longest valid run of segments on disk from the oldest
 //!   (a torn or corrupt record ends it; later files are removed);
-//! - the cache holds offsets `cache_first..len` and at least `cache_limit` bytes of
-//!   them when the store has that much, which is more than the write buffer:
-//!   anything not cached is already in the files, so reads never flush;
+//! - the cache holds offsets `cache_first..len`: every message the writer has
+//!   not written (`cache_first <= written <= handed <= len`), and at least
+//!   `cache_limit` bytes when the store has that much. Anything not cached is
+//!   in the files, so reads never see a gap and never wait for the writer;
+//! - messages reach the writer once each, in offset order, and the writer runs
+//!   its queue in order: appends, releases, truncations, resets and installs
+//!   happen in the order they were asked for;
+//! - after a write error the writer writes nothing more; the cache keeps every
+//!   message it lacks until [`MessageStore::repair`] has it rewrite them, and no
+//!   sync handle is given out meanwhile;
+//! - a [`SyncHandle`] covers every message appended before it was made: it
+//!   waits (on its blocking thread) until the writer has written them, then
+//!   syncs every segment file written since the last sync;
 //! - every record read back is checked against its crc; one that fails is an
 //!   error (never other bytes) and drops its segment's `.idx`, so the next open
 //!   scans that segment and cuts it there (the node then repairs from its leader

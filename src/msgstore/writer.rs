@@ -64,8 +64,10 @@ pub(super) enum Op {
 pub(super) struct State {
     /// The segments as far as they are in the files.
     pub segs: Segments,
-    /// The first write error since the writer last worked.
+    /// The first write error since the writer last worked, and its OS error
+    /// code (so a full disk stays a full disk for whoever waits: `SyncHandle`).
     pub failed: Option<String>,
+    pub failed_os: Option<i32>,
     /// A repair was sent and has not finished.
     pub repairing: bool,
     /// Segment files written since they were last synced.
@@ -83,6 +85,8 @@ pub(super) struct Shared {
     pub written: AtomicU64,
     /// `state.failed.is_some()`, readable without the lock.
     pub failing: AtomicBool,
+    /// The writer thread has ended (its queue closed, or it panicked).
+    pub stopped: AtomicBool,
     pub delay: Mutex<Option<WriteDelay>>,
 }
 
@@ -93,6 +97,7 @@ impl Shared {
             state: Mutex::new(State {
                 segs,
                 failed: None,
+                failed_os: None,
                 repairing: false,
                 unsynced: Vec::new(),
                 generation: 0,
@@ -100,6 +105,7 @@ impl Shared {
             cond: Condvar::new(),
             written: AtomicU64::new(written),
             failing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             delay: Mutex::new(None),
         })
     }
@@ -156,6 +162,7 @@ impl Disk {
 
     /// Runs until the store drops its end of the queue.
     pub fn run(mut self, rx: std::sync::mpsc::Receiver<Op>) {
+        let _stopped = Stopped(self.shared.clone());
         while let Ok(op) = rx.recv() {
             self.injected_delay();
             self.handle(op);
@@ -229,7 +236,10 @@ impl Disk {
         }
         self.pending.clear();
         let mut st = self.shared.lock();
-        st.failed.get_or_insert(e.to_string());
+        if st.failed.is_none() {
+            st.failed = Some(e.to_string());
+            st.failed_os = e.raw_os_error();
+        }
         self.shared.publish(&st);
     }
 
@@ -466,6 +476,18 @@ impl Disk {
     }
 }
 
+/// Marks the writer stopped when its thread ends, however it ends, so that
+/// nobody waits for it forever.
+struct Stopped(Arc<Shared>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _st = self.0.lock();
+        self.0.stopped.store(true, Ordering::Release);
+        self.0.cond.notify_all();
+    }
+}
+
 fn no_writer() -> io::Error {
     io::Error::other("the message store has no active segment")
 }
@@ -492,13 +514,21 @@ impl SyncHandle {
             let mut st = shared.lock();
             loop {
                 if let Some(e) = &st.failed {
-                    return Err(io::Error::other(format!("message store failed: {e}")));
+                    // A full disk is reported as one (the snapshot is retried
+                    // once space returns); any other failure as itself.
+                    return Err(match st.failed_os {
+                        Some(code) => io::Error::from_raw_os_error(code),
+                        None => io::Error::other(format!("message store failed: {e}")),
+                    });
                 }
                 if st.generation != generation {
                     return Err(io::Error::other("message store was reset meanwhile"));
                 }
                 if st.segs.len() >= target {
                     break;
+                }
+                if shared.stopped.load(Ordering::Acquire) {
+                    return Err(io::Error::other("the message store's writer stopped"));
                 }
                 st = shared
                     .cond
