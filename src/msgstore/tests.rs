@@ -424,3 +424,68 @@ fn segments_of_earlier_versions_are_converted_on_open() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A writer held up (its fault hook blocks until a gate opens) delays no
+/// append: the caller's queue fills, every message stays cached past the cache
+/// limit and readable, a trim lets go of nothing unwritten; once the writer
+/// goes on, a truncation is ordered after the queued appends and a sync covers
+/// everything appended before it, across a reopen.
+#[test]
+fn a_stalled_writer_holds_up_no_append_and_loses_nothing() {
+    use std::sync::{Condvar, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let g = gate.clone();
+    s.set_write_delay(Arc::new(move || {
+        let (open, cond) = &*g;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = cond.wait(open).unwrap();
+        }
+        std::time::Duration::ZERO
+    }));
+    let model: Vec<Bytes> = (0..3000).map(|i| msg(i, 1000)).collect();
+    for m in &model {
+        s.append(m.clone());
+        s.hand_over();
+    }
+    assert_eq!(s.written(), 0, "the writer is held up");
+    assert!(
+        s.handed < s.len(),
+        "its queue filled: the rest waits in the cache"
+    );
+    assert!(s.behind(0));
+    assert!(
+        s.cache_bytes > 2 * MIN_CACHE,
+        "nothing unwritten leaves the cache"
+    );
+    assert!(!s.reads_files(0));
+    assert_eq!(all(&s), model);
+    s.trim_front(1000);
+    assert_eq!(s.cache_first, 0, "a trim keeps what the writer still needs");
+    assert_eq!(s.read(0, 1).unwrap()[0].0, 1000);
+
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    s.truncate(2500).unwrap();
+    let mut want = model[..2500].to_vec();
+    for i in 2500..2600 {
+        s.append(msg(i, 700));
+        want.push(msg(i, 700));
+    }
+    s.hand_over();
+    s.sync_handle().unwrap().run().unwrap();
+    assert!(s.written() >= 2600, "the sync waited for the writer");
+    drop(s);
+    let s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
+    assert_eq!(s.len(), 2600);
+    assert_eq!(s.read(0, usize::MAX).unwrap().len(), 2600);
+    let got: Vec<Bytes> = s
+        .read(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(got, want);
+}
