@@ -220,8 +220,10 @@ impl Disk {
                 self.shared.publish(&st);
             }
             Op::Exec(f, reply) => {
-                let r = self.flush().and_then(|_| f(self));
-                let _ = reply.send(r);
+                if let Err(e) = self.flush() {
+                    self.fail(e);
+                }
+                let _ = reply.send(f(self));
             }
         }
     }
@@ -331,7 +333,10 @@ impl Disk {
         self.pending.clear();
         self.active_count = count;
         self.active_size = size;
-        self.shared.lock().unsynced.push(file);
+        let mut st = self.shared.lock();
+        if !st.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
+            st.unsynced.push(file);
+        }
         Ok(())
     }
 
@@ -419,8 +424,16 @@ impl Disk {
         self.restart()
     }
 
-    /// Keeps only the messages below `count` (at least the first segment's first).
+    /// Keeps only the messages below `count` (at least the first segment's
+    /// first, at most what the files hold: a count they do not reach would
+    /// leave a hole).
     pub fn truncate(&mut self, count: u64) -> io::Result<()> {
+        let held = self.shared.lock().segs.len();
+        if count > held {
+            return Err(io::Error::other(format!(
+                "cannot cut the message store to {count}: its files hold {held}"
+            )));
+        }
         self.writer = None;
         self.pending.clear();
         {
