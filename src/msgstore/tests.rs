@@ -1,7 +1,9 @@
 use super::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 
 fn msg(i: u64, len: usize) -> Bytes {
     let mut v = format!("m{i}:").into_bytes();
