@@ -593,6 +593,9 @@ fn replicas_agree_under_random_lifecycle_commands_restarts_and_joins() {
                 1 => {
                     // Restart from the last manifest and replay the log after it.
                     let r = &mut reps[1];
+                    // One store per directory: the old one (and its writer
+                    // thread) ends before the new one opens it.
+                    r.sm = StateMachine::new(8);
                     let dir = r.dir.as_ref().unwrap();
                     let mut sm = Replica::open(dir);
                     match &r.manifest {
