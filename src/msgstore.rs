@@ -70,6 +70,8 @@
 //! - a [`SyncHandle`] covers every message appended before it was made: it
 //!   waits (on its blocking thread) until the writer has written them, then
 //!   syncs every segment file written since the last sync;
+//! - one store per directory at a time: dropping a store hands the writer what
+//!   is left and joins it, so a store opened after the drop never races it;
 //! - every record read back is checked against its crc; one that fails is an
 //!   error (never other bytes) and drops its segment's `.idx`, so the next open
 //!   scans that segment and cuts it there (the node then repairs from its leader
