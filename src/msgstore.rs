@@ -14,8 +14,28 @@
 //! recovery cuts the store back to the manifest's count and re-applies the WAL.
 //!
 //! Every file and directory the store creates, renames or removes goes through
-//! [`crate::durable`], which fsyncs its parent before returning (a segment seal
-//! costs a few fsyncs on the controller thread, once per `segment_bytes`).
+//! [`crate::durable`], which fsyncs its parent before returning.
+//!
+//! All file writes run on the store's own writer thread (`writer`), never on
+//! the caller's (the controller task): appends, segment seals (flush, `.idx`,
+//! new file, directory fsyncs) and releases. Why: a slow or stalled disk held
+//! up heartbeats and votes while the controller waited for them. The caller
+//! caches a message at once and hands it over through a bounded queue
+//! ([`MessageStore::hand_over`], never waiting); truncate, reset and install
+//! are rare (start-up, a snapshot from the leader) and wait for the writer in
+//! queue order.
+//!
+//! Backpressure: when the queue is full, messages stay in the cache (no copy:
+//! the queue holds references to them) and are handed over at the next append
+//! or tick. Nothing on the controller waits for the writer: commits, applies,
+//! heartbeats and votes go on. The cost is memory: the cache holds everything
+//! the writer has not written. Two limits bound it: while the writer is behind
+//! by more than [`SNAPSHOT_BACKLOG`] bytes (or its queue is full) no local
+//! snapshot is started (it would hold the WAL while waiting for the writer),
+//! and past [`REFUSE_BACKLOG`] bytes the node refuses new writes as with a
+//! full disk (`storage` error, 503), until the writer catches up. A follower
+//! cannot refuse what its leader committed: its backlog is bounded by how long
+//! its disk stalls times the cluster's write rate.
 //!
 //! Layout: `<dir>/<first offset, 20 digits>.seg`, records `[len u32][crc u32]
 //! [message]` (little endian) where crc is crc32c over the length bytes and the
@@ -37,239 +57,101 @@
 //! - the store holds offsets `start..len` with no hole, `start <= first <= len`;
 //!   on open, it is the longest valid run of segments on disk from the oldest
 //!   (a torn or corrupt record ends it; later files are removed);
-//! - the cache holds offsets `cache_first..len` and at least `cache_limit` bytes of
-//!   them when the store has that much, which is more than the write buffer:
-//!   anything not cached is already in the files, so reads never flush;
+//! - the cache holds offsets `cache_first..len`: every message the writer has
+//!   not written (`cache_first <= written <= handed <= len`), and at least
+//!   `cache_limit` bytes when the store has that much. Anything not cached is
+//!   in the files, so reads never see a gap and never wait for the writer;
+//! - messages reach the writer once each, in offset order, and the writer runs
+//!   its queue in order: appends, releases, truncations, resets and installs
+//!   happen in the order they were asked for;
+//! - after a write error the writer writes nothing more; the cache keeps every
+//!   message it lacks until [`MessageStore::repair`] has it rewrite them, and no
+//!   sync handle is given out meanwhile;
+//! - a [`SyncHandle`] covers every message appended before it was made: it
+//!   waits (on its blocking thread) until the writer has written them, then
+//!   syncs every segment file written since the last sync;
+//! - one store per directory at a time: dropping a store hands the writer what
+//!   is left and joins it, so a store opened after the drop never races it;
 //! - every record read back is checked against its crc; one that fails is an
 //!   error (never other bytes) and drops its segment's `.idx`, so the next open
 //!   scans that segment and cuts it there (the node then repairs from its leader
 //!   when the cut is below its snapshot: `node::bootstrap`).
 
 use crate::durable;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+#[cfg(test)]
+use segment::read_idx;
+use segment::{
+    invalid, load_segment, record_crc, remove_segment, seg_path, write_idx, BlockReader, Segment,
+    HEADER,
+};
+pub use segment::{Segments, SEGMENT_EXT, STRIDE};
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
+use writer::{Disk, Op};
+pub use writer::{SyncHandle, WriteDelay};
 
-/// The extension of segment files (tests and tools find them by it).
-pub const SEGMENT_EXT: &str = "seg";
-/// One sparse index entry per this many records.
-pub const STRIDE: u64 = 64;
-const HEADER: usize = 8;
 const WRITE_BUFFER: usize = 64 << 10;
 /// The cache never shrinks below this, so it always covers the write buffer.
 const MIN_CACHE: usize = 1 << 20;
-const IDX_MAGIC: &[u8; 4] = b"RLX1";
+/// A writer behind by more than this many bytes defers local snapshots.
+pub const SNAPSHOT_BACKLOG: usize = 8 << 20;
+/// A writer behind by more than this many bytes refuses new writes.
+pub const REFUSE_BACKLOG: usize = 256 << 20;
 
-/// A record's checksum: crc32c over its length (4 bytes, little endian) then its
-/// message. Covering the length makes eight zero bytes invalid (crc32c of four
-/// zero bytes is not zero), where crc32c of the message alone is 0 for an empty one.
-fn record_crc(msg: &[u8]) -> u32 {
-    let len = (msg.len() as u32).to_le_bytes();
-    crc32c::crc32c_append(crc32c::crc32c(&len), msg)
+/// The store's end of its writer thread (joined when the store is dropped, so
+/// no write of an old store races a new one over the same files).
+struct WriterHandle {
+    shared: Arc<writer::Shared>,
+    tx: Option<SyncSender<Op>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn invalid(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-/// One segment file as far as reading is concerned.
-#[derive(Clone)]
-struct Segment {
-    first: u64,
-    count: u64,
-    /// Bytes of whole records (including any still in the write buffer).
-    size: u64,
-    /// `sparse[k]` = position of record `first + k * STRIDE`.
-    sparse: Vec<u64>,
-    file: Arc<File>,
-    path: PathBuf,
-}
-
-impl Segment {
-    fn push(&mut self, len: usize) {
-        if self.count.is_multiple_of(STRIDE) {
-            self.sparse.push(self.size);
-        }
-        self.count += 1;
-        self.size += (HEADER + len) as u64;
+impl WriterHandle {
+    fn tx(&self) -> io::Result<SyncSender<Op>> {
+        self.tx.clone().ok_or_else(stopped)
     }
 }
 
-/// The segments, readable from any thread (`MessageStore::reader`).
-#[derive(Clone, Default)]
-pub struct Segments {
-    segs: Vec<Segment>,
-}
-
-impl Segments {
-    fn len(&self) -> u64 {
-        self.segs.last().map_or(0, |s| s.first + s.count)
-    }
-
-    /// Messages `from..` (at most `limit`) from the files.
-    pub fn read(&self, from: u64, limit: usize) -> io::Result<Vec<(u64, Bytes)>> {
-        let mut out = Vec::new();
-        let from = from.max(self.segs.first().map_or(0, |s| s.first));
-        let end = self.len().min(from.saturating_add(limit as u64));
-        let mut next = from;
-        let i = self.segs.partition_point(|s| s.first + s.count <= from);
-        for seg in &self.segs[i..] {
-            if next >= end {
-                break;
-            }
-            let k = (next - seg.first) / STRIDE;
-            let mut pos = seg.sparse[k as usize];
-            let mut at = seg.first + k * STRIDE;
-            let stop = end.min(seg.first + seg.count);
-            let mut buf = BlockReader::new(&seg.file, seg.size);
-            while at < stop {
-                let msg = buf
-                    .record(pos)
-                    .map_err(|e| damaged_record(seg, at, pos, e))?;
-                pos += (HEADER + msg.len()) as u64;
-                if at >= next {
-                    out.push((at, msg));
-                }
-                at += 1;
-            }
-            next = stop;
-        }
-        Ok(out)
-    }
-}
-
-/// A record read back failed: the error for the reader. The segment's `.idx`
-/// is removed (durably), so the next open scans the segment, cuts it at the bad
-/// record and, when that is below the snapshot, the node repairs itself from the
-/// leader (`node::bootstrap`). Until then reads of it fail; none returns other
-/// bytes.
-fn damaged_record(seg: &Segment, at: u64, pos: u64, e: io::Error) -> io::Error {
-    let idx = seg.path.with_extension("idx");
-    if idx.exists() {
-        tracing::error!(path = %seg.path.display(), record = at, byte = pos, error = %e,
-            "message store: damaged record; its segment is scanned (and the node repaired) at the next restart");
-        if let Err(e) = durable::remove_durable(&idx) {
-            tracing::warn!(path = %idx.display(), error = %e, "cannot remove the index file");
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
-    invalid(format!(
-        "{}: record {at} at byte {pos}: {e}",
-        seg.path.display()
-    ))
 }
 
-/// Reads records through a block buffer (one `pread` per 256 KiB, not per record).
-struct BlockReader<'a> {
-    file: &'a File,
-    limit: u64,
-    block: Bytes,
-    block_at: u64,
-    /// Checks records with the checksum of `.msg` files (`legacy`).
-    legacy: bool,
-}
-
-impl<'a> BlockReader<'a> {
-    fn new(file: &'a File, limit: u64) -> Self {
-        BlockReader {
-            file,
-            limit,
-            block: Bytes::new(),
-            block_at: 0,
-            legacy: false,
-        }
-    }
-
-    fn bytes(&mut self, pos: u64, n: usize) -> io::Result<Bytes> {
-        let have =
-            pos >= self.block_at && pos + n as u64 <= self.block_at + self.block.len() as u64;
-        if !have {
-            if pos + n as u64 > self.limit {
-                return Err(invalid("record runs past the end of the segment".into()));
-            }
-            // Read ahead, but the end of the active segment may still be in the
-            // write buffer: take what the file has, as long as it covers `n`.
-            let want = n.max(256 << 10).min((self.limit - pos) as usize);
-            let mut v = vec![0u8; want];
-            let mut filled = 0;
-            while filled < want {
-                match self.file.read_at(&mut v[filled..], pos + filled as u64) {
-                    Ok(0) => break,
-                    Ok(k) => filled += k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if filled < n {
-                return Err(invalid("segment file shorter than its records".into()));
-            }
-            v.truncate(filled);
-            self.block = Bytes::from(v);
-            self.block_at = pos;
-        }
-        let start = (pos - self.block_at) as usize;
-        Ok(self.block.slice(start..start + n))
-    }
-
-    fn record(&mut self, pos: u64) -> io::Result<Bytes> {
-        let mut h = self.bytes(pos, HEADER)?;
-        let len = h.get_u32_le() as usize;
-        let crc = h.get_u32_le();
-        let msg = self.bytes(pos + HEADER as u64, len)?;
-        let want = if self.legacy {
-            crc32c::crc32c(&msg)
-        } else {
-            record_crc(&msg)
-        };
-        if want != crc {
-            return Err(invalid("checksum mismatch".into()));
-        }
-        Ok(msg)
-    }
-}
-
-/// Syncs what was appended so far; runs on a blocking thread. (Directory
-/// entries need no sync here: each was made durable when it was made.)
-pub struct SyncHandle {
-    files: Vec<Arc<File>>,
-}
-
-impl SyncHandle {
-    pub fn run(self) -> io::Result<()> {
-        for f in &self.files {
-            f.sync_data()?;
-        }
-        Ok(())
-    }
+fn stopped() -> io::Error {
+    io::Error::other("the message store's writer stopped")
 }
 
 /// The store (see the module docs). Without a directory it keeps everything in
 /// memory (tests).
 pub struct MessageStore {
     dir: Option<PathBuf>,
-    segments: Segments,
-    writer: Option<BufWriter<Arc<File>>>,
-    /// Segment files written since the last confirmed sync (see `synced`).
-    unsynced: Vec<Arc<File>>,
-    /// How many of `unsynced` the last `sync_handle` covered.
-    handed: usize,
-    segment_bytes: u64,
+    disk: Option<WriterHandle>,
+    /// Offsets below this were handed to the writer (`cache_first <= handed`).
+    handed: u64,
+    /// The writer's `written` as last seen, and the bytes of the cached
+    /// messages from it on: what the writer still has to write.
+    seen_written: u64,
+    backlog_bytes: usize,
     cache: VecDeque<Bytes>,
     cache_first: u64,
     cache_bytes: usize,
     cache_limit: usize,
-    /// `cache_limit` as configured (it is lifted while writes fail).
-    configured_limit: usize,
     len: u64,
     /// The first offset readers may see (everything below is trimmed).
     first: u64,
     /// `first` as of the last `sync_handle`: what `synced` may release.
     handed_first: u64,
-    /// The first write error since the store last worked. Messages appended
-    /// meanwhile stay in the cache until [`MessageStore::repair`] writes them.
+    /// The writer's first write error, as this side last saw it: cleared only
+    /// when a repair (or a reset) succeeded.
     failed: Option<String>,
 }
 
@@ -283,14 +165,20 @@ impl std::fmt::Debug for MessageStore {
     }
 }
 
+/// The writer gets what was appended (so a store reopened in the same process
+/// finds it), then is joined.
+impl Drop for MessageStore {
+    fn drop(&mut self) {
+        if self.failed.is_none() {
+            let _ = self.hand_over_all(self.len);
+        }
+    }
+}
+
 impl Default for MessageStore {
     fn default() -> Self {
         Self::memory()
     }
-}
-
-fn seg_path(dir: &Path, first: u64) -> PathBuf {
-    dir.join(format!("{first:020}.{SEGMENT_EXT}"))
 }
 
 impl MessageStore {
@@ -298,16 +186,14 @@ impl MessageStore {
     pub fn memory() -> Self {
         MessageStore {
             dir: None,
-            segments: Segments::default(),
-            writer: None,
-            unsynced: Vec::new(),
+            disk: None,
             handed: 0,
-            segment_bytes: u64::MAX,
+            seen_written: 0,
+            backlog_bytes: 0,
             cache: VecDeque::new(),
             cache_first: 0,
             cache_bytes: 0,
             cache_limit: usize::MAX,
-            configured_limit: usize::MAX,
             len: 0,
             first: 0,
             handed_first: 0,
@@ -316,6 +202,7 @@ impl MessageStore {
     }
 
     /// Opens (or creates) the store in `dir`: the longest valid prefix on disk.
+    /// Starts its writer thread.
     pub fn open(dir: &Path, segment_bytes: u64, cache_bytes: usize) -> io::Result<Self> {
         durable::create_dir_durable(dir)?;
         // Entries a crash left unsynced become durable before they are relied on.
@@ -348,22 +235,31 @@ impl MessageStore {
             cut = !complete;
             segs.push(seg);
         }
-        let mut store = MessageStore {
-            dir: Some(dir.to_path_buf()),
-            segments: Segments { segs },
-            segment_bytes: segment_bytes.max(1),
-            cache_limit: cache_bytes.max(MIN_CACHE),
-            configured_limit: cache_bytes.max(MIN_CACHE),
-            ..Self::memory()
-        };
-        store.len = store.segments.len();
-        store.cache_first = store.len;
-        store.first = store.segments.segs.first().map_or(0, |s| s.first);
-        if store.segments.segs.is_empty() {
-            store.new_segment(0)?;
-        }
-        store.open_writer()?;
+        let shared = writer::Shared::new(Segments { segs });
+        let disk = writer::Disk::new(dir.to_path_buf(), shared.clone(), segment_bytes.max(1))?;
+        let (tx, rx) = sync_channel(writer::QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("msgstore-writer".into())
+            .spawn(move || disk.run(rx))?;
+        let len = shared.written();
+        let first = shared.lock().segs.segs.first().map_or(0, |s| s.first);
+        let mut store = Self::memory();
+        store.dir = Some(dir.to_path_buf());
+        store.disk = Some(WriterHandle {
+            shared,
+            tx: Some(tx),
+            thread: Some(thread),
+        });
+        store.cache_limit = cache_bytes.max(MIN_CACHE);
+        store.start_over(first, len);
         Ok(store)
+    }
+
+    /// Fault injection: the writer sleeps this long before each batch.
+    pub fn set_write_delay(&self, delay: writer::WriteDelay) {
+        if let Some(d) = &self.disk {
+            *d.shared.delay.lock().unwrap_or_else(|e| e.into_inner()) = Some(delay);
+        }
     }
 
     pub fn len(&self) -> u64 {
@@ -382,18 +278,85 @@ impl MessageStore {
     /// The first offset the files hold (at most `first`: trimmed segments stay
     /// until released).
     pub fn start(&self) -> u64 {
-        match self.segments.segs.first() {
-            Some(s) if self.dir.is_some() => s.first,
-            _ => self.first,
+        match &self.disk {
+            Some(d) => d
+                .shared
+                .lock()
+                .segs
+                .segs
+                .first()
+                .map_or(self.first, |s| s.first),
+            None => self.first,
         }
     }
 
-    /// Bytes held: the segment files, or the messages of a memory store.
+    /// Bytes held: the segment files (as written so far), or the messages of a
+    /// memory store.
     pub fn bytes(&self) -> u64 {
-        if self.dir.is_none() {
-            return self.cache_bytes as u64;
+        match &self.disk {
+            Some(d) => d.shared.lock().segs.segs.iter().map(|s| s.size).sum(),
+            None => self.cache_bytes as u64,
         }
-        self.segments.segs.iter().map(|s| s.size).sum()
+    }
+
+    /// Bytes appended that the writer has not written yet (as of the last
+    /// append or hand-over).
+    pub fn backlog_bytes(&self) -> usize {
+        self.backlog_bytes
+    }
+
+    /// The writer is behind by more than `bytes`, or its queue had no room
+    /// for the last messages.
+    pub fn behind(&self, bytes: usize) -> bool {
+        self.handed < self.len || self.backlog_bytes > bytes
+    }
+
+    /// What the writer has written: every message below it is in the files.
+    fn written(&self) -> u64 {
+        self.disk.as_ref().map_or(self.len, |d| d.shared.written())
+    }
+
+    /// Catches up with the writer's progress: the backlog shrinks by what it wrote.
+    fn observe(&mut self) -> u64 {
+        let w = self.written();
+        if w < self.seen_written {
+            self.recount_backlog();
+        } else if self.disk.is_some() {
+            for off in self.seen_written.max(self.cache_first)..w.min(self.len) {
+                self.backlog_bytes -= self.cache[(off - self.cache_first) as usize].len();
+            }
+            self.seen_written = w;
+        }
+        w
+    }
+
+    fn recount_backlog(&mut self) {
+        self.seen_written = self.written();
+        let from = self.seen_written.max(self.cache_first).min(self.len);
+        let skip = (from - self.cache_first) as usize;
+        self.backlog_bytes = match self.disk {
+            Some(_) => self.cache.iter().skip(skip).map(Bytes::len).sum(),
+            None => 0,
+        };
+    }
+
+    /// Lets go of cached messages over the limit, never one the writer has not
+    /// written (the cache is the only copy of those).
+    fn evict(&mut self, below: u64) {
+        let written = self.observe();
+        while let Some(front) = self.cache.front() {
+            if self.cache_first >= written {
+                break;
+            }
+            let front = front.len();
+            let over = self.cache.len() > 1 && self.cache_bytes - front >= self.cache_limit;
+            if self.cache_first >= below && !over {
+                break;
+            }
+            self.cache.pop_front();
+            self.cache_bytes -= front;
+            self.cache_first += 1;
+        }
     }
 
     /// Trims (logically) every message below `to` (at most `len`).
@@ -403,34 +366,37 @@ impl MessageStore {
             return;
         }
         self.first = to;
-        while self.cache_first < to && !self.cache.is_empty() {
-            if self.failed.is_some() {
-                // `repair` may still need to write it from here.
-                break;
+        if self.disk.is_none() {
+            while self.cache_first < to && !self.cache.is_empty() {
+                let m = self.cache.pop_front().expect("non-empty");
+                self.cache_bytes -= m.len();
+                self.cache_first += 1;
             }
-            let m = self.cache.pop_front().expect("non-empty");
-            self.cache_bytes -= m.len();
-            self.cache_first += 1;
+            return;
         }
+        self.evict(to);
     }
 
     /// Removes the sealed segments that hold only messages below `upto` (and
-    /// below `first`), oldest first; each removal is durable when it returns.
+    /// below `first`), in queue order on the writer; each removal is durable
+    /// when it is made. When the queue is full it is left to the next call.
     pub fn release(&mut self, upto: u64) -> io::Result<()> {
         let upto = upto.min(self.first);
-        let segs = &mut self.segments.segs;
-        while segs.len() > 1 && segs[0].first + segs[0].count <= upto {
-            remove_segment(&segs[0].path)?;
-            segs.remove(0);
+        let Some(d) = &self.disk else {
+            return Ok(());
+        };
+        match d.tx()?.try_send(Op::Release(upto)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(io::Error::other("the writer's queue is full")),
+            Err(TrySendError::Disconnected(_)) => Err(stopped()),
         }
-        Ok(())
     }
 
     /// The lowest offset to trim below so that at most `max` bytes stay held:
     /// whole sealed segments on disk, single messages in memory.
     pub fn trim_point_for_bytes(&self, max: u64) -> u64 {
         let mut total = self.bytes();
-        if self.dir.is_none() {
+        let Some(d) = &self.disk else {
             let mut to = self.cache_first;
             for m in &self.cache {
                 if total <= max {
@@ -440,29 +406,25 @@ impl MessageStore {
                 to += 1;
             }
             return to.max(self.first);
-        }
+        };
         let mut to = self.first;
-        let segs = &self.segments.segs;
-        for s in &segs[..segs.len() - 1] {
+        let st = d.shared.lock();
+        let segs = &st.segs.segs;
+        for s in &segs[..segs.len().saturating_sub(1)] {
             if total <= max {
                 break;
             }
             total -= s.size;
             to = to.max(s.first + s.count);
         }
-        to
+        to.min(self.len)
     }
 
     /// Drops everything and starts empty at offset `first` (a full snapshot
-    /// from the leader, or a log replayed from its start).
+    /// from the leader, or a log replayed from its start). Waits for the writer.
     pub fn reset_at(&mut self, first: u64) -> io::Result<()> {
         self.start_over(first, first);
-        if self.dir.is_none() {
-            return Ok(());
-        }
-        self.remove_files()?;
-        self.new_segment(first)?;
-        self.open_writer()
+        self.exec(move |d| d.reset_at(first))
     }
 
     /// The in-memory state of a store holding `first..len`, none of it cached.
@@ -473,19 +435,29 @@ impl MessageStore {
         self.len = len;
         self.first = first;
         self.handed_first = first;
+        self.handed = len;
+        self.seen_written = len;
+        self.backlog_bytes = 0;
         self.failed = None;
-        self.cache_limit = self.configured_limit;
     }
 
-    /// Closes the writer and removes every segment file (each durably).
-    fn remove_files(&mut self) -> io::Result<()> {
-        self.writer = None;
-        self.unsynced.clear();
-        self.handed = 0;
-        for seg in std::mem::take(&mut self.segments.segs) {
-            remove_segment(&seg.path)?;
-        }
-        Ok(())
+    /// Runs `f` on the writer after everything queued before it, and waits for
+    /// it: for the rare operations (reset, truncation, install) whose result
+    /// the caller needs. The wait is bounded by the queue.
+    fn exec(
+        &mut self,
+        f: impl FnOnce(&mut Disk) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<()> {
+        let Some(d) = &self.disk else {
+            return Ok(());
+        };
+        let (reply, done) = sync_channel(1);
+        d.tx()?
+            .send(Op::Exec(Box::new(f), reply))
+            .map_err(|_| stopped())?;
+        let r = done.recv().map_err(|_| stopped())?;
+        self.recount_backlog();
+        r
     }
 
     /// The write error the store is failing with, if any.
@@ -493,125 +465,111 @@ impl MessageStore {
         self.failed.as_deref()
     }
 
-    /// After a write error: cuts the active segment back to its valid records,
-    /// writes what only the cache holds, and resumes. On error the store stays
-    /// failed (and its messages cached); the caller retries later.
+    fn poll_failure(&mut self) {
+        if let Some(d) = &self.disk {
+            if self.failed.is_none() && d.shared.failing.load(Ordering::Acquire) {
+                self.failed = d.shared.lock().failed.clone();
+            }
+        }
+    }
+
+    /// After a write error: asks the writer to cut the active segment back to
+    /// its valid records and write what only the cache holds. `Ok` once that
+    /// succeeded; until then the store stays failed (its messages cached) and
+    /// the caller asks again later.
     pub fn repair(&mut self) -> io::Result<()> {
+        self.poll_failure();
         if self.failed.is_none() {
             return Ok(());
         }
-        // What the buffer held may be half written: drop it, trust the file only.
-        if let Some(w) = self.writer.take() {
-            let _ = w.into_parts();
-        }
-        let active = self.segments.segs.pop().expect("an active segment");
-        let (seg, _) = match load_segment(active.path.clone(), active.first, true) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                self.segments.segs.push(active);
-                return Err(e);
-            }
+        let Some(d) = &self.disk else {
+            return Ok(());
         };
-        self.segments.segs.push(seg);
-        self.open_writer()?;
-        let from = self.segments.len();
-        if from < self.cache_first {
-            // Cannot happen (the cache keeps everything once a write failed);
-            // a restart rebuilds the store from the snapshot and the log.
-            return Err(io::Error::other("messages to rewrite are no longer cached"));
+        let tx = d.tx()?;
+        let mut st = d.shared.lock();
+        let Some(e) = st.failed.clone() else {
+            drop(st);
+            self.failed = None;
+            self.hand_over();
+            return Ok(());
+        };
+        if !st.repairing {
+            let n = (self.handed - self.cache_first) as usize;
+            let msgs = self.cache.range(..n).cloned().collect();
+            let from = self.cache_first;
+            if tx.try_send(Op::Repair { from, msgs }).is_ok() {
+                st.repairing = true;
+            }
         }
-        for off in from..self.len {
-            let msg = self.cache[(off - self.cache_first) as usize].clone();
-            self.write(&msg)?;
-        }
-        self.writer.as_mut().expect("writer").flush()?;
-        self.failed = None;
-        self.cache_limit = self.configured_limit;
-        Ok(())
+        Err(io::Error::other(e))
     }
 
+    /// Appends one message: cached at once, written by the writer once handed
+    /// over ([`MessageStore::hand_over`]).
     pub fn append(&mut self, msg: Bytes) {
-        if self.dir.is_some() && self.failed.is_none() {
-            if let Err(e) = self.write(&msg) {
-                tracing::error!(error = %e, "message store write failed");
-                self.failed = Some(e.to_string());
-                // Nothing may leave the cache from now on: it is the only copy.
-                self.cache_limit = usize::MAX;
-            }
-        }
         self.len += 1;
+        if self.disk.is_some() {
+            self.backlog_bytes += msg.len();
+        }
         self.cache_bytes += msg.len();
         self.cache.push_back(msg);
-        while self.cache.len() > 1 {
-            let front = self.cache[0].len();
-            if self.cache_bytes - front < self.cache_limit {
-                break;
+        self.evict(0);
+    }
+
+    /// Hands the appended messages to the writer, as far as its queue takes
+    /// them without waiting; the rest stay cached and go at the next call.
+    /// Nothing goes while the store is failed (the repair writes them).
+    pub fn hand_over(&mut self) {
+        self.poll_failure();
+        if self.failed.is_some() {
+            return;
+        }
+        let Some(Ok(tx)) = self.disk.as_ref().map(WriterHandle::tx) else {
+            return;
+        };
+        while self.handed < self.len {
+            let start = (self.handed - self.cache_first) as usize;
+            let n = ((self.len - self.handed) as usize).min(writer::MAX_BATCH);
+            let batch = self.cache.range(start..start + n).cloned().collect();
+            match tx.try_send(Op::Append(batch)) {
+                Ok(()) => self.handed += n as u64,
+                Err(TrySendError::Full(_)) => break,
+                Err(TrySendError::Disconnected(_)) => {
+                    self.failed = Some(stopped().to_string());
+                    break;
+                }
             }
-            self.cache.pop_front();
-            self.cache_bytes -= front;
-            self.cache_first += 1;
         }
+        self.evict(0);
     }
 
-    fn write(&mut self, msg: &[u8]) -> io::Result<()> {
-        let len = u32::try_from(msg.len()).map_err(|_| invalid("message over 4 GiB".into()))?;
-        let active = self.segments.segs.last().expect("an active segment");
-        if active.count > 0 && active.size + (HEADER + msg.len()) as u64 > self.segment_bytes {
-            self.seal()?;
+    /// Hands over every message below `upto`, waiting for room in the queue.
+    fn hand_over_all(&mut self, upto: u64) -> io::Result<()> {
+        let Some(d) = &self.disk else {
+            return Ok(());
+        };
+        let tx = d.tx()?;
+        while self.handed < upto {
+            let start = (self.handed - self.cache_first) as usize;
+            let n = ((upto - self.handed) as usize).min(writer::MAX_BATCH);
+            let batch = self.cache.range(start..start + n).cloned().collect();
+            tx.send(Op::Append(batch)).map_err(|_| stopped())?;
+            self.handed += n as u64;
         }
-        let w = self.writer.as_mut().expect("writer");
-        let mut h = [0u8; HEADER];
-        h[..4].copy_from_slice(&len.to_le_bytes());
-        h[4..].copy_from_slice(&record_crc(msg).to_le_bytes());
-        w.write_all(&h)?;
-        w.write_all(msg)?;
-        let active = self.segments.segs.last_mut().expect("an active segment");
-        active.push(msg.len());
         Ok(())
     }
 
-    /// Ends the active segment (its index file written, its sync left to the next
-    /// `sync_handle`) and starts the next.
-    fn seal(&mut self) -> io::Result<()> {
-        if let Some(w) = self.writer.as_mut() {
-            w.flush()?;
+    /// Hands everything over and waits until the writer has written it
+    /// (blocking: tests, and callers off the controller).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.hand_over_all(self.len)?;
+        self.exec(|_| Ok(()))?;
+        self.evict(0);
+        self.poll_failure();
+        match &self.failed {
+            Some(e) => Err(io::Error::other(e.clone())),
+            None => Ok(()),
         }
-        let active = self.segments.segs.last().expect("an active segment");
-        write_idx(active)?;
-        self.new_segment(self.segments.len())?;
-        self.open_writer()
-    }
-
-    fn new_segment(&mut self, first: u64) -> io::Result<()> {
-        let dir = self.dir.clone().expect("disk store");
-        let path = seg_path(&dir, first);
-        let opts = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .clone();
-        let file = Arc::new(durable::create_file_durable(&path, &opts)?);
-        self.segments.segs.push(Segment {
-            first,
-            count: 0,
-            size: 0,
-            sparse: Vec::new(),
-            file,
-            path,
-        });
-        Ok(())
-    }
-
-    fn open_writer(&mut self) -> io::Result<()> {
-        let active = self.segments.segs.last().expect("an active segment");
-        let file = active.file.clone();
-        file.set_len(active.size)?;
-        let mut w = BufWriter::with_capacity(WRITE_BUFFER, file.clone());
-        io::Seek::seek(&mut w, io::SeekFrom::Start(active.size))?;
-        self.writer = Some(w);
-        self.unsynced.push(file);
-        Ok(())
     }
 
     /// Copies the cached messages into buffers of their own (after appending
@@ -626,7 +584,15 @@ impl MessageStore {
     /// cache) and a [`MessageStore::reader`] can serve it from them (the store
     /// has files and has not failed).
     pub fn reads_files(&self, from: u64) -> bool {
-        self.dir.is_some() && self.failed.is_none() && from.max(self.first) < self.cache_first
+        self.disk.is_some() && self.failed.is_none() && from.max(self.first) < self.cache_first
+    }
+
+    /// The segments as the writer has written them so far.
+    fn segments(&self) -> Segments {
+        self.disk
+            .as_ref()
+            .map(|d| d.shared.lock().segs.clone())
+            .unwrap_or_default()
     }
 
     /// Messages `from..` (at most `limit`; nothing below `first`).
@@ -637,7 +603,7 @@ impl MessageStore {
             return Ok(Vec::new());
         }
         let mut out = if from < self.cache_first {
-            self.segments
+            self.segments()
                 .read(from, (self.cache_first.min(end) - from) as usize)?
         } else {
             Vec::new()
@@ -649,14 +615,13 @@ impl MessageStore {
         Ok(out)
     }
 
-    /// A view of the files readable from another thread, covering at least the
-    /// first `count` messages (flushes the write buffer). Memory stores answer
-    /// from a copy of the cache.
+    /// A view readable from another thread. From the files it covers what the
+    /// writer has written: everything below `cache_first`, and everything a
+    /// finished [`SyncHandle`] covered (so every snapshot's messages). Memory
+    /// stores, and a failed store, answer from a copy of the first `count`.
     pub fn reader(&mut self, count: u64) -> io::Result<Reader> {
-        if let Some(w) = self.writer.as_mut() {
-            w.flush()?;
-        }
-        if self.dir.is_none() || self.failed.is_some() {
+        self.poll_failure();
+        if self.disk.is_none() || self.failed.is_some() {
             let n = count.min(self.len).saturating_sub(self.first);
             let msgs = self
                 .read(self.first, n as usize)?
@@ -665,48 +630,42 @@ impl MessageStore {
                 .collect();
             return Ok(Reader::Memory(self.first, msgs));
         }
-        Ok(Reader::Files(self.segments.clone()))
+        Ok(Reader::Files(self.segments()))
     }
 
-    /// Flushes, and returns what a blocking thread must sync so that everything
-    /// appended so far is durable.
+    /// What a blocking thread must run so that everything appended so far is
+    /// durable: it waits for the writer to have written it, then syncs.
+    /// Messages the queue had no room for are handed over first, waiting for
+    /// room (the controller calls it only when none are left: `behind`).
     pub fn sync_handle(&mut self) -> io::Result<SyncHandle> {
+        self.hand_over();
+        if self.failed.is_none() {
+            self.hand_over_all(self.len)?;
+        }
         if let Some(e) = &self.failed {
             return Err(io::Error::other(format!(
                 "message store failed earlier: {e}"
             )));
         }
-        if let Some(w) = self.writer.as_mut() {
-            w.flush()?;
-        }
-        // Cleared only by `synced`: a sync that failed is repeated by the next.
-        self.handed = self.unsynced.len();
         self.handed_first = self.first;
-        Ok(SyncHandle {
-            files: self.unsynced.clone(),
-        })
+        let inner = self
+            .disk
+            .as_ref()
+            .map(|d| (d.shared.clone(), self.len, d.shared.lock().generation));
+        Ok(SyncHandle { inner })
     }
 
-    /// The last [`SyncHandle`] ran successfully: its files need no sync again,
-    /// except the active segment, which has grown since.
-    /// The manifest written after it names `first` as of that handle: sealed
-    /// segments below it are removed.
+    /// The last [`SyncHandle`] ran successfully and the manifest written after
+    /// it names `first` as of that handle: sealed segments below it are removed.
     pub fn synced(&mut self) {
         if let Err(e) = self.release(self.handed_first) {
             tracing::warn!(error = %e, "removing trimmed message segments failed (retried at the next snapshot)");
         }
-        let done = self.handed.min(self.unsynced.len());
-        self.unsynced.drain(..done);
-        self.handed = 0;
-        if let Some(active) = self.segments.segs.last() {
-            if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &active.file)) {
-                self.unsynced.insert(0, active.file.clone());
-            }
-        }
     }
 
     /// Keeps only the messages below `count` (recovery to a snapshot's count);
-    /// below `start` the store is emptied to begin at `count`.
+    /// below `start` the store is emptied to begin at `count`. Waits for the
+    /// writer.
     pub fn truncate(&mut self, count: u64) -> io::Result<()> {
         if count >= self.len {
             return Ok(());
@@ -725,36 +684,18 @@ impl MessageStore {
                 self.cache_bytes -= m.len();
             }
         }
-        self.len = count;
-        if self.dir.is_none() {
+        if self.disk.is_none() {
+            self.len = count;
             return Ok(());
         }
-        if let Some(w) = self.writer.as_mut() {
-            w.flush()?;
-        }
-        self.writer = None;
-        let segs = &mut self.segments.segs;
-        while segs.len() > 1 && segs.last().expect("non-empty").first >= count {
-            let seg = segs.pop().expect("non-empty");
-            remove_segment(&seg.path)?;
-        }
-        let seg = segs.last_mut().expect("the first segment stays");
-        let keep = count - seg.first;
-        let mut pos = seg.size;
-        if keep < seg.count {
-            // Walk from the sparse entry at or before `keep` to the cut position.
-            let k = keep / STRIDE;
-            pos = seg.sparse[k as usize];
-            let mut reader = BlockReader::new(&seg.file, seg.size);
-            for _ in k * STRIDE..keep {
-                pos += (HEADER + reader.record(pos)?.len()) as u64;
-            }
-        }
-        seg.count = keep;
-        seg.size = pos;
-        seg.sparse.truncate(keep.div_ceil(STRIDE) as usize);
-        durable::remove_durable(&seg.path.with_extension("idx"))?;
-        self.open_writer()
+        // What stays must be in the files before they are cut.
+        self.handed = self.handed.max(self.cache_first);
+        self.hand_over_all(count)?;
+        self.handed = count;
+        self.len = count;
+        self.exec(move |d| d.truncate(count))?;
+        self.failed = None;
+        Ok(())
     }
 
     /// Removes every message (a snapshot from the leader replaces the state).
@@ -786,105 +727,10 @@ impl Reader {
     }
 }
 
-/// Removes a segment and its index, durably: a removed segment that came back
-/// after a power cut would be read as messages the store no longer holds.
-fn remove_segment(path: &Path) -> io::Result<()> {
-    durable::remove_durable(&path.with_extension("idx"))?;
-    durable::remove_durable(path)
-}
-
-/// Loads one segment from its index file when that matches, else by scanning.
-/// The bool is false when the scan stopped early (torn or corrupt record): the
-/// file is cut there and nothing after it can be trusted.
-fn load_segment(path: PathBuf, first: u64, last: bool) -> io::Result<(Segment, bool)> {
-    let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
-    let file_len = file.metadata()?.len();
-    if !last {
-        let idx = read_idx(&path.with_extension("idx"), first);
-        if idx.is_none() && path.with_extension("idx").exists() {
-            tracing::warn!(path = %path.with_extension("idx").display(),
-                "message store: index file damaged or stale; scanning its segment instead");
-        }
-        if let Some((count, size, sparse)) = idx {
-            if size == file_len {
-                let seg = Segment {
-                    first,
-                    count,
-                    size,
-                    sparse,
-                    file,
-                    path,
-                };
-                return Ok((seg, true));
-            }
-        }
-    }
-    let mut seg = Segment {
-        first,
-        count: 0,
-        size: 0,
-        sparse: Vec::new(),
-        file: file.clone(),
-        path,
-    };
-    let mut reader = BlockReader::new(&file, file_len);
-    while seg.size < file_len {
-        match reader.record(seg.size) {
-            Ok(msg) => seg.push(msg.len()),
-            Err(e) => {
-                tracing::warn!(path = %seg.path.display(), at = seg.size, error = %e,
-                    "message store: cutting a torn or corrupt tail (re-applied from the log)");
-                break;
-            }
-        }
-    }
-    let complete = seg.size == file_len;
-    if !complete {
-        file.set_len(seg.size)?;
-        durable::remove_durable(&seg.path.with_extension("idx"))?;
-    }
-    Ok((seg, complete))
-}
-
-fn write_idx(seg: &Segment) -> io::Result<()> {
-    let mut b = BytesMut::with_capacity(28 + seg.sparse.len() * 8);
-    b.put_slice(IDX_MAGIC);
-    b.put_u64_le(seg.first);
-    b.put_u64_le(seg.count);
-    b.put_u64_le(seg.size);
-    for p in &seg.sparse {
-        b.put_u64_le(*p);
-    }
-    let crc = crc32c::crc32c(&b);
-    b.put_u32_le(crc);
-    let path = seg.path.with_extension("idx");
-    durable::write_file_durable(&path, &b)
-}
-
-fn read_idx(path: &Path, first: u64) -> Option<(u64, u64, Vec<u64>)> {
-    let data = std::fs::read(path).ok()?;
-    if data.len() < 32 || &data[..4] != IDX_MAGIC {
-        return None;
-    }
-    let (body, crc) = data.split_at(data.len() - 4);
-    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
-        return None;
-    }
-    let mut b = &body[4..];
-    if b.get_u64_le() != first {
-        return None;
-    }
-    let count = b.get_u64_le();
-    let size = b.get_u64_le();
-    if b.len() % 8 != 0 || (b.len() / 8) as u64 != count.div_ceil(STRIDE) {
-        return None;
-    }
-    let sparse = (0..b.len() / 8).map(|_| b.get_u64_le()).collect();
-    Some((count, size, sparse))
-}
-
 mod legacy;
+mod segment;
 mod transfer;
+mod writer;
 pub use transfer::{seal_received, Span};
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ pub use snapshot::{full_payload, is_manifest};
 pub use stream::{stage_received, SnapshotStream};
 
 use crate::core::{Entry, EntryPayload};
-use crate::msgstore::{MessageStore, Reader, SyncHandle};
+use crate::msgstore::{self, MessageStore, Reader, SyncHandle};
 use bytes::Bytes;
 use snapshot::Meta;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -141,9 +141,41 @@ impl StateMachine {
         self.messages.failure()
     }
 
-    /// Retry the message store's failed writes.
+    /// Retry the message store's failed writes (`Ok` once they succeeded;
+    /// the retry runs on the store's writer).
     pub fn repair(&mut self) -> std::io::Result<()> {
         self.messages.repair()
+    }
+
+    /// Hands messages the writer's full queue left behind to the message
+    /// store's writer (call it every tick; see `msgstore` on backpressure).
+    pub fn hand_over(&mut self) {
+        self.messages.hand_over();
+    }
+
+    /// The message store's writer is behind (by more than
+    /// [`msgstore::SNAPSHOT_BACKLOG`], or its queue is full): a local snapshot
+    /// would hold the WAL while it waits for the writer, so none is started.
+    pub fn store_behind(&self) -> bool {
+        self.messages.behind(msgstore::SNAPSHOT_BACKLOG)
+    }
+
+    /// Why new writes are refused, while the message store's writer is behind
+    /// by more than [`msgstore::REFUSE_BACKLOG`] (bounds the memory its cache
+    /// holds for it).
+    pub fn store_refusal(&self) -> Option<String> {
+        let b = self.messages.backlog_bytes();
+        (b > msgstore::REFUSE_BACKLOG).then(|| {
+            format!(
+                "the message store's disk is {} MiB behind; retry when it catches up",
+                b >> 20
+            )
+        })
+    }
+
+    /// Fault injection: the message store's writer sleeps this long per batch.
+    pub fn set_write_delay(&self, delay: msgstore::WriteDelay) {
+        self.messages.set_write_delay(delay);
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -265,6 +297,7 @@ impl StateMachine {
         for m in a.messages {
             self.messages.append(m);
         }
+        self.messages.hand_over();
         if let Some(k) = a.key {
             self.remember(k, Landed::appended(next, e.index, e.term, count));
         }
@@ -447,6 +480,7 @@ impl StateMachine {
     /// The full payload of the current state (tests; nodes use [`full_payload`]
     /// off their controller thread).
     pub fn snapshot(&mut self) -> Bytes {
+        self.messages.flush().expect("message store");
         let (manifest, _) = self.manifest().expect("memory store");
         let reader = self.reader(self.next_offset()).expect("memory store");
         full_payload(&manifest, &reader).expect("memory store")
@@ -506,6 +540,7 @@ impl StateMachine {
         for msg in msgs {
             self.messages.append(msg);
         }
+        self.messages.hand_over();
         // Slices of the payload in the cache would keep all of it alive.
         self.messages.own_cache();
         if let Some(e) = self.messages.failure() {

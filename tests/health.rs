@@ -2305,3 +2305,99 @@ fn stalled_message_store_reads_do_not_delay_heartbeats() {
     });
     found.assert_none("stalled_message_store_reads_do_not_delay_heartbeats");
 }
+
+/// Messages per write in the write-stall test, and the message store's segment
+/// size there: a segment seals every few writes, so seals (`.idx`, new file,
+/// directory fsyncs) happen during the stall too.
+const STALL_FILLER: usize = 1024;
+const STALL_SEGMENT_BYTES: &str = "16384";
+
+/// Disk writes of the leader's message store stall (fault switch: its writer
+/// thread sleeps [`STORE_STALL_MS`], two election timeouts, before every batch)
+/// while a client keeps writing through two stalls. Appends and segment seals
+/// wait on that thread, not on the controller: the leader acknowledges writes
+/// while its message files do not grow, no node starts an election or sees a
+/// new leader, the leader keeps its role and term (status), and afterwards
+/// every node holds every acknowledged write at its offset. (These writes used
+/// to run on the controller task: a stalled disk held the leader's heartbeats
+/// for as long, and its followers, whose disks are fine, ran out their election
+/// timers.)
+#[test]
+fn stalled_message_store_writes_do_not_delay_heartbeats() {
+    let _machine = shared_machine();
+    let c = Cluster::start_with_env(
+        3,
+        &[
+            FAULTS_ON,
+            ("RAFTLOG_WAL__SEGMENT_BYTES", STALL_SEGMENT_BYTES),
+        ],
+    );
+    let found = Findings::default();
+    let all: Vec<usize> = (0..3).collect();
+    let l = c.wait_leader();
+    let lid = c.id(l).to_string();
+    let filler = "w".repeat(STALL_FILLER);
+    let mut acked: Vec<(u64, String)> = Vec::new();
+    for k in 0..20 {
+        let m = format!("before-{k:02}-{filler}");
+        let r = c.write(l, &m, json!("all"));
+        assert_eq!(r.status, 201, "{}", r.body);
+        acked.push((r.offset(), m));
+    }
+    let log_bytes = |i: usize| c.status(i).and_then(|s| s["log_bytes"].as_u64());
+    let term0 = c.status(l).unwrap()["term"].as_u64().unwrap();
+    let elections_before = elections_started(&c, &all);
+    let changes_before = counter_of(&c, &all, "raftlog_leader_changes_total");
+    set_faults(&c, l, json!({ "msgstore_write_delay_ms": STORE_STALL_MS }));
+    // The writer is idle until the first write: its files hold this until then.
+    let stalled_bytes = log_bytes(l).expect("the leader's status");
+
+    let mut lost_lead: Vec<String> = Vec::new();
+    let mut acked_while_stalled = 0;
+    let t0 = Instant::now();
+    let mut k = 0;
+    while t0.elapsed() < Duration::from_millis(2 * STORE_STALL_MS) {
+        let m = format!("during-{k:03}-{filler}");
+        k += 1;
+        let r = c.write_with(l, &m, json!("majority"), "", None, REQUEST_TIMEOUT);
+        match &r {
+            Ok(r) if r.status == 201 => acked.push((r.offset(), m)),
+            _ => found.check(false, || format!("a write during the stall: {r:?}")),
+        }
+        if log_bytes(l) == Some(stalled_bytes) {
+            acked_while_stalled += 1;
+        }
+        match c.status(l) {
+            Some(st) if st["role"] == "leader" && st["term"] == term0 => {}
+            other => lost_lead.push(format!("{other:?}")),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    set_faults(&c, l, json!({}));
+    eprintln!(
+        "{k} writes through a {STORE_STALL_MS} ms message-store write stall, \
+         {acked_while_stalled} acknowledged while the leader's files did not grow"
+    );
+    // The fault was in effect: writes were acknowledged while nothing reached
+    // the leader's message files.
+    found.check(acked_while_stalled >= 3, || {
+        format!("only {acked_while_stalled} writes were acknowledged while the files stood still")
+    });
+    found.check(lost_lead.is_empty(), || {
+        format!("{lid} did not keep leading in term {term0}: {lost_lead:#?}")
+    });
+    let elections_after = elections_started(&c, &all);
+    found.check(elections_after == elections_before, || {
+        format!(
+            "stalled message-store writes made nodes run out their election timers: \
+             raftlog_elections_started_total {elections_before:?} -> {elections_after:?}"
+        )
+    });
+    let changes_after = counter_of(&c, &all, "raftlog_leader_changes_total");
+    found.check(changes_after == changes_before, || {
+        format!("raftlog_leader_changes_total {changes_before:?} -> {changes_after:?}")
+    });
+    let log = c.wait_converged(&all, acked.len());
+    check_acked(&log, &acked, "after the message-store write stall");
+    found.assert_none("stalled_message_store_writes_do_not_delay_heartbeats");
+}

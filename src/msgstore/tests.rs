@@ -1,6 +1,9 @@
 use super::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 
 fn msg(i: u64, len: usize) -> Bytes {
     let mut v = format!("m{i}:").into_bytes();
@@ -15,6 +18,7 @@ fn filled(dir: &Path, segment_bytes: u64, n: u64, len: usize) -> (MessageStore, 
     for m in &model {
         s.append(m.clone());
     }
+    s.flush().unwrap();
     (s, model)
 }
 
@@ -159,6 +163,8 @@ fn matches_a_vector_under_random_operations() {
                         want,
                         "seed {seed} step {step}"
                     );
+                    // A reader covers what the writer has written.
+                    s.flush().unwrap();
                     let r = s.reader(model.len() as u64).unwrap();
                     assert_eq!(
                         r.read(from, limit).unwrap(),
@@ -181,23 +187,35 @@ fn failed_writes_keep_messages_cached_until_repaired() {
     for m in &model[..100] {
         s.append(m.clone());
     }
+    s.flush().unwrap();
     // The disk refuses writes: a read-only handle stands in for ENOSPC.
-    let active = s.segments.segs.last().unwrap().path.clone();
-    s.writer.as_mut().unwrap().flush().unwrap();
-    s.writer = Some(BufWriter::with_capacity(
-        WRITE_BUFFER,
-        Arc::new(File::open(&active).unwrap()),
-    ));
+    let active = s.segments().segs.last().unwrap().path.clone();
+    s.exec(move |d| {
+        let file = Arc::new(File::open(&active)?);
+        d.writer = Some(std::io::BufWriter::with_capacity(WRITE_BUFFER, file));
+        Ok(())
+    })
+    .unwrap();
     for m in &model[100..] {
         s.append(m.clone());
+        s.hand_over();
     }
+    assert!(s.flush().is_err());
     assert!(s.failure().is_some());
     assert!(
         s.sync_handle().is_err(),
         "no snapshot may claim unwritten messages"
     );
     assert_eq!(all(&s), model, "everything stays readable from the cache");
-    s.repair().unwrap();
+    // The repair runs on the writer: asked again until it reports success.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.repair().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "repair never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert!(s.failure().is_none());
     assert_eq!(all(&s), model);
     s.sync_handle().unwrap().run().unwrap();
@@ -213,14 +231,17 @@ fn a_sync_not_confirmed_is_repeated_by_the_next() {
     for i in 0..20 {
         s.append(msg(i, 1000));
     }
-    let first = s.sync_handle().unwrap().files.len();
+    s.flush().unwrap();
+    let first = s.sync_handle().unwrap().files();
     assert!(first >= 4, "sealed segments and the active one: {first}");
-    // The job failed (no `synced`): the next handle still covers all of them.
+    // The job failed (never ran): the next handle still covers all of them.
     s.append(msg(20, 1000));
-    assert!(s.sync_handle().unwrap().files.len() >= first);
-    s.synced();
+    s.flush().unwrap();
+    let h = s.sync_handle().unwrap();
+    assert!(h.files() >= first);
+    h.run().unwrap();
     assert_eq!(
-        s.sync_handle().unwrap().files.len(),
+        s.sync_handle().unwrap().files(),
         1,
         "only the active segment"
     );
@@ -404,4 +425,69 @@ fn segments_of_earlier_versions_are_converted_on_open() {
         .filter(|n| n.ends_with(".msg") || n.ends_with(".part"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A writer held up (its fault hook blocks until a gate opens) delays no
+/// append: the caller's queue fills, every message stays cached past the cache
+/// limit and readable, a trim lets go of nothing unwritten; once the writer
+/// goes on, a truncation is ordered after the queued appends and a sync covers
+/// everything appended before it, across a reopen.
+#[test]
+fn a_stalled_writer_holds_up_no_append_and_loses_nothing() {
+    use std::sync::{Condvar, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let g = gate.clone();
+    s.set_write_delay(Arc::new(move || {
+        let (open, cond) = &*g;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = cond.wait(open).unwrap();
+        }
+        std::time::Duration::ZERO
+    }));
+    let model: Vec<Bytes> = (0..3000).map(|i| msg(i, 1000)).collect();
+    for m in &model {
+        s.append(m.clone());
+        s.hand_over();
+    }
+    assert_eq!(s.written(), 0, "the writer is held up");
+    assert!(
+        s.handed < s.len(),
+        "its queue filled: the rest waits in the cache"
+    );
+    assert!(s.behind(0));
+    assert!(
+        s.cache_bytes > 2 * MIN_CACHE,
+        "nothing unwritten leaves the cache"
+    );
+    assert!(!s.reads_files(0));
+    assert_eq!(all(&s), model);
+    s.trim_front(1000);
+    assert_eq!(s.cache_first, 0, "a trim keeps what the writer still needs");
+    assert_eq!(s.read(0, 1).unwrap()[0].0, 1000);
+
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    s.truncate(2500).unwrap();
+    let mut want = model[..2500].to_vec();
+    for i in 2500..2600 {
+        s.append(msg(i, 700));
+        want.push(msg(i, 700));
+    }
+    s.hand_over();
+    s.sync_handle().unwrap().run().unwrap();
+    assert!(s.written() >= 2600, "the sync waited for the writer");
+    drop(s);
+    let s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
+    assert_eq!(s.len(), 2600);
+    assert_eq!(s.read(0, usize::MAX).unwrap().len(), 2600);
+    let got: Vec<Bytes> = s
+        .read(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(got, want);
 }

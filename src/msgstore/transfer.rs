@@ -19,8 +19,8 @@
 //!   there to redo the install from (see `state_machine::stream`).
 
 use super::{
-    durable, invalid, load_segment, record_crc, seg_path, write_idx, BlockReader, MessageStore,
-    Reader, Segment, Segments, HEADER, STRIDE,
+    durable, invalid, load_segment, record_crc, write_idx, BlockReader, MessageStore, Reader,
+    Segment, Segments, HEADER, STRIDE,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::fs::{File, OpenOptions};
@@ -170,32 +170,17 @@ impl MessageStore {
     /// `first..next`: old segments removed, then the staged one renamed in, each
     /// step durable.
     pub fn install(&mut self, staged: &Path, first: u64, next: u64) -> io::Result<()> {
-        let Some(dir) = self.dir.clone() else {
+        if self.dir.is_none() {
             return self.install_in_memory(staged, first, next);
-        };
+        }
         if next == first {
             self.reset_at(first)?;
             durable::remove_durable(&staged.with_extension("idx"))?;
             return durable::remove_durable(staged);
         }
-        self.remove_files()?;
-        let target = seg_path(&dir, first);
-        durable::rename_durable(staged, &target)?;
-        let idx = staged.with_extension("idx");
-        if idx.exists() {
-            durable::rename_durable(&idx, &target.with_extension("idx"))?;
-        }
-        let (seg, complete) = load_segment(target, first, false)?;
-        if !complete || seg.first + seg.count != next {
-            return Err(invalid(format!(
-                "installed snapshot segment holds {first}..{} not ..{next}",
-                seg.first + seg.count
-            )));
-        }
-        self.segments.segs.push(seg);
         self.start_over(first, next);
-        self.new_segment(next)?;
-        self.open_writer()
+        let staged = staged.to_path_buf();
+        self.exec(move |d| d.install(&staged, first, next))
     }
 
     /// [`MessageStore::install`] for a memory store (tests): the records are read in.

@@ -246,6 +246,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                     .map_err(|e| format!("message store {}: {e}", m.dir.display()))?;
                 let mut sm = StateMachine::with_store(cfg.idempotency_window, store);
                 sm.set_install_dir(m.install_dir.clone());
+                if let Some(f) = &obs.faults {
+                    sm.set_write_delay(f.write_delay());
+                }
                 sm
             }
             None => StateMachine::new(cfg.idempotency_window),
@@ -460,6 +463,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             || applied <= snap_index
             || !due
             || self.sm.failure().is_some()
+            || self.sm.store_behind()
             || self.payloads.defers_snapshots(self.raft.sending_snapshot())
         {
             return;

@@ -6,7 +6,10 @@
 //! - `drop_to`: Raft messages to these peers are dropped;
 //! - `delay_to_ms`: Raft messages to a peer are delayed (order may change);
 //! - `msgstore_read_delay_ms`: every read of messages no longer in the message
-//!   store's cache takes this much longer (a slow message-store disk).
+//!   store's cache takes this much longer (a slow message-store disk);
+//! - `msgstore_write_delay_ms`: the message store's writer thread sleeps this
+//!   long before each batch of writes (a stalled message-store disk: appends
+//!   and seals wait, heartbeats and votes must not).
 
 use crate::core::{Envelope, NodeId};
 use crate::node::controller::Outbound;
@@ -24,6 +27,7 @@ pub struct Faults {
     pub drop_to: BTreeSet<NodeId>,
     pub delay_to_ms: BTreeMap<NodeId, u64>,
     pub msgstore_read_delay_ms: u64,
+    pub msgstore_write_delay_ms: u64,
 }
 
 /// Shared, switchable faults.
@@ -36,6 +40,14 @@ impl FaultSwitch {
     }
     pub fn set(&self, f: Faults) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+}
+
+impl FaultSwitch {
+    /// The message store's writer delay, as a hook for `msgstore`.
+    pub fn write_delay(&self) -> crate::msgstore::WriteDelay {
+        let f = self.clone();
+        Arc::new(move || Duration::from_millis(f.get().msgstore_write_delay_ms))
     }
 }
 

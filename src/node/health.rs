@@ -7,8 +7,8 @@
 //! unhealthy for the configured window hands leadership over (the controller does
 //! that); a node with an unhealthy disk delays its own elections (core `degraded`).
 //!
-//! Disk probes (`statvfs` for free space, the WAL's own [`wal::disk_usage`] for its
-//! segment files) can block on a sick disk, so they never run on the controller
+//! Disk probes (`statvfs` for free space, the WAL's own [`wal::WalFiles`] for
+//! its segment files) can block on a sick disk, so they never run on the controller
 //! task: [`Health::start_disk_probe`] hands one to a blocking thread and
 //! [`Health::collect_disk_probe`] picks up its result on a later turn.
 //!
@@ -45,11 +45,11 @@ pub struct Health {
 }
 
 /// Where the disk probe looks: the data directory's filesystem for free space,
-/// the WAL directory (as given to the WAL) for its files.
+/// and the WAL's files as the WAL reports them (none without a WAL on disk).
 #[derive(Clone, Debug)]
 struct DiskDirs {
     data: PathBuf,
-    wal: PathBuf,
+    wal: Option<wal::WalFiles>,
 }
 
 /// One disk probe's findings.
@@ -64,7 +64,7 @@ impl DiskDirs {
     fn measure(&self) -> DiskSample {
         DiskSample {
             free_bytes: free_bytes(&self.data),
-            wal: wal::disk_usage(&self.wal).ok(),
+            wal: self.wal.as_ref().and_then(|w| w.usage().ok()),
         }
     }
 }
@@ -80,14 +80,14 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 impl Health {
-    /// `data_dir`: the node's data directory; `wal_dir`: the directory its WAL
-    /// was opened in.
-    pub fn new(cfg: HealthConfig, data_dir: PathBuf, wal_dir: PathBuf) -> Self {
+    /// `data_dir`: the node's data directory; `wal`: its WAL's files
+    /// ([`wal::DiskStore::files`]; `None` without a WAL on disk).
+    pub fn new(cfg: HealthConfig, data_dir: PathBuf, wal: Option<wal::WalFiles>) -> Self {
         Health {
             cfg,
             dirs: DiskDirs {
                 data: data_dir,
-                wal: wal_dir,
+                wal,
             },
             fsyncs: VecDeque::with_capacity(WINDOW),
             free_bytes: None,
@@ -247,8 +247,7 @@ mod tests {
     }
 
     fn health(cfg: HealthConfig) -> Health {
-        let tmp = std::env::temp_dir();
-        Health::new(cfg, tmp.clone(), tmp)
+        Health::new(cfg, std::env::temp_dir(), None)
     }
 
     /// Starts a probe and collects it, polling (never blocking the runtime)
@@ -318,10 +317,10 @@ mod tests {
             store.append(&[entry(i, 1)]).unwrap();
             store.sync().unwrap();
         }
-        let mut h = Health::new(cfg(), tmp.path().to_path_buf(), wal_dir.clone());
+        let mut h = Health::new(cfg(), tmp.path().to_path_buf(), Some(store.files()));
         assert_eq!(h.wal_segments(), 0, "nothing known before a probe");
         probe(&mut h).await;
-        let want = wal::disk_usage(&wal_dir).unwrap().segments;
+        let want = store.files().usage().unwrap().segments;
         assert!(want > 1, "256-byte segments must have rolled");
         assert_eq!(h.wal_segments(), want);
         assert!(h.report(0, &[])["free_bytes"].is_u64());

@@ -283,9 +283,11 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.stall_retry_at = Instant::now() + Duration::from_millis(200);
     }
 
-    /// A failed message store refuses writes (like a full WAL disk) and is
-    /// retried about once a second; reads go on from its cache.
+    /// Every tick: messages the message store's full queue left behind go to
+    /// its writer. A failed message store refuses writes (like a full WAL disk)
+    /// and is retried about once a second; reads go on from its cache.
     pub(crate) fn repair_messages(&mut self) {
+        self.sm.hand_over();
         let Some(e) = self.sm.failure().map(str::to_string) else {
             return;
         };
@@ -354,6 +356,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     /// The error a write gets while the disk refuses writes.
     pub(crate) fn storage_refusal(&self) -> Option<ApiError> {
+        if let Some(why) = self.sm.store_refusal() {
+            return Some(ApiError::Storage(format!("writes refused: {why}")));
+        }
         let e = self.health.storage_error()?;
         Some(ApiError::Storage(format!("writes refused: {e}")))
     }

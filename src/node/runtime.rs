@@ -181,7 +181,7 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
         health: Health::new(
             cfg.health.clone(),
             cfg.data_dir.clone(),
-            bootstrap::wal_dir(&cfg),
+            Some(store.files()),
         ),
         faults: faults.clone(),
     };

@@ -384,6 +384,8 @@ fn a_trim_removes_whole_segments_once_a_manifest_is_durable_and_survives_restart
     for i in 1..=20u64 {
         sm.apply(&cmd(i, None, &format!("message {i:04}")));
     }
+    // The writer thread has written them.
+    sm.messages.flush().unwrap();
     let before = (files(), sm.log_bytes());
     sm.apply(&entry(
         21,
@@ -398,6 +400,8 @@ fn a_trim_removes_whole_segments_once_a_manifest_is_durable_and_survives_restart
     let (manifest, sync) = sm.manifest().unwrap();
     sync.run().unwrap();
     sm.synced();
+    // The release runs on the writer, after everything queued before it.
+    sm.messages.flush().unwrap();
     assert!(files() < before.0, "{} files, were {}", files(), before.0);
     assert!(sm.log_bytes() < before.1);
     let full = sm.snapshot();
@@ -589,6 +593,9 @@ fn replicas_agree_under_random_lifecycle_commands_restarts_and_joins() {
                 1 => {
                     // Restart from the last manifest and replay the log after it.
                     let r = &mut reps[1];
+                    // One store per directory: the old one (and its writer
+                    // thread) ends before the new one opens it.
+                    r.sm = StateMachine::new(8);
                     let dir = r.dir.as_ref().unwrap();
                     let mut sm = Replica::open(dir);
                     match &r.manifest {

@@ -171,11 +171,33 @@ pub struct DiskUsage {
     pub segment_bytes: u64,
 }
 
+/// The WAL's files, for observers that must not know its layout (the health
+/// manager): from [`DiskStore::files`], cloneable, and usable on any thread
+/// while the store is busy (it reads the directory only, never the store).
+#[derive(Clone, Debug)]
+pub struct WalFiles {
+    dir: PathBuf,
+}
+
+impl WalFiles {
+    /// What the segment files take now (blocking: a directory read).
+    pub fn usage(&self) -> io::Result<DiskUsage> {
+        disk_usage(&self.dir)
+    }
+}
+
+impl DiskStore {
+    /// A handle on this WAL's files for observers (see [`WalFiles`]).
+    pub fn files(&self) -> WalFiles {
+        WalFiles {
+            dir: self.dir.clone(),
+        }
+    }
+}
+
 /// The segment files of the WAL in `dir` (the directory given to
-/// [`DiskStore::open`]), for observers that must not know the layout. Reads the
-/// directory only, never the store, so it may run on any thread while the store
-/// is busy; a file removed meanwhile is simply not counted.
-pub fn disk_usage(dir: &Path) -> io::Result<DiskUsage> {
+/// [`DiskStore::open`]); a file removed meanwhile is simply not counted.
+fn disk_usage(dir: &Path) -> io::Result<DiskUsage> {
     let mut usage = DiskUsage::default();
     for entry in fs::read_dir(dir.join(WAL_DIR))? {
         let entry = entry?;

@@ -10,7 +10,7 @@ pub mod conformance;
 pub mod disk;
 pub mod mem;
 
-pub use disk::{disk_usage, DiskStore, DiskUsage};
+pub use disk::{DiskStore, DiskUsage, WalFiles};
 pub use mem::MemStore;
 
 use crate::core::types::{Entry, HardState, Snapshot};
