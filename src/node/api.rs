@@ -312,3 +312,14 @@ pub struct MemberSpec {
     pub http_addr: String,
     pub voter: bool,
 }
+
+/// The API error for a proposal the core refused.
+pub(crate) fn propose_error(e: crate::core::ProposeError) -> ApiError {
+    use crate::core::ProposeError as P;
+    match e {
+        P::NotLeader { .. } => ApiError::NoLeader { leader_hint: None },
+        P::Transferring => ApiError::NoLeader { leader_hint: None },
+        P::NotReady | P::ChangeInProgress => ApiError::NoQuorum(e.to_string()),
+        P::InvalidChange(m) => ApiError::InvalidRequest(m),
+    }
+}

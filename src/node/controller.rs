@@ -15,15 +15,17 @@
 //!   never with success.
 
 use super::api::*;
+use super::cluster::{self, Cluster};
+use super::interface::*;
 use super::persist::{self, InFlight};
-use super::waiters::{ReadReply, ReadWaiter, Waiters, WriteReply};
+use super::waiters::{ReadReply, ReadWaiter, Waiters};
 use crate::core::*;
 use crate::msgstore::MessageStore;
 use crate::state_machine::{Applied, Command, StateMachine};
 use crate::wal::{LogStore, WalError};
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -31,151 +33,6 @@ use tokio::time::Instant;
 
 /// Commands handled per loop turn at most (bounds latency of ticks).
 const MAX_BATCH: usize = 4096;
-/// A learner within this many entries of the leader is promoted to voter.
-pub const PROMOTE_LAG: u64 = 64;
-
-/// Where the controller sends Raft messages (the transport, or a test double).
-pub trait Outbound: Send + 'static {
-    fn send(&self, env: Envelope);
-    /// A `Snapshot` message whose bytes `source` streams (its `data` unused).
-    fn send_snapshot(&self, env: Envelope, source: Arc<dyn crate::transport::SnapshotSource>);
-    /// Messages dropped so far (full queues, unknown peers), for metrics.
-    fn dropped(&self) -> u64 {
-        0
-    }
-    /// The other members' gRPC addresses.
-    fn set_peers(&self, peers: BTreeMap<NodeId, String>);
-}
-
-/// Everything the controller can be asked.
-pub enum Cmd {
-    Write {
-        req: WriteRequest,
-        reply: WriteReply,
-    },
-    Read {
-        req: ReadRequest,
-        min_index: u64,
-        reply: ReadReply,
-    },
-    ReadIndex {
-        reply: oneshot::Sender<Result<u64, ApiError>>,
-    },
-    Status {
-        reply: oneshot::Sender<Status>,
-    },
-    Join {
-        node_id: NodeId,
-        grpc_addr: String,
-        http_addr: String,
-        reply: oneshot::Sender<Result<(), JoinError>>,
-    },
-    Transfer {
-        to: Option<NodeId>,
-        reply: oneshot::Sender<Result<NodeId, ApiError>>,
-    },
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
-    /// Addresses learned outside the log (the leader that accepted our join).
-    AddPeers {
-        peers: BTreeMap<NodeId, String>,
-    },
-    /// Every cursor, as this node applied them.
-    Cursors {
-        reply: oneshot::Sender<Vec<(String, u64)>>,
-    },
-    /// Add or update (`Some`) or remove (`None`) one member, through the log; the
-    /// reply comes once the change is committed.
-    ChangeMember {
-        node_id: NodeId,
-        member: Option<Member>,
-        reply: WriteReply,
-    },
-}
-
-/// Why a join was refused; `leader` names where to retry.
-#[derive(Debug, Clone)]
-pub struct JoinError {
-    pub message: String,
-    pub leader: Option<(NodeId, String)>,
-}
-
-/// Settings the controller needs (derived from the config file).
-#[derive(Clone, Debug)]
-pub struct ControllerConfig {
-    pub tick: Duration,
-    pub default_w: WriteConcern,
-    pub write_timeout: Option<Duration>,
-    pub default_read_limit: usize,
-    pub max_read_limit: usize,
-    pub max_wait: Duration,
-    pub heartbeat: Duration,
-    pub snapshot_every: u64,
-    pub snapshot_every_bytes: u64,
-    pub idempotency_window: usize,
-    /// Automatic trimming (the leader proposes it).
-    pub retention: crate::state_machine::Retention,
-    /// Most cursors at once.
-    pub max_cursors: u64,
-    /// Where the state machine keeps its messages; `None` = in memory (tests).
-    pub messages: Option<MessagesConfig>,
-}
-
-/// The message store's place and limits (see `msgstore`).
-#[derive(Clone, Debug)]
-pub struct MessagesConfig {
-    pub dir: std::path::PathBuf,
-    /// Where received snapshots are staged (same file system as `dir`).
-    pub install_dir: std::path::PathBuf,
-    pub segment_bytes: u64,
-    pub cache_bytes: usize,
-}
-
-/// The health manager, metrics and fault switch a controller reports to.
-pub struct Observability {
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub health: super::health::Health,
-    /// `Some` only when `[debug] fault_injection = true`.
-    pub faults: Option<super::faults::FaultSwitch>,
-}
-
-/// State the handles read without asking the controller.
-pub struct Shared {
-    pub voters: AtomicUsize,
-    /// Who leads, as this node last knew it: requests that follow the leader
-    /// (`follow`) wake on its changes.
-    pub leader: tokio::sync::watch::Sender<LeaderView>,
-    /// Requests sent again to another (or the same) leader (`follow`); shares
-    /// its count with the metric of the same name.
-    pub follow_retries: prometheus_client::metrics::counter::Counter,
-    /// The state machine's next offset after the last apply: every committed
-    /// message below it is readable here. Streams wait on it instead of polling.
-    pub applied_offset: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for Shared {
-    fn default() -> Self {
-        Shared {
-            voters: AtomicUsize::new(0),
-            leader: tokio::sync::watch::channel(LeaderView::default()).0,
-            follow_retries: Default::default(),
-            applied_offset: tokio::sync::watch::channel(0).0,
-        }
-    }
-}
-
-/// The leader as this node knows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LeaderView {
-    pub term: u64,
-    /// `None` while no leader is known (an election, or cut off).
-    pub leader: Option<NodeId>,
-    /// The leader's gRPC address; `None` when this node leads or none is known.
-    pub addr: Option<String>,
-    /// This node is the leader.
-    pub me: bool,
-}
 
 pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) raft: RaftNode,
@@ -192,15 +49,10 @@ pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) waiters: Waiters,
     pub(crate) next_ctx: u64,
-    /// The membership as of the applied index (goes into snapshots).
-    pub(crate) applied_membership: Membership,
-    pub(crate) peers_sent: Option<Membership>,
+    /// Membership view, peer addresses, joins, learner promotion.
+    pub(crate) cluster: Cluster,
     pub(crate) shutdown: Option<(Instant, oneshot::Sender<()>)>,
     pub(crate) ticks: u64,
-    /// Every address we know: the leader that let us join, and every member of
-    /// every membership we have seen. Never shrinks, so we can still answer a
-    /// leader that is removing itself, or one we know only from a join.
-    pub known_peers: BTreeMap<NodeId, String>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) health: super::health::Health,
     pub(crate) faults: Option<super::faults::FaultSwitch>,
@@ -209,8 +61,6 @@ pub struct Controller<S: LogStore, O: Outbound> {
     /// A Ready that could not be persisted (disk full), retried every turn.
     pub(crate) stalled: Option<Ready>,
     pub(crate) seen: super::observe::PeerSeen,
-    /// Non-members we warned about, and when (rate-limits the log line).
-    strangers: std::collections::HashMap<NodeId, Instant>,
     /// Full snapshot payloads for followers (see `payload`).
     pub(crate) payloads: super::payload::Payloads,
     /// Bytes of entries applied since the last snapshot was started.
@@ -223,10 +73,10 @@ pub struct Controller<S: LogStore, O: Outbound> {
     /// Index of the policy trim proposed last (none again until it applied).
     pub(crate) policy_trim: u64,
     /// Where the hard-state file lives (`None`: not kept, as in tests).
-    pub hardstate_dir: Option<std::path::PathBuf>,
-    /// The record last written there, and whether the peers changed since.
+    pub(crate) hardstate_dir: Option<std::path::PathBuf>,
+    /// The record last written there, and the cluster's peers generation it has.
     pub(crate) hs_written: Option<crate::hardstate::Record>,
-    pub(crate) hs_peers_dirty: bool,
+    pub(crate) hs_peers_gen: Option<u64>,
     /// When this run started repairing (logged with the time it took).
     pub(crate) repair_started: Option<Instant>,
 }
@@ -276,12 +126,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             shared,
             waiters: Waiters::default(),
             next_ctx: 0,
-            applied_membership,
-            peers_sent: None,
+            cluster: Cluster::new(applied_membership),
             shutdown: None,
             ticks: 0,
-            known_peers: BTreeMap::new(),
-            strangers: Default::default(),
             metrics: obs.metrics,
             health: obs.health,
             faults: obs.faults,
@@ -295,9 +142,26 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             policy_trim: 0,
             hardstate_dir: None,
             hs_written: None,
-            hs_peers_dirty: true,
+            hs_peers_gen: None,
             repair_started: None,
         })
+    }
+
+    /// Keep the hard-state file (`crate::hardstate`) in `dir`.
+    pub fn keep_hardstate_file(&mut self, dir: std::path::PathBuf) {
+        self.hardstate_dir = Some(dir);
+    }
+
+    /// This node starts repairing (`bootstrap`): the peers the hard-state file
+    /// remembers are where it can fetch what it lost.
+    pub fn start_repairing_with(&mut self, peers: BTreeMap<NodeId, String>) {
+        self.cluster.add_peers(peers);
+        self.repair_started = Some(Instant::now());
+    }
+
+    /// Is this node in the membership it starts with?
+    pub fn is_member(&self) -> bool {
+        self.raft.membership().contains(self.raft.id())
     }
 
     /// Run until shutdown. An `Err` is a fatal storage failure (the node stops
@@ -355,15 +219,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     /// A peer message into the core; messages from strangers are noted (the core
     /// itself keeps a removed node from disrupting the cluster).
     fn step(&mut self, env: Envelope) {
-        let m = self.raft.membership();
-        if !m.members.is_empty() && !m.contains(&env.from) {
+        if self.cluster.is_stranger(&self.raft, &env.from) {
             self.metrics.stranger_messages.inc();
-            let now = Instant::now();
-            let last = self.strangers.get(&env.from).copied();
-            if last.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10)) {
-                tracing::warn!(from = %env.from, "message from a node that is not a member of this cluster (removed?)");
-                self.strangers.insert(env.from.clone(), now);
-            }
         }
         self.saw_message(&env);
         self.raft.step(env);
@@ -397,14 +254,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             self.trim_applied = true;
         }
         if let EntryPayload::Membership(m) = &e.payload {
-            let me = self.raft.id();
-            if self.applied_membership.contains(me) && !m.contains(me) {
-                tracing::warn!(
-                    index = e.index,
-                    "this node was removed from the cluster; it will not vote or lead again"
-                );
-            }
-            self.applied_membership = m.clone();
+            self.cluster.apply_membership(self.raft.id(), e.index, m);
         }
         for mut w in self.waiters.take_writes(e.index) {
             if w.term != e.term {
@@ -470,7 +320,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         let Some(term) = self.raft.entry_term(applied) else {
             return;
         };
-        let membership = self.applied_membership.clone();
+        let membership = self.cluster.applied().clone();
         self.start_snapshot(
             SnapshotMeta {
                 index: applied,
@@ -511,22 +361,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     fn sync_peers(&mut self) {
         self.publish_leader();
-        let m = self.raft.membership();
-        self.shared.voters.store(m.voter_count(), Ordering::Relaxed);
-        if self.peers_sent.as_ref() == Some(m) {
-            return;
-        }
-        let me = self.raft.id().clone();
-        let addrs = m
-            .members
-            .iter()
-            .map(|(id, mm)| (id.clone(), mm.grpc_addr.clone()));
-        self.known_peers.extend(addrs);
-        let mut peers = self.known_peers.clone();
-        peers.remove(&me);
-        self.out.set_peers(peers);
-        self.peers_sent = Some(m.clone());
-        self.hs_peers_dirty = true;
+        let voters = self.raft.membership().voter_count();
+        self.shared.voters.store(voters, Ordering::Relaxed);
+        self.cluster.sync_peers(&self.raft, &self.out);
     }
 
     fn on_tick(&mut self) {
@@ -540,7 +377,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
         self.update_metrics();
         if self.raft.is_leader() && self.ticks.is_multiple_of(5) {
-            self.maybe_promote_learner();
+            if self.shutdown.is_none() {
+                self.cluster.maybe_promote_learner(&mut self.raft);
+            }
             self.maybe_retention_trim();
         }
     }
@@ -573,49 +412,13 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    /// Leader: promote the first learner that has caught up (data readiness done).
-    fn maybe_promote_learner(&mut self) {
-        if self.raft.change_in_progress() || self.shutdown.is_some() {
-            return;
-        }
-        let last = self.raft.last_index();
-        let m = self.raft.membership().clone();
-        let ready = m.members.iter().find(|(id, mm)| {
-            !mm.voter
-                && self
-                    .raft
-                    .match_index(id)
-                    .is_some_and(|mi| mi + PROMOTE_LAG >= last && mi > 0)
-        });
-        if let Some((id, _)) = ready {
-            let mut next = m.clone();
-            next.members.get_mut(id).expect("found").voter = true;
-            match self.raft.propose_membership(next) {
-                Ok((index, _)) => {
-                    tracing::info!(node = %id, index, "promoting caught-up learner to voter")
-                }
-                Err(e) => tracing::debug!(node = %id, error = %e, "promotion deferred"),
-            }
-        }
-    }
-
     /// The grpc address of the leader, when known and not us.
     pub(crate) fn leader_hint(&self) -> Option<String> {
-        let l = self.raft.leader()?;
-        if l == self.raft.id() {
-            return None;
-        }
-        self.raft
-            .membership()
-            .members
-            .get(l)
-            .map(|m| m.grpc_addr.clone())
+        cluster::leader_hint(&self.raft)
     }
 
     pub(crate) fn not_leader(&self) -> ApiError {
-        ApiError::NoLeader {
-            leader_hint: self.leader_hint(),
-        }
+        cluster::not_leader(&self.raft)
     }
 
     /// This node stopped leading: nothing it holds can be answered by it any more,

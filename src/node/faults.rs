@@ -9,7 +9,7 @@
 //!   store's cache takes this much longer (a slow message-store disk).
 
 use crate::core::{Envelope, NodeId};
-use crate::node::controller::Outbound;
+use crate::node::interface::Outbound;
 use crate::transport::SnapshotSource;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

@@ -20,8 +20,8 @@
 //!   (`handle::no_hint`), so requests cannot loop between nodes.
 
 use super::api::{ApiError, WriteRequest, WriteResult};
-use super::controller::LeaderView;
 use super::handle::NodeHandle;
+use super::interface::LeaderView;
 use crate::backoff::Backoff;
 use crate::transport::RpcError;
 use std::future::Future;

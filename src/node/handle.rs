@@ -6,7 +6,7 @@
 //! (`follow`).
 
 use super::api::*;
-use super::controller::{Cmd, Shared};
+use super::interface::{Cmd, Shared};
 use crate::core::{Envelope, Message, Snapshot};
 use crate::transport::{InboundHandler, JoinOutcome, JoinRequest, Peers, ReceivedSnapshot};
 use futures::future::BoxFuture;
@@ -288,7 +288,7 @@ impl InboundHandler for NodeHandle {
     }
 }
 
-impl super::controller::Outbound for Peers {
+impl super::interface::Outbound for Peers {
     fn send(&self, env: Envelope) {
         Peers::send(self, env)
     }

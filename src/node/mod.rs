@@ -2,12 +2,14 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod cluster;
 pub mod commands;
 pub mod controller;
 pub mod faults;
 pub mod follow;
 pub mod handle;
 pub mod health;
+pub mod interface;
 pub mod observe;
 pub mod old_reads;
 pub mod payload;

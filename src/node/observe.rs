@@ -4,7 +4,8 @@
 //! decides anything about consensus; it observes and, at most, asks the core for a
 //! leadership transfer or to delay its own elections.
 
-use super::controller::{Controller, Outbound};
+use super::controller::Controller;
+use super::interface::Outbound;
 use crate::core::{reason, Envelope, Message, Role, RoleChange};
 use crate::metrics::PeerLabels;
 use crate::wal::LogStore;

@@ -17,7 +17,8 @@
 //! up to [`MAX_DEFER`]): a newer one would compact the log the sent snapshot must
 //! be followed by, and a busy leader could otherwise outrun every transfer.
 
-use super::controller::{Controller, Outbound};
+use super::controller::Controller;
+use super::interface::Outbound;
 use crate::core::{Envelope, Message, Snapshot};
 use crate::state_machine::{is_manifest, SnapshotStream};
 use crate::wal::LogStore;

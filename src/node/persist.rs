@@ -17,8 +17,9 @@
 //! - a full disk keeps the `Ready` and retries it; any other storage error stops
 //!   the node.
 
-use super::controller::{Controller, Outbound};
+use super::controller::Controller;
 use super::faults::Faults;
+use super::interface::Outbound;
 use crate::core::{Entry, Envelope, Message, Ready, Snapshot, SnapshotMeta};
 use crate::node::api::ApiError;
 use crate::wal::{LogStore, WalError};
@@ -224,7 +225,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 .install_received(s.data.clone())
                 .map_err(|e| WalError::Invalid(format!("snapshot from leader: {e}")))?;
             self.metrics.snapshots_installed.inc();
-            self.applied_membership = s.meta.membership.clone();
+            self.cluster.install_membership(&s.meta.membership);
             self.latest_snapshot = Some(s.clone());
             self.applied_bytes = 0;
         }
@@ -325,14 +326,15 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         };
         let (term, vote) = self.synced_term_vote.clone();
         let repairing = self.raft.is_repairing();
+        let peers_gen = self.cluster.peers_generation();
         let same = self.hs_written.as_ref().is_some_and(|r| {
-            (r.term, &r.vote, r.repairing) == (term, &vote, repairing) && !self.hs_peers_dirty
+            (r.term, &r.vote, r.repairing) == (term, &vote, repairing)
+                && self.hs_peers_gen == Some(peers_gen)
         });
         if same {
             return Ok(());
         }
-        let mut peers = self.known_peers.clone();
-        peers.remove(self.raft.id());
+        let peers = self.cluster.peers_except(self.raft.id());
         let rec = crate::hardstate::Record {
             term,
             vote,
@@ -348,7 +350,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             tracing::info!(ms = ?took, "repair complete: caught up with the leader, voting again");
         }
         self.hs_written = Some(rec);
-        self.hs_peers_dirty = false;
+        self.hs_peers_gen = Some(peers_gen);
         Ok(())
     }
 

@@ -7,10 +7,11 @@
 //! drained, exit 0.
 
 use super::bootstrap::{self, StartMode};
-use super::controller::{Cmd, Controller, ControllerConfig, MessagesConfig, Observability, Shared};
+use super::controller::Controller;
 use super::faults::{FaultSwitch, FaultyOutbound};
 use super::handle::NodeHandle;
 use super::health::Health;
+use super::interface::{Cmd, ControllerConfig, MessagesConfig, Observability, Shared};
 use super::security::Security;
 use crate::backoff::Backoff;
 use crate::config::Config;
@@ -187,15 +188,14 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     };
     let mut controller =
         Controller::new(raft, store, out, controller_config(&cfg, tick), shared, obs)?;
-    controller.hardstate_dir = Some(cfg.data_dir.clone());
+    controller.keep_hardstate_file(cfg.data_dir.clone());
     if let Some(peers) = repairing {
         metrics.repairs_started.inc();
-        controller.known_peers.extend(peers);
-        controller.repair_started = Some(tokio::time::Instant::now());
+        controller.start_repairing_with(peers);
     }
     // A node that is not (yet) in the membership it knows asks to join; the
     // controller runs meanwhile, so the node answers (503) while it waits.
-    let member = controller.raft.membership().contains(&cfg.node_id);
+    let member = controller.is_member();
     let ctl = tokio::spawn(controller.run(raft_rx, cmd_rx));
     let must_join = mode == StartMode::Join || (!member && !cfg.join.is_empty());
     if must_join {
