@@ -17,7 +17,7 @@
 use super::api::*;
 use super::cluster::{self, Cluster};
 use super::interface::*;
-use super::persist::{self, InFlight};
+use super::persistence::Persistence;
 use super::waiters::{ReadReply, ReadWaiter, Waiters};
 use crate::core::*;
 use crate::msgstore::MessageStore;
@@ -36,13 +36,10 @@ const MAX_BATCH: usize = 4096;
 
 pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) raft: RaftNode,
-    /// Home when no persistence job runs (see `persist`).
-    pub(crate) store: Option<S>,
+    /// The log store, the Ready job, stalled retry, durable term and vote.
+    pub(crate) persistence: Persistence<S>,
     /// The latest snapshot (attached to `Snapshot` messages).
     pub(crate) latest_snapshot: Option<Snapshot>,
-    pub(crate) stall_retry_at: Instant,
-    /// Term and vote as last made durable (a change needs an fsync).
-    pub(crate) synced_term_vote: (u64, Option<NodeId>),
     pub(crate) sm: StateMachine,
     pub(crate) out: O,
     pub(crate) cfg: ControllerConfig,
@@ -58,8 +55,6 @@ pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) faults: Option<super::faults::FaultSwitch>,
     /// Reads of messages out of the cache, on blocking threads (bounded).
     pub(crate) old_reads: super::old_reads::OldReads,
-    /// A Ready that could not be persisted (disk full), retried every turn.
-    pub(crate) stalled: Option<Ready>,
     pub(crate) seen: super::observe::PeerSeen,
     /// Full snapshot payloads for followers (see `payload`).
     pub(crate) payloads: super::payload::Payloads,
@@ -72,13 +67,6 @@ pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) trim_applied: bool,
     /// Index of the policy trim proposed last (none again until it applied).
     pub(crate) policy_trim: u64,
-    /// Where the hard-state file lives (`None`: not kept, as in tests).
-    pub(crate) hardstate_dir: Option<std::path::PathBuf>,
-    /// The record last written there, and the cluster's peers generation it has.
-    pub(crate) hs_written: Option<crate::hardstate::Record>,
-    pub(crate) hs_peers_gen: Option<u64>,
-    /// When this run started repairing (logged with the time it took).
-    pub(crate) repair_started: Option<Instant>,
 }
 
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
@@ -116,10 +104,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
         Ok(Controller {
             raft,
-            store: Some(store),
+            persistence: Persistence::new(store, synced_term_vote),
             latest_snapshot,
-            stall_retry_at: Instant::now(),
-            synced_term_vote,
             sm,
             out,
             cfg,
@@ -133,30 +119,25 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             health: obs.health,
             faults: obs.faults,
             old_reads: Default::default(),
-            stalled: None,
             seen: Default::default(),
             payloads: Default::default(),
             applied_bytes: 0,
             wal_full_payload,
             trim_applied: false,
             policy_trim: 0,
-            hardstate_dir: None,
-            hs_written: None,
-            hs_peers_gen: None,
-            repair_started: None,
         })
     }
 
     /// Keep the hard-state file (`crate::hardstate`) in `dir`.
     pub fn keep_hardstate_file(&mut self, dir: std::path::PathBuf) {
-        self.hardstate_dir = Some(dir);
+        self.persistence.keep_hardstate_file(dir);
     }
 
     /// This node starts repairing (`bootstrap`): the peers the hard-state file
     /// remembers are where it can fetch what it lost.
     pub fn start_repairing_with(&mut self, peers: BTreeMap<NodeId, String>) {
         self.cluster.add_peers(peers);
-        self.repair_started = Some(Instant::now());
+        self.persistence.repair_started();
     }
 
     /// Is this node in the membership it starts with?
@@ -173,16 +154,15 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     ) -> Result<(), String> {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut job: InFlight<S> = None;
         let mut built = self.payloads.take_receiver();
         let fatal = |e: WalError| {
             tracing::error!(error = %e, "fatal storage error; stopping the node");
             e.to_string()
         };
-        self.after_turn(&mut job).map_err(fatal)?;
+        self.after_turn().map_err(fatal)?;
         loop {
             tokio::select! {
-                done = persist::join(&mut job) => self.persisted(done).map_err(fatal)?,
+                done = self.persistence.next_done() => self.persisted(done).map_err(fatal)?,
                 _ = ticker.tick() => self.on_tick(),
                 Some(b) = built.recv() => self.payload_built(b),
                 Some(env) = raft_rx.recv() => self.step(env),
@@ -201,7 +181,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.after_turn(&mut job) {
+            if let Err(e) = self.after_turn() {
                 self.waiters.fail_all(ApiError::Storage(e.to_string()));
                 return Err(fatal(e));
             }
@@ -226,11 +206,11 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.raft.step(env);
     }
 
-    fn after_turn(&mut self, job: &mut InFlight<S>) -> Result<(), WalError> {
+    fn after_turn(&mut self) -> Result<(), WalError> {
         self.flush_read_index_batch();
-        self.drive_ready(job)?;
+        self.drive_ready()?;
         self.publish_applied();
-        self.maybe_snapshot(job);
+        self.maybe_snapshot();
         self.sync_peers();
         self.check_writes();
         self.check_reads();
@@ -298,14 +278,14 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     /// Every `snapshot_every` applied entries or `snapshot_every_bytes` applied
     /// bytes, and after a full payload was installed, snapshot in the background.
-    fn maybe_snapshot(&mut self, job: &mut InFlight<S>) {
+    fn maybe_snapshot(&mut self) {
         let applied = self.sm.applied_index();
         let snap_index = self.raft.snapshot_meta().index;
         let due = applied >= snap_index + self.cfg.snapshot_every
             || self.applied_bytes >= self.cfg.snapshot_every_bytes
             || self.wal_full_payload
             || self.trim_applied;
-        if job.is_some()
+        if self.persistence.busy()
             || self.cfg.snapshot_every == 0
             || applied <= snap_index
             || !due
@@ -321,14 +301,11 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             return;
         };
         let membership = self.cluster.applied().clone();
-        self.start_snapshot(
-            SnapshotMeta {
-                index: applied,
-                term,
-                membership,
-            },
-            job,
-        );
+        self.start_snapshot(SnapshotMeta {
+            index: applied,
+            term,
+            membership,
+        });
     }
 
     /// Tell waiting requests (`follow`) when the leader or the term changed.

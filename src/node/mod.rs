@@ -14,6 +14,7 @@ pub mod observe;
 pub mod old_reads;
 pub mod payload;
 pub mod persist;
+pub mod persistence;
 pub mod runtime;
 pub mod security;
 pub mod waiters;
