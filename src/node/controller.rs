@@ -18,6 +18,7 @@ use super::api::*;
 use super::cluster::{self, Cluster};
 use super::interface::*;
 use super::persistence::Persistence;
+use super::replication::Replication;
 use super::waiters::{ReadReply, ReadWaiter, Waiters};
 use crate::core::*;
 use crate::msgstore::MessageStore;
@@ -38,14 +39,14 @@ pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) raft: RaftNode,
     /// The log store, the Ready job, stalled retry, durable term and vote.
     pub(crate) persistence: Persistence<S>,
-    /// The latest snapshot (attached to `Snapshot` messages).
-    pub(crate) latest_snapshot: Option<Snapshot>,
     pub(crate) sm: StateMachine,
     pub(crate) out: O,
     pub(crate) cfg: ControllerConfig,
     pub(crate) shared: Arc<Shared>,
     pub(crate) waiters: Waiters,
     pub(crate) next_ctx: u64,
+    /// Local snapshots and snapshot streams for followers.
+    pub(crate) replication: Replication,
     /// Membership view, peer addresses, joins, learner promotion.
     pub(crate) cluster: Cluster,
     pub(crate) shutdown: Option<(Instant, oneshot::Sender<()>)>,
@@ -56,15 +57,6 @@ pub struct Controller<S: LogStore, O: Outbound> {
     /// Reads of messages out of the cache, on blocking threads (bounded).
     pub(crate) old_reads: super::old_reads::OldReads,
     pub(crate) seen: super::observe::PeerSeen,
-    /// Full snapshot payloads for followers (see `payload`).
-    pub(crate) payloads: super::payload::Payloads,
-    /// Bytes of entries applied since the last snapshot was started.
-    pub(crate) applied_bytes: u64,
-    /// The WAL's snapshot is a full payload (received, or from before the
-    /// message store): replaced by a manifest at the next applied entry.
-    pub(crate) wal_full_payload: bool,
-    /// A trim was applied: snapshot soon, so its segments can be removed.
-    pub(crate) trim_applied: bool,
     /// Index of the policy trim proposed last (none again until it applied).
     pub(crate) policy_trim: u64,
 }
@@ -90,9 +82,6 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         };
         let mut applied_membership = Membership::default();
         let latest_snapshot = store.snapshot();
-        let wal_full_payload = latest_snapshot
-            .as_ref()
-            .is_some_and(|s| !crate::state_machine::is_manifest(&s.data));
         let synced_term_vote = (raft.term(), raft.hard_state().vote);
         match &latest_snapshot {
             Some(snap) => {
@@ -105,7 +94,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         Ok(Controller {
             raft,
             persistence: Persistence::new(store, synced_term_vote),
-            latest_snapshot,
+            replication: Replication::new(latest_snapshot),
             sm,
             out,
             cfg,
@@ -120,10 +109,6 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             faults: obs.faults,
             old_reads: Default::default(),
             seen: Default::default(),
-            payloads: Default::default(),
-            applied_bytes: 0,
-            wal_full_payload,
-            trim_applied: false,
             policy_trim: 0,
         })
     }
@@ -154,7 +139,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     ) -> Result<(), String> {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut built = self.payloads.take_receiver();
+        let mut built = self.replication.take_receiver();
         let fatal = |e: WalError| {
             tracing::error!(error = %e, "fatal storage error; stopping the node");
             e.to_string()
@@ -164,7 +149,11 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             tokio::select! {
                 done = self.persistence.next_done() => self.persisted(done).map_err(fatal)?,
                 _ = ticker.tick() => self.on_tick(),
-                Some(b) = built.recv() => self.payload_built(b),
+                Some(b) = built.recv() => {
+                    for env in self.replication.built(b) {
+                        self.send_snapshot(env);
+                    }
+                }
                 Some(env) = raft_rx.recv() => self.step(env),
                 cmd = rx.recv() => match cmd {
                     Some(c) => self.handle(c),
@@ -228,10 +217,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     }
 
     pub(crate) fn apply(&mut self, e: &Entry) {
-        self.applied_bytes += e.size() as u64;
+        self.replication.applied(e.size() as u64);
         let applied = self.sm.apply(e);
         if matches!(applied, Applied::Trimmed { .. }) {
-            self.trim_applied = true;
+            self.replication.trim_applied();
         }
         if let EntryPayload::Membership(m) = &e.payload {
             self.cluster.apply_membership(self.raft.id(), e.index, m);
@@ -281,22 +270,18 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn maybe_snapshot(&mut self) {
         let applied = self.sm.applied_index();
         let snap_index = self.raft.snapshot_meta().index;
-        let due = applied >= snap_index + self.cfg.snapshot_every
-            || self.applied_bytes >= self.cfg.snapshot_every_bytes
-            || self.wal_full_payload
-            || self.trim_applied;
-        if self.persistence.busy()
-            || self.cfg.snapshot_every == 0
-            || applied <= snap_index
-            || !due
-            || self.sm.failure().is_some()
-            || self.payloads.defers_snapshots(self.raft.sending_snapshot())
-        {
+        let blocked = self.persistence.busy() || self.sm.failure().is_some();
+        let due = self.replication.snapshot_due(
+            applied,
+            snap_index,
+            self.cfg.snapshot_every,
+            self.cfg.snapshot_every_bytes,
+            blocked,
+            self.raft.sending_snapshot(),
+        );
+        if !due {
             return;
         }
-        self.applied_bytes = 0;
-        self.wal_full_payload = false;
-        self.trim_applied = false;
         let Some(term) = self.raft.entry_term(applied) else {
             return;
         };
@@ -347,7 +332,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.ticks += 1;
         self.raft.tick();
         self.health_tick();
-        self.expire_payload();
+        self.replication.expire();
         self.repair_messages();
         if let Err(e) = self.sync_hardstate_file() {
             tracing::error!(error = %e, "cannot write the hard-state file; retrying");

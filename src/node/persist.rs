@@ -92,7 +92,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             );
             self.sm.synced();
             self.raft.compact(snap.meta.clone());
-            self.latest_snapshot = Some(snap);
+            self.replication.taken(snap);
             self.metrics.snapshots.inc();
             self.metrics.snapshot_seconds.observe(took.as_secs_f64());
         }
@@ -124,8 +124,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 .map_err(|e| WalError::Invalid(format!("snapshot from leader: {e}")))?;
             self.metrics.snapshots_installed.inc();
             self.cluster.install_membership(&s.meta.membership);
-            self.latest_snapshot = Some(s.clone());
-            self.applied_bytes = 0;
+            self.replication.installed(s.clone());
         }
         let n = rd.entries.len() as u64;
         self.metrics.wal_entries.inc_by(n);
@@ -163,7 +162,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    /// Send one message; a snapshot streams our latest snapshot (see `payload`).
+    /// Send one message; a snapshot streams our latest snapshot (see `replication`).
     fn send_out(&mut self, env: Envelope) {
         if let Message::Snapshot { .. } = &env.msg {
             self.send_snapshot(env);
@@ -171,6 +170,15 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
         self.sending(&env);
         self.out.send(env);
+    }
+
+    /// Send a `Snapshot` message streaming our latest snapshot, now or once its
+    /// stream is prepared (`Replication::stream_snapshot`).
+    pub(crate) fn send_snapshot(&mut self, env: Envelope) {
+        if let Some((env, source)) = self.replication.stream_snapshot(env, &mut self.sm) {
+            self.sending(&env);
+            self.out.send_snapshot(env, source);
+        }
     }
 
     fn storage_full(&mut self, e: &WalError) {
