@@ -6,71 +6,100 @@
 
 use super::controller::Controller;
 use super::interface::Outbound;
-use crate::core::{reason, Envelope, Message, Role, RoleChange};
+use crate::core::{reason, Envelope, Message, RaftNode, Role, RoleChange};
 use crate::metrics::PeerLabels;
 use crate::wal::LogStore;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// What the controller tracks per peer.
-#[derive(Default)]
-pub struct PeerSeen {
-    /// Last message received from each peer.
-    pub last_heard: HashMap<String, Instant>,
-    /// First unanswered heartbeat sent to each peer.
-    pub hb_sent: HashMap<String, Instant>,
-    /// Last heartbeat round trip per peer.
-    pub rtt: HashMap<String, Duration>,
-    pub last_leader: Option<String>,
-}
-
 /// How often (in ticks) health is re-checked.
 const HEALTH_EVERY_TICKS: u64 = 10;
 
-impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
-    pub(crate) fn saw_message(&mut self, env: &Envelope) {
+/// When each peer was last heard from, heartbeat round trips, and the last
+/// leader seen: the heartbeat manager's state (it only observes).
+#[derive(Default)]
+pub struct PeerSeen {
+    /// Last message received from each peer.
+    last_heard: HashMap<String, Instant>,
+    /// First unanswered heartbeat sent to each peer.
+    hb_sent: HashMap<String, Instant>,
+    /// Last heartbeat round trip per peer.
+    rtt: HashMap<String, Duration>,
+    last_leader: Option<String>,
+}
+
+impl PeerSeen {
+    /// A message arrived; returns the heartbeat round trip it completes, if any.
+    pub fn heard(&mut self, env: &Envelope) -> Option<Duration> {
         let now = Instant::now();
         // A campaign message says nothing about whether the peer hears us.
         let campaign = matches!(env.msg, Message::PreVote { .. } | Message::Vote { .. });
         if !campaign {
-            self.seen.last_heard.insert(env.from.clone(), now);
+            self.last_heard.insert(env.from.clone(), now);
         }
         if let Message::HeartbeatResp { .. } = env.msg {
-            if let Some(sent) = self.seen.hb_sent.remove(&env.from) {
+            if let Some(sent) = self.hb_sent.remove(&env.from) {
                 let rtt = now.duration_since(sent);
-                self.seen.rtt.insert(env.from.clone(), rtt);
-                let labels = PeerLabels {
-                    peer: env.from.clone(),
-                };
-                self.metrics
-                    .peer_heartbeat_rtt
-                    .get_or_create(&labels)
-                    .set(rtt.as_secs_f64());
+                self.rtt.insert(env.from.clone(), rtt);
+                return Some(rtt);
             }
         }
+        None
     }
 
-    pub(crate) fn sending(&mut self, env: &Envelope) {
+    /// A message leaves.
+    pub fn sending(&mut self, env: &Envelope) {
         if let Message::Heartbeat { .. } = env.msg {
-            self.seen
-                .hb_sent
+            self.hb_sent
                 .entry(env.to.clone())
                 .or_insert_with(Instant::now);
         }
     }
 
-    /// Is `peer` reachable? Known only for the peers we exchange heartbeats with:
-    /// every peer on a leader, the leader on a follower. `None` otherwise.
-    pub(crate) fn peer_reachable(&self, peer: &str) -> Option<(bool, u64)> {
-        let leader = self.raft.leader().or(self.seen.last_leader.as_ref());
-        let expected = self.raft.is_leader() || leader.is_some_and(|l| l == peer);
+    /// Is `peer` reachable (heard within `limit`), and how long ago was it
+    /// heard? Known only for the peers we exchange heartbeats with: every peer
+    /// on a leader, the leader on a follower. `None` otherwise.
+    pub fn reachable(&self, raft: &RaftNode, peer: &str, limit: Duration) -> Option<(bool, u64)> {
+        let leader = raft.leader().or(self.last_leader.as_ref());
+        let expected = raft.is_leader() || leader.is_some_and(|l| l == peer);
         if !expected {
             return None;
         }
-        let t = self.seen.last_heard.get(peer)?;
-        let ago = t.elapsed();
-        let limit = (self.cfg.heartbeat * 5).max(Duration::from_millis(500));
+        let ago = self.last_heard.get(peer)?.elapsed();
         Some((ago <= limit, ago.as_millis() as u64))
+    }
+
+    /// A role change named `leader`: is it a new one?
+    pub fn leader_changed(&mut self, leader: &Option<String>) -> bool {
+        if leader.is_some() && *leader != self.last_leader {
+            self.last_leader = leader.clone();
+            return true;
+        }
+        false
+    }
+}
+
+impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
+    pub(crate) fn saw_message(&mut self, env: &Envelope) {
+        if let Some(rtt) = self.seen.heard(env) {
+            let labels = PeerLabels {
+                peer: env.from.clone(),
+            };
+            self.metrics
+                .peer_heartbeat_rtt
+                .get_or_create(&labels)
+                .set(rtt.as_secs_f64());
+        }
+    }
+
+    pub(crate) fn sending(&mut self, env: &Envelope) {
+        self.seen.sending(env);
+    }
+
+    /// Is `peer` reachable? (see `PeerSeen::reachable`)
+    pub(crate) fn peer_reachable(&self, peer: &str) -> Option<(bool, u64)> {
+        let limit = (self.cfg.heartbeat * 5).max(Duration::from_millis(500));
+        self.seen.reachable(&self.raft, peer, limit)
     }
 
     pub(crate) fn note_role_changes(&mut self, changes: &[RoleChange]) {
@@ -86,9 +115,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 reason::WON_ELECTION if rc.role == Role::Leader => self.metrics.elections_won.inc(),
                 _ => 0,
             };
-            if rc.leader.is_some() && rc.leader != self.seen.last_leader {
+            if self.seen.leader_changed(&rc.leader) {
                 self.metrics.leader_changes.inc();
-                self.seen.last_leader = rc.leader.clone();
             }
         }
     }
