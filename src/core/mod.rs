@@ -30,8 +30,7 @@ mod step;
 mod testutil;
 pub mod types;
 
-pub use election::reason;
 pub use message::{Envelope, Group, Message};
-pub use raft::{ProposeError, RaftConfig, RaftNode, ReadState, Ready, Role, RoleChange};
+pub use raft::{ProposeError, RaftConfig, RaftNode, ReadState, Ready, Reason, Role, RoleChange};
 pub use repair::Repair;
 pub use types::*;

@@ -20,7 +20,7 @@
 //! the node's progress, and every append the node can accept (its log starts
 //! empty) was sent after that reset and carries at least that commit.
 
-use super::raft::RaftNode;
+use super::raft::{RaftNode, Reason};
 use super::types::NodeId;
 
 /// A repairing node's progress.
@@ -63,7 +63,7 @@ impl RaftNode {
             return;
         }
         self.repair = None;
-        self.note_role("repair complete: voting again");
+        self.note_role(Reason::RepairComplete);
     }
 
     /// Leader: a follower's answer said whether it is repairing. A follower that

@@ -6,7 +6,7 @@
 
 use super::controller::Controller;
 use super::interface::Outbound;
-use crate::core::{reason, Envelope, Message, RaftNode, Role, RoleChange};
+use crate::core::{Envelope, Message, RaftNode, Reason, Role, RoleChange};
 use crate::metrics::PeerLabels;
 use crate::wal::LogStore;
 use std::collections::HashMap;
@@ -104,15 +104,15 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     pub(crate) fn note_role_changes(&mut self, changes: &[RoleChange]) {
         for rc in changes {
-            tracing::info!(role = rc.role.as_str(), term = rc.term, leader = ?rc.leader, reason = rc.reason, "role change");
+            tracing::info!(role = rc.role.as_str(), term = rc.term, leader = ?rc.leader, reason = rc.reason.as_str(), "role change");
             // Pre-vote rounds count too: a node that keeps failing them is a
             // symptom worth seeing (delayed heartbeats).
             match rc.reason {
-                reason::PRE_VOTE_TIMEOUT | reason::VOTE_TIMEOUT => {
+                Reason::PreVoteTimeout | Reason::VoteTimeout => {
                     self.metrics.elections_started.inc()
                 }
-                reason::TRANSFER_CAMPAIGN => self.metrics.transfer_campaigns.inc(),
-                reason::WON_ELECTION if rc.role == Role::Leader => self.metrics.elections_won.inc(),
+                Reason::TransferCampaign => self.metrics.transfer_campaigns.inc(),
+                Reason::WonElection if rc.role == Role::Leader => self.metrics.elections_won.inc(),
                 _ => 0,
             };
             if self.seen.leader_changed(&rc.leader) {
