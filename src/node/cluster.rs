@@ -17,8 +17,8 @@
 //!   address was learned outside the log; each such change bumps
 //!   [`Cluster::peers_generation`] (the hard-state file records the peers too).
 
-use super::api::{propose_error, ApiError};
 use super::interface::{JoinError, Outbound};
+use crate::api::{propose_error, ApiError};
 use crate::core::{Member, Membership, NodeId, RaftNode};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

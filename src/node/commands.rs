@@ -4,11 +4,11 @@
 //! propose_membership, transfer) plus a parked waiter; answers are given when the
 //! log state allows, in `check_writes` / `check_reads`.
 
-use super::api::*;
 use super::controller::Controller;
 use super::interface::{Cmd, Outbound};
 use super::old_reads::OldRead;
 use super::waiters::{RawRead, ReadWaiter, WriteWaiter};
+use crate::api::*;
 use crate::core::*;
 use crate::state_machine::{Command, Landed};
 use crate::wal::LogStore;
@@ -527,7 +527,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             repairing: r.is_repairing(),
             repair: r
                 .repair_progress()
-                .map(|(index, target)| super::api::RepairProgress { index, target }),
+                .map(|(index, target)| crate::api::RepairProgress { index, target }),
         }
     }
 

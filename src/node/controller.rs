@@ -14,12 +14,12 @@
 //! - a write whose entry was replaced by another leader's is answered with an error,
 //!   never with success.
 
-use super::api::*;
 use super::cluster::{self, Cluster};
 use super::interface::*;
 use super::persistence::Persistence;
 use super::replication::Replication;
 use super::waiters::{ReadReply, ReadWaiter, Waiters};
+use crate::api::*;
 use crate::core::*;
 use crate::msgstore::MessageStore;
 use crate::state_machine::{Applied, Command, StateMachine};
@@ -34,6 +34,14 @@ use tokio::time::Instant;
 
 /// Commands handled per loop turn at most (bounds latency of ticks).
 const MAX_BATCH: usize = 4096;
+
+/// The health manager, metrics and fault switch a controller reports to.
+pub struct Observability {
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub health: super::health::Health,
+    /// `Some` only when `[debug] fault_injection = true`.
+    pub faults: Option<super::faults::FaultSwitch>,
+}
 
 pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) raft: RaftNode,
@@ -56,7 +64,7 @@ pub struct Controller<S: LogStore, O: Outbound> {
     pub(crate) faults: Option<super::faults::FaultSwitch>,
     /// Reads of messages out of the cache, on blocking threads (bounded).
     pub(crate) old_reads: super::old_reads::OldReads,
-    pub(crate) seen: super::observe::PeerSeen,
+    pub(crate) seen: super::heartbeat::PeerSeen,
     /// Index of the policy trim proposed last (none again until it applied).
     pub(crate) policy_trim: u64,
 }

@@ -1,12 +1,12 @@
 //! What the controller is asked and whom it talks to: the commands (`Cmd`), the
 //! transport it sends through (`Outbound`), its settings, and the state handles
 //! read without asking it (`Shared`). Everything else in `node` depends on this
-//! module; it depends on nothing in `node` but `api` (the client-facing types),
+//! module; it depends on nothing in `node` but `waiters` (the reply channels),
 //! so the controller, its managers and the handles never import each other in a
 //! circle.
 
-use super::api::*;
 use super::waiters::{ReadReply, WriteReply};
+use crate::api::*;
 use crate::core::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
@@ -110,14 +110,6 @@ pub struct MessagesConfig {
     pub install_dir: std::path::PathBuf,
     pub segment_bytes: u64,
     pub cache_bytes: usize,
-}
-
-/// The health manager, metrics and fault switch a controller reports to.
-pub struct Observability {
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub health: super::health::Health,
-    /// `Some` only when `[debug] fault_injection = true`.
-    pub faults: Option<super::faults::FaultSwitch>,
 }
 
 /// State the handles read without asking the controller.

@@ -20,8 +20,8 @@
 use super::controller::Controller;
 use super::interface::Outbound;
 use super::persistence::{needs_disk, Persisted};
+use crate::api::ApiError;
 use crate::core::{Entry, Envelope, Message, Ready, SnapshotMeta};
-use crate::node::api::ApiError;
 use crate::wal::{LogStore, WalError};
 use std::time::Duration;
 

@@ -7,11 +7,11 @@
 //! drained, exit 0.
 
 use super::bootstrap::{self, StartMode};
-use super::controller::Controller;
+use super::controller::{Controller, Observability};
 use super::faults::{FaultSwitch, FaultyOutbound};
 use super::handle::NodeHandle;
 use super::health::Health;
-use super::interface::{Cmd, ControllerConfig, MessagesConfig, Observability, Shared};
+use super::interface::{Cmd, ControllerConfig, MessagesConfig, Shared};
 use super::security::Security;
 use crate::backoff::Backoff;
 use crate::config::Config;
@@ -130,7 +130,7 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
         cluster_id: cluster_id.clone(),
         snapshot_dir: cfg.data_dir.join("snap-incoming"),
         me: (cfg.node_id.clone(), cfg.advertised_grpc_addr().to_string()),
-        follow: super::follow::FollowConfig::new(
+        follow: super::handle::FollowConfig::new(
             cfg.write_timeout(),
             Duration::from_millis(cfg.raft.election_timeout_max_ms),
         ),

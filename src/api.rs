@@ -1,4 +1,4 @@
-//! The node's client-facing API as plain Rust: what the HTTP layer (and forwarded
+//! The client-facing API as plain Rust: what the HTTP layer (and forwarded
 //! writes arriving over gRPC) ask of the controller, and the typed errors it answers
 //! with. HTTP status codes and JSON shapes are decided only at the edge (`http`).
 
