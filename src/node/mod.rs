@@ -1,7 +1,7 @@
 //! The node: the replication-manager controller and the managers around the core.
 //!
-//! The controller (`controller`, with its command handlers in `commands`, its
-//! `Ready` handling in `persist` and its observation in `observe`) owns the
+//! The controller (`controller`, with its child modules: command handlers in
+//! `commands`, `Ready` handling in `persist`, observation in `observe`) owns the
 //! consensus core, the state machine, the waiting requests and these managers,
 //! each with private state and a narrow API, and routes events between them:
 //! - `cluster`: membership view, peer addresses, joins, learner promotion;
@@ -11,15 +11,17 @@
 //!   streams for followers;
 //! - `heartbeat`: when peers were last heard, heartbeat round trips;
 //! - `health`: disk and fsync health (may hand leadership over);
-//! - `bootstrap`: found, join or recover, before the controller starts.
+//! - `bootstrap`: found, join (the join loop) or recover, at start.
 //!
 //! Who depends on whom (no circles; checked by the `use` lines):
 //! - `interface` (commands, `Outbound`, `Shared`, configs) → `waiters`;
-//! - `cluster` → `interface`; `persistence` → `faults`; `replication`,
-//!   `heartbeat`, `health`, `bootstrap`, `security` → nothing in `node`;
-//! - `controller` → the managers, `interface`, `waiters`, `old_reads`, `faults`;
-//!   `commands`, `persist`, `observe` → `controller` (impl blocks of it; the
-//!   controller does not import them);
+//! - `cluster`, `bootstrap` → `interface`; `persistence` → `faults`;
+//!   `old_reads` → `waiters`; `replication`, `heartbeat`, `health`, `security`,
+//!   `waiters` → nothing in `node`;
+//! - `controller` → the managers, `interface`, `waiters`, `old_reads`, `faults`
+//!   (never the other way round);
+//!   its children `commands`, `persist`, `observe` are impl blocks of it (they
+//!   see its private fields; nothing outside the controller does);
 //! - `handle` (with its child `follow`) → `interface`; `faults` → `interface`;
 //! - `runtime` → everything above (it wires a node together).
 //!
@@ -28,16 +30,13 @@
 
 pub mod bootstrap;
 pub mod cluster;
-pub mod commands;
 pub mod controller;
 pub mod faults;
 pub mod handle;
 pub mod health;
 pub mod heartbeat;
 pub mod interface;
-pub mod observe;
 pub mod old_reads;
-pub mod persist;
 pub mod persistence;
 pub mod replication;
 pub mod runtime;

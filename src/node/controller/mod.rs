@@ -1,6 +1,10 @@
 //! The replication-manager controller: one task that owns the consensus core, the
-//! WAL, the state machine and the waiting requests. Everything reaches it through
-//! one bounded channel; handlers never touch consensus state.
+//! state machine, the waiting requests and the managers (`cluster`,
+//! `persistence` with the WAL, `replication`, `heartbeat`, `health`), and routes
+//! events between them; each manager keeps its state private and is handed the
+//! core when it needs it. Everything reaches the controller through one bounded
+//! channel; handlers never touch consensus state. Its fields are private: only
+//! its child modules (`commands`, `persist`, `observe`) see them.
 //!
 //! One loop turn: take one event (tick or command), drain what else is queued
 //! (batching: many writes become one WAL write, one fsync, one append per peer),
@@ -14,11 +18,15 @@
 //! - a write whose entry was replaced by another leader's is answered with an error,
 //!   never with success.
 
-use super::cluster::{self, Cluster};
-use super::interface::*;
-use super::persistence::Persistence;
-use super::replication::Replication;
-use super::waiters::{ReadReply, ReadWaiter, Waiters};
+use crate::node::cluster::{self, Cluster};
+use crate::node::interface::*;
+use crate::node::persistence::Persistence;
+use crate::node::replication::Replication;
+use crate::node::waiters::{ReadReply, ReadWaiter, Waiters};
+mod commands;
+mod observe;
+mod persist;
+
 use crate::api::*;
 use crate::core::*;
 use crate::msgstore::MessageStore;
@@ -38,35 +46,35 @@ const MAX_BATCH: usize = 4096;
 /// The health manager, metrics and fault switch a controller reports to.
 pub struct Observability {
     pub metrics: Arc<crate::metrics::Metrics>,
-    pub health: super::health::Health,
+    pub health: crate::node::health::Health,
     /// `Some` only when `[debug] fault_injection = true`.
-    pub faults: Option<super::faults::FaultSwitch>,
+    pub faults: Option<crate::node::faults::FaultSwitch>,
 }
 
 pub struct Controller<S: LogStore, O: Outbound> {
-    pub(crate) raft: RaftNode,
+    raft: RaftNode,
     /// The log store, the Ready job, stalled retry, durable term and vote.
-    pub(crate) persistence: Persistence<S>,
-    pub(crate) sm: StateMachine,
-    pub(crate) out: O,
-    pub(crate) cfg: ControllerConfig,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) waiters: Waiters,
-    pub(crate) next_ctx: u64,
+    persistence: Persistence<S>,
+    sm: StateMachine,
+    out: O,
+    cfg: ControllerConfig,
+    shared: Arc<Shared>,
+    waiters: Waiters,
+    next_ctx: u64,
     /// Local snapshots and snapshot streams for followers.
-    pub(crate) replication: Replication,
+    replication: Replication,
     /// Membership view, peer addresses, joins, learner promotion.
-    pub(crate) cluster: Cluster,
-    pub(crate) shutdown: Option<(Instant, oneshot::Sender<()>)>,
-    pub(crate) ticks: u64,
-    pub(crate) metrics: Arc<crate::metrics::Metrics>,
-    pub(crate) health: super::health::Health,
-    pub(crate) faults: Option<super::faults::FaultSwitch>,
+    cluster: Cluster,
+    shutdown: Option<(Instant, oneshot::Sender<()>)>,
+    ticks: u64,
+    metrics: Arc<crate::metrics::Metrics>,
+    health: crate::node::health::Health,
+    faults: Option<crate::node::faults::FaultSwitch>,
     /// Reads of messages out of the cache, on blocking threads (bounded).
-    pub(crate) old_reads: super::old_reads::OldReads,
-    pub(crate) seen: super::heartbeat::PeerSeen,
+    old_reads: crate::node::old_reads::OldReads,
+    seen: crate::node::heartbeat::PeerSeen,
     /// Index of the policy trim proposed last (none again until it applied).
-    pub(crate) policy_trim: u64,
+    policy_trim: u64,
 }
 
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {

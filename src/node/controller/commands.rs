@@ -4,12 +4,12 @@
 //! propose_membership, transfer) plus a parked waiter; answers are given when the
 //! log state allows, in `check_writes` / `check_reads`.
 
-use super::controller::Controller;
-use super::interface::{Cmd, Outbound};
-use super::old_reads::OldRead;
-use super::waiters::{RawRead, ReadWaiter, WriteWaiter};
+use super::Controller;
 use crate::api::*;
 use crate::core::*;
+use crate::node::interface::{Cmd, Outbound};
+use crate::node::old_reads::OldRead;
+use crate::node::waiters::{RawRead, ReadWaiter, WriteWaiter};
 use crate::state_machine::{Command, Landed};
 use crate::wal::LogStore;
 use tokio::sync::oneshot;
@@ -77,7 +77,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         Ok(n)
     }
 
-    fn on_write(&mut self, req: WriteRequest, reply: super::waiters::WriteReply) {
+    fn on_write(&mut self, req: WriteRequest, reply: crate::node::waiters::WriteReply) {
         if self.shutdown.is_some() {
             let _ = reply.send(Err(ApiError::ShuttingDown));
             return;
@@ -168,7 +168,12 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     /// log under it, so that its re-send after a leader change, when the first
     /// send landed, changes nothing and answers like the first (a delete does
     /// not answer 404, a forced move does not undo a later one).
-    fn on_log_op(&mut self, op: LogOp, key: Option<String>, reply: super::waiters::WriteReply) {
+    fn on_log_op(
+        &mut self,
+        op: LogOp,
+        key: Option<String>,
+        reply: crate::node::waiters::WriteReply,
+    ) {
         if let Some(k) = &key {
             if let Some(l) = self.sm.lookup_key(k) {
                 let _ = reply.send(self.first_answer(l));
@@ -431,7 +436,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         &mut self,
         id: NodeId,
         member: Option<Member>,
-        reply: super::waiters::WriteReply,
+        reply: crate::node::waiters::WriteReply,
     ) {
         match self.cluster.change_member(&mut self.raft, id, member) {
             Ok((index, term)) => self.park_until_committed(index, term, reply, None, false),
@@ -447,7 +452,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         &mut self,
         index: u64,
         term: u64,
-        reply: super::waiters::WriteReply,
+        reply: crate::node::waiters::WriteReply,
         key: Option<String>,
         duplicate: bool,
     ) {

@@ -17,11 +17,11 @@
 //! - a full disk keeps the `Ready` and retries it; any other storage error stops
 //!   the node.
 
-use super::controller::Controller;
-use super::interface::Outbound;
-use super::persistence::{needs_disk, Persisted};
+use super::Controller;
 use crate::api::ApiError;
 use crate::core::{Entry, Envelope, Message, Ready, SnapshotMeta};
+use crate::node::interface::Outbound;
+use crate::node::persistence::{needs_disk, Persisted};
 use crate::wal::{LogStore, WalError};
 use std::time::Duration;
 
@@ -63,7 +63,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         Ok(())
     }
 
-    fn faults_now(&self) -> super::faults::Faults {
+    fn faults_now(&self) -> crate::node::faults::Faults {
         self.faults.as_ref().map(|f| f.get()).unwrap_or_default()
     }
 

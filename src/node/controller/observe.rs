@@ -4,10 +4,10 @@
 //! decides anything about consensus; it observes and, at most, asks the core for a
 //! leadership transfer or to delay its own elections.
 
-use super::controller::Controller;
-use super::interface::Outbound;
+use super::Controller;
 use crate::core::{Envelope, Reason, Role, RoleChange};
 use crate::metrics::PeerLabels;
+use crate::node::interface::Outbound;
 use crate::wal::LogStore;
 use std::time::Duration;
 
