@@ -27,7 +27,7 @@ mod repair;
 mod replication;
 mod step;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 pub mod types;
 
 pub use message::{Envelope, Group, Message};

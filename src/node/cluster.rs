@@ -249,3 +249,143 @@ pub fn not_leader(raft: &RaftNode) -> ApiError {
         leader_hint: leader_hint(raft),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testutil::{append_ok, booted, leader, persist};
+    use crate::core::Envelope;
+    use std::sync::{Arc, Mutex};
+
+    /// Records what the cluster manager gives the transport.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<BTreeMap<NodeId, String>>>);
+
+    impl Outbound for Arc<Recorder> {
+        fn send(&self, _env: Envelope) {}
+        fn send_snapshot(&self, _env: Envelope, _s: Arc<dyn crate::transport::SnapshotSource>) {}
+        fn set_peers(&self, peers: BTreeMap<NodeId, String>) {
+            self.0.lock().unwrap().push(peers);
+        }
+    }
+
+    fn learner(addr: &str) -> Member {
+        Member {
+            grpc_addr: addr.into(),
+            http_addr: format!("{addr}:http"),
+            voter: false,
+        }
+    }
+
+    #[test]
+    fn a_join_adds_a_learner_once_and_a_different_address_is_refused_naming_the_leader() {
+        let mut raft = leader(&["a", "b", "c"]);
+        let c = Cluster::new(raft.membership().clone());
+        c.join(&mut raft, "d".into(), "d:grpc".into(), "d:http".into())
+            .expect("the leader adds a joiner");
+        let d = &raft.membership().members["d"];
+        assert!(!d.voter, "a joiner starts as a learner");
+        let last = raft.last_index();
+        c.join(&mut raft, "d".into(), "d:grpc".into(), "d:http".into())
+            .expect("the same join again is accepted");
+        assert_eq!(raft.last_index(), last, "and proposes nothing new");
+        let e = c
+            .join(&mut raft, "d".into(), "elsewhere".into(), "x".into())
+            .expect_err("another address for a member is refused");
+        assert!(e.message.contains("already a member"), "{}", e.message);
+        assert_eq!(e.leader, Some(("a".into(), "a:grpc".into())));
+    }
+
+    #[test]
+    fn a_follower_refuses_joins_and_changes() {
+        let mut raft = booted("b", &["a", "b", "c"]);
+        let c = Cluster::new(raft.membership().clone());
+        let e = c
+            .join(&mut raft, "d".into(), "d:grpc".into(), "d:http".into())
+            .expect_err("only the leader adds members");
+        assert_eq!(e.message, "not the leader");
+        let r = c.change_member(&mut raft, "d".into(), Some(learner("d:grpc")));
+        assert!(matches!(r, Err(ApiError::NoLeader { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn a_change_that_changes_nothing_is_an_invalid_request() {
+        let mut raft = leader(&["a", "b", "c"]);
+        let c = Cluster::new(raft.membership().clone());
+        let same = raft.membership().members["b"].clone();
+        let r = c.change_member(&mut raft, "b".into(), Some(same));
+        assert!(matches!(r, Err(ApiError::InvalidRequest(_))), "{r:?}");
+        let r = c.change_member(&mut raft, "zz".into(), None);
+        assert!(matches!(r, Err(ApiError::InvalidRequest(_))), "{r:?}");
+        let (index, term) = c
+            .change_member(&mut raft, "c".into(), None)
+            .expect("removing a voter is proposed");
+        assert_eq!((index, term), (raft.last_index(), raft.term()));
+        assert!(!raft.membership().contains("c"));
+    }
+
+    #[test]
+    fn a_caught_up_learner_is_promoted_once_its_join_committed() {
+        let mut raft = leader(&["a", "b", "c"]);
+        let c = Cluster::new(raft.membership().clone());
+        c.join(&mut raft, "d".into(), "d:grpc".into(), "d:http".into())
+            .unwrap();
+        let join_index = raft.last_index();
+        persist(&mut raft);
+        raft.step(append_ok("d", "a", 2, join_index));
+        c.maybe_promote_learner(&mut raft);
+        assert!(
+            !raft.membership().members["d"].voter,
+            "no promotion while the join is not committed"
+        );
+        raft.step(append_ok("b", "a", 2, join_index));
+        persist(&mut raft);
+        assert!(raft.commit_index() >= join_index);
+        c.maybe_promote_learner(&mut raft);
+        assert!(raft.membership().members["d"].voter, "caught up: promoted");
+    }
+
+    #[test]
+    fn peers_go_to_the_transport_on_each_change_and_addresses_are_never_forgotten() {
+        let mut raft = leader(&["a", "b", "c"]);
+        let out = Arc::new(Recorder::default());
+        let mut c = Cluster::new(raft.membership().clone());
+        c.sync_peers(&raft, &out);
+        let g1 = c.peers_generation();
+        c.sync_peers(&raft, &out);
+        assert_eq!(c.peers_generation(), g1, "no change, nothing sent again");
+        assert_eq!(out.0.lock().unwrap().len(), 1);
+        let sent = out.0.lock().unwrap()[0].clone();
+        assert_eq!(
+            sent.keys().collect::<Vec<_>>(),
+            ["b", "c"],
+            "never ourselves"
+        );
+
+        c.add_peers(BTreeMap::from([("z".to_string(), "z:grpc".to_string())]));
+        c.sync_peers(&raft, &out);
+        assert!(
+            c.peers_generation() > g1,
+            "learned outside the log: sent again"
+        );
+        assert!(out.0.lock().unwrap()[1].contains_key("z"));
+
+        c.change_member(&mut raft, "c".into(), None).unwrap();
+        c.sync_peers(&raft, &out);
+        let last = out.0.lock().unwrap().last().cloned().unwrap();
+        assert!(last.contains_key("c"), "a removed member stays reachable");
+        assert_eq!(c.peers_except(&"a".to_string()), last);
+    }
+
+    #[test]
+    fn a_stranger_is_noted_and_members_are_not() {
+        let raft = leader(&["a", "b", "c"]);
+        let mut c = Cluster::new(raft.membership().clone());
+        assert!(!c.is_stranger(&raft, &"b".to_string()));
+        assert!(c.is_stranger(&raft, &"x".to_string()));
+        assert!(
+            c.is_stranger(&raft, &"x".to_string()),
+            "every time, logged less often"
+        );
+    }
+}

@@ -250,3 +250,62 @@ impl Replication {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `snapshot_due` with `every` entries / `every_bytes`, not blocked, not sending.
+    fn due(r: &mut Replication, applied: u64, snap_index: u64) -> bool {
+        r.snapshot_due(applied, snap_index, 100, 1_000, false, false)
+    }
+
+    #[test]
+    fn a_snapshot_is_due_by_entries_or_bytes_and_the_counters_start_over() {
+        let mut r = Replication::new(None);
+        assert!(!due(&mut r, 50, 0));
+        assert!(due(&mut r, 100, 0), "every 100 entries");
+        r.applied(999);
+        assert!(!due(&mut r, 150, 100));
+        r.applied(1);
+        assert!(due(&mut r, 150, 100), "every 1000 bytes");
+        assert!(!due(&mut r, 151, 100), "bytes counted from zero again");
+    }
+
+    #[test]
+    fn a_trim_makes_a_snapshot_due_but_never_at_or_below_the_last_one() {
+        let mut r = Replication::new(None);
+        r.trim_applied();
+        assert!(
+            !due(&mut r, 10, 10),
+            "nothing applied since the last snapshot"
+        );
+        assert!(due(&mut r, 11, 10));
+        assert!(!due(&mut r, 12, 10), "the trim was taken care of");
+    }
+
+    #[test]
+    fn nothing_is_due_while_blocked_or_disabled_and_the_reason_waits() {
+        let mut r = Replication::new(None);
+        r.trim_applied();
+        assert!(!r.snapshot_due(11, 10, 100, 1_000, true, false), "blocked");
+        assert!(!r.snapshot_due(11, 10, 0, 1_000, false, false), "disabled");
+        assert!(
+            !r.snapshot_due(11, 10, 100, 1_000, false, true),
+            "deferred while a follower is sent one"
+        );
+        assert!(due(&mut r, 11, 10), "still due once free");
+    }
+
+    #[test]
+    fn a_full_payload_in_the_wal_makes_a_snapshot_due() {
+        let meta = crate::core::SnapshotMeta::default();
+        let full = Snapshot {
+            meta,
+            data: bytes::Bytes::from_static(b"not a manifest"),
+        };
+        let mut r = Replication::new(Some(full));
+        assert!(due(&mut r, 1, 0));
+        assert!(!due(&mut r, 2, 1));
+    }
+}
