@@ -280,3 +280,117 @@ fn write_durable<S: LogStore>(
     store.sync()?;
     Ok(Some(started.elapsed()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Entry, EntryPayload, HardState};
+    use crate::wal::MemStore;
+
+    fn hard_state(term: u64, vote: Option<&str>, commit: u64) -> Ready {
+        Ready {
+            hard_state: Some(HardState {
+                term,
+                vote: vote.map(str::to_string),
+                commit,
+            }),
+            ..Ready::default()
+        }
+    }
+
+    async fn run(p: &mut Persistence<MemStore>, rd: Ready, faults: Faults) -> Done {
+        p.start(rd, faults);
+        assert!(p.busy());
+        let done = p.next_done().await;
+        let done = p.finished(done);
+        assert!(!p.busy(), "the store is home again");
+        done
+    }
+
+    #[tokio::test]
+    async fn a_new_term_or_vote_or_entries_are_fsynced_and_a_commit_alone_is_not() {
+        let mut p = Persistence::new(MemStore::new(), (0, None));
+        let done = run(&mut p, hard_state(1, Some("a"), 0), Faults::default()).await;
+        assert!(matches!(done.result, Ok(Some(_))), "a new vote is synced");
+        let done = run(&mut p, hard_state(1, Some("a"), 1), Faults::default()).await;
+        assert!(
+            matches!(done.result, Ok(None)),
+            "the same term and vote (now durable) with a new commit: no fsync"
+        );
+        let mut rd = hard_state(1, Some("a"), 1);
+        rd.entries = vec![Entry {
+            index: 1,
+            term: 1,
+            payload: EntryPayload::Noop,
+        }];
+        let done = run(&mut p, rd, Faults::default()).await;
+        assert!(matches!(done.result, Ok(Some(_))), "entries are synced");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_leaves_the_vote_not_durable() {
+        let mut p = Persistence::new(MemStore::new(), (0, None));
+        let fail = Faults {
+            fsync_fail: true,
+            ..Faults::default()
+        };
+        let done = run(&mut p, hard_state(1, Some("a"), 0), fail).await;
+        assert!(done.result.as_ref().is_err_and(|e| e.is_no_space()));
+        let done = run(&mut p, hard_state(1, Some("a"), 0), Faults::default()).await;
+        assert!(
+            matches!(done.result, Ok(Some(_))),
+            "the vote was never durable: synced on the retry"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_ready_is_given_back_only_once_its_retry_is_due() {
+        let mut p = Persistence::new(MemStore::new(), (0, None));
+        p.stall(hard_state(1, None, 0));
+        assert!(p.stalled());
+        assert!(
+            p.take_stalled_if_due().is_none(),
+            "not before the retry time"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let rd = loop {
+            if let Some(rd) = p.take_stalled_if_due() {
+                break rd;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stalled Ready never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(rd.hard_state.map(|h| h.term), Some(1));
+        assert!(!p.stalled());
+    }
+
+    #[tokio::test]
+    async fn the_hard_state_file_is_rewritten_only_when_something_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Persistence::new(MemStore::new(), (0, None));
+        p.keep_hardstate_file(dir.path().to_path_buf());
+        let peers = BTreeMap::from([("b".to_string(), "b:grpc".to_string())]);
+        p.sync_hardstate_file(false, 1, || peers.clone()).unwrap();
+        let rec = crate::hardstate::read(dir.path()).unwrap().unwrap();
+        assert_eq!((rec.term, rec.peers.clone()), (0, peers.clone()));
+
+        p.sync_hardstate_file(false, 1, || panic!("nothing changed: peers not asked"))
+            .unwrap();
+
+        run(&mut p, hard_state(3, Some("b"), 0), Faults::default()).await;
+        p.sync_hardstate_file(true, 1, || peers.clone()).unwrap();
+        let rec = crate::hardstate::read(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            (rec.term, rec.vote.as_deref(), rec.repairing),
+            (3, Some("b"), true)
+        );
+
+        let more = BTreeMap::from([("c".to_string(), "c:grpc".to_string())]);
+        p.sync_hardstate_file(true, 2, || more.clone()).unwrap();
+        let rec = crate::hardstate::read(dir.path()).unwrap().unwrap();
+        assert_eq!(rec.peers, more, "a new peers generation is written");
+    }
+}
