@@ -6,7 +6,8 @@
 //! The store lives here when no job runs and inside the job while one does
 //! (moved onto a blocking thread and back), so the controller never blocks on a
 //! write or an fsync. The controller decides what to persist and what follows
-//! (see `persist`); this manager only runs the jobs and keeps their bookkeeping.
+//! (see `controller::persist`); this manager only runs the jobs and keeps
+//! their bookkeeping.
 //!
 //! Invariants:
 //! - at most one job runs at a time, so Readies reach the disk in order;

@@ -1,4 +1,5 @@
-//! The controller's `Ready` handling: each `Ready`'s durable part
+//! The controller's `Ready` handling, through the persistence manager
+//! (`node::persistence`): each `Ready`'s durable part
 //! (snapshot, entries, hard state, one fsync) runs on a blocking thread while the
 //! controller goes on ticking, stepping and queueing proposals (group commit: the
 //! next `Ready` collects everything that arrived meanwhile).
