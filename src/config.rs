@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::node::api::WriteConcern;
+use crate::api::WriteConcern;
 
 mod security;
 pub use security::{AuthConfig, LimitsConfig, TlsConfig, MIN_HEADER_BYTES};

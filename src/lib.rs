@@ -4,7 +4,16 @@
 //! storage), `state_machine` (the message log with dense offsets), `node` (the
 //! replication-manager controller and its managers), `transport` (gRPC), `http`
 //! (client API), `config`.
+//!
+//! Who depends on whom (no module imports one that imports it back):
+//! - `api` (the client-facing request, answer and error types, and the
+//!   `NodeApi` trait) depends only on `core`; `config`, `transport`, `node` and
+//!   `http` all use it;
+//! - `transport` depends on `core` and `api`, never on `node`;
+//! - `node` depends on `core`, `wal`, `state_machine`, `api` and `transport`;
+//! - `http` depends on `api` and `node` (the fault switch), never on `transport`.
 
+pub mod api;
 pub mod backoff;
 pub mod bench;
 pub mod certs;

@@ -18,22 +18,8 @@
 //!   cluster by pre-vote and the leader lease, not by membership checks.
 
 use super::message::Message;
-use super::raft::{RaftNode, Role};
+use super::raft::{RaftNode, Reason, Role};
 use super::types::{EntryPayload, NodeId};
-
-/// The reasons of the role changes the node counts in its metrics. The node
-/// compares a [`RoleChange`](super::RoleChange)'s reason with these (never parses
-/// the text), so rewording one keeps the counts right.
-pub mod reason {
-    /// A node's election timer ran out and it starts a pre-vote round.
-    pub const PRE_VOTE_TIMEOUT: &str = "election timeout: pre-vote";
-    /// A node's election timer ran out (or its pre-vote won) and it campaigns.
-    pub const VOTE_TIMEOUT: &str = "election timeout";
-    /// A node campaigns because the leader handed leadership over to it.
-    pub const TRANSFER_CAMPAIGN: &str = "leadership transfer";
-    /// A candidate won and leads.
-    pub const WON_ELECTION: &str = "won election";
-}
 
 impl RaftNode {
     pub(crate) fn tick_election(&mut self) {
@@ -61,7 +47,7 @@ impl RaftNode {
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
-        self.note_role(reason::PRE_VOTE_TIMEOUT);
+        self.note_role(Reason::PreVoteTimeout);
         self.request_votes(true, false);
     }
 
@@ -73,9 +59,9 @@ impl RaftNode {
         self.votes.clear();
         self.reset_election_timeout();
         self.note_role(if transfer {
-            reason::TRANSFER_CAMPAIGN
+            Reason::TransferCampaign
         } else {
-            reason::VOTE_TIMEOUT
+            Reason::VoteTimeout
         });
         self.request_votes(false, transfer);
     }
@@ -124,7 +110,7 @@ impl RaftNode {
                 self.become_leader();
             }
         } else if no >= quorum {
-            self.become_follower(self.term, None, "election lost");
+            self.become_follower(self.term, None, Reason::ElectionLost);
         }
     }
 
@@ -175,7 +161,7 @@ impl RaftNode {
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         self.sync_progress();
-        self.note_role(reason::WON_ELECTION);
+        self.note_role(Reason::WonElection);
         // Commit a no-op of our own term so earlier entries can commit (§5.4.2).
         self.append_entry(EntryPayload::Noop);
     }
@@ -203,7 +189,7 @@ impl RaftNode {
             })?,
         };
         self.transferee = Some((target.clone(), self.now));
-        self.note_role("leadership transfer started");
+        self.note_role(Reason::TransferStarted);
         self.maybe_send_timeout_now(&target);
         Ok(target)
     }

@@ -11,7 +11,7 @@
 
 use super::message::Message;
 use super::progress::ProgressState;
-use super::raft::{PendingRead, ProposeError, RaftNode, ReadState, Role};
+use super::raft::{PendingRead, ProposeError, RaftNode, ReadState, Reason, Role};
 use super::types::NodeId;
 
 impl RaftNode {
@@ -25,18 +25,14 @@ impl RaftNode {
         if self.election_elapsed >= self.cfg.election_ticks_min {
             self.election_elapsed = 0;
             if self.cfg.check_quorum && !self.quorum_active() {
-                self.become_follower(
-                    self.term,
-                    None,
-                    "check-quorum: lost contact with a majority",
-                );
+                self.become_follower(self.term, None, Reason::CheckQuorum);
                 return;
             }
         }
         if let Some((_, started)) = self.transferee {
             if self.now - started > self.cfg.election_ticks_max {
                 self.transferee = None;
-                self.note_role("leadership transfer timed out");
+                self.note_role(Reason::TransferTimedOut);
             }
         }
         self.retry_stale_snapshots();

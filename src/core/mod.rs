@@ -27,11 +27,10 @@ mod repair;
 mod replication;
 mod step;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 pub mod types;
 
-pub use election::reason;
 pub use message::{Envelope, Group, Message};
-pub use raft::{ProposeError, RaftConfig, RaftNode, ReadState, Ready, Role, RoleChange};
+pub use raft::{ProposeError, RaftConfig, RaftNode, ReadState, Ready, Reason, Role, RoleChange};
 pub use repair::Repair;
 pub use types::*;

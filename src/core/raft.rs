@@ -107,7 +107,67 @@ pub struct RoleChange {
     pub role: Role,
     pub term: u64,
     pub leader: Option<NodeId>,
-    pub reason: &'static str,
+    pub reason: Reason,
+}
+
+/// Why a role change happened. The node counts some of them in its metrics by
+/// matching the variant (never the text); [`Reason::as_str`] is what the log
+/// says, so rewording it changes no count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// A node's election timer ran out and it starts a pre-vote round.
+    PreVoteTimeout,
+    /// A node's election timer ran out (or its pre-vote won) and it campaigns.
+    VoteTimeout,
+    /// A node campaigns because the leader handed leadership over to it.
+    TransferCampaign,
+    /// A candidate won and leads.
+    WonElection,
+    /// A candidate saw it cannot win this term.
+    ElectionLost,
+    /// The leader started handing leadership over.
+    TransferStarted,
+    /// A hand-over did not finish in time; the leader goes on leading.
+    TransferTimedOut,
+    /// A repairing node caught up and votes again.
+    RepairComplete,
+    /// A leader lost contact with a majority and steps down.
+    CheckQuorum,
+    /// This node left the configuration.
+    Removed,
+    /// A leader of a higher term spoke to us.
+    HigherTermFromLeader,
+    /// A higher term was seen (no leader known yet).
+    HigherTerm,
+    /// A leader of our own term spoke to us.
+    LeaderOfTerm,
+}
+
+impl Reason {
+    /// The reason as logged.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::PreVoteTimeout => "election timeout: pre-vote",
+            Reason::VoteTimeout => "election timeout",
+            Reason::TransferCampaign => "leadership transfer",
+            Reason::WonElection => "won election",
+            Reason::ElectionLost => "election lost",
+            Reason::TransferStarted => "leadership transfer started",
+            Reason::TransferTimedOut => "leadership transfer timed out",
+            Reason::RepairComplete => "repair complete: voting again",
+            Reason::CheckQuorum => "check-quorum: lost contact with a majority",
+            Reason::Removed => "removed from the configuration",
+            Reason::HigherTermFromLeader => "higher term from leader",
+            Reason::HigherTerm => "higher term seen",
+            Reason::LeaderOfTerm => "leader of this term",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Effects for the driver, in the order it must carry them out.
@@ -447,7 +507,7 @@ impl RaftNode {
         self.randomized_timeout = self.rng.gen_range(lo..hi);
     }
 
-    pub(crate) fn note_role(&mut self, reason: &'static str) {
+    pub(crate) fn note_role(&mut self, reason: Reason) {
         self.role_changes.push(RoleChange {
             role: self.role,
             term: self.term,
@@ -456,12 +516,7 @@ impl RaftNode {
         });
     }
 
-    pub(crate) fn become_follower(
-        &mut self,
-        term: u64,
-        leader: Option<NodeId>,
-        reason: &'static str,
-    ) {
+    pub(crate) fn become_follower(&mut self, term: u64, leader: Option<NodeId>, reason: Reason) {
         let changed = self.role != Role::Follower || term != self.term || leader != self.leader;
         if term > self.term {
             self.term = term;

@@ -27,7 +27,7 @@
 //! by the driver in a file of its own); answers carry it and a leader ignores
 //! one smaller than the largest it heard from that peer.
 
-use super::raft::RaftNode;
+use super::raft::{RaftNode, Reason};
 use super::types::NodeId;
 
 /// A repairing node's progress.
@@ -70,7 +70,7 @@ impl RaftNode {
             return;
         }
         self.repair = None;
-        self.note_role("repair complete: voting again");
+        self.note_role(Reason::RepairComplete);
     }
 
     /// Leader: a follower's answer said whether it is repairing. A follower that

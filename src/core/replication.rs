@@ -13,7 +13,7 @@
 
 use super::message::Message;
 use super::progress::{Progress, ProgressState};
-use super::raft::{RaftNode, Role};
+use super::raft::{RaftNode, Reason, Role};
 use super::types::{Entry, EntryPayload, NodeId, Snapshot};
 
 impl RaftNode {
@@ -269,7 +269,7 @@ impl RaftNode {
         self.release_queued_reads();
         // A leader removed from the configuration steps down once the change commits.
         if self.membership_index <= self.log.committed && !self.is_voter() {
-            self.become_follower(self.term, None, "removed from the configuration");
+            self.become_follower(self.term, None, Reason::Removed);
         }
     }
 

@@ -8,7 +8,7 @@
 //!   carrying our term so it steps down, and a stale pre-vote gets a refusal.
 
 use super::message::{Envelope, Message};
-use super::raft::{RaftNode, Role};
+use super::raft::{RaftNode, Reason, Role};
 
 impl RaftNode {
     /// Handle one message from a peer. Never panics on peer input.
@@ -34,11 +34,15 @@ impl RaftNode {
             Message::PreVoteResp { granted: true } => true,
             Message::Vote { transfer, .. } if self.in_lease() && !transfer => false,
             Message::Append { .. } | Message::Heartbeat { .. } | Message::Snapshot { .. } => {
-                self.become_follower(env.term, Some(env.from.clone()), "higher term from leader");
+                self.become_follower(
+                    env.term,
+                    Some(env.from.clone()),
+                    Reason::HigherTermFromLeader,
+                );
                 true
             }
             _ => {
-                self.become_follower(env.term, None, "higher term seen");
+                self.become_follower(env.term, None, Reason::HigherTerm);
                 true
             }
         }
@@ -129,7 +133,7 @@ impl RaftNode {
     /// A message from the leader of our term: we are its follower.
     fn follow(&mut self, leader: &str) {
         if self.role != Role::Follower || self.leader.as_deref() != Some(leader) {
-            self.become_follower(self.term, Some(leader.to_string()), "leader of this term");
+            self.become_follower(self.term, Some(leader.to_string()), Reason::LeaderOfTerm);
         }
         self.election_elapsed = 0;
     }

@@ -17,12 +17,18 @@
 //! starts repairing. If the hard-state file cannot give term and vote either, it
 //! refuses to start and says how to replace it.
 
+use super::interface::Cmd;
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::core::{Entry, EntryPayload, HardState, Member, Membership};
 use crate::hardstate::{self, Record};
+use crate::transport::{ClusterId, JoinRequest, Peers};
 use crate::wal::{DiskStore, LogStore, WalError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 
 /// How the node starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,6 +294,86 @@ fn found(cfg: &Config, store: &mut DiskStore) -> Result<(), crate::wal::WalError
         commit: 1,
     })?;
     store.sync()
+}
+
+/// Must this node ask to join? When it starts in `Join` mode, or when it is not
+/// in the membership it knows (`member`) and has join targets.
+pub fn must_join(cfg: &Config, mode: &StartMode, member: bool) -> bool {
+    *mode == StartMode::Join || (!member && !cfg.join.is_empty())
+}
+
+/// The join loop's needs: whom to ask, as whom, and the controller to tell
+/// which leader accepted us.
+pub struct Joiner {
+    pub cfg: Config,
+    pub peers: Arc<Peers>,
+    pub cluster_id: ClusterId,
+    pub controller: mpsc::Sender<Cmd>,
+}
+
+impl Joiner {
+    /// Join in the background (the controller runs meanwhile, so the node
+    /// answers 503 while it waits), until accepted or `stop`.
+    pub fn spawn(self, mut stop: watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            match join(&self.cfg, &self.peers, &self.cluster_id, &mut stop).await {
+                Ok(leader) => {
+                    let _ = self.controller.send(Cmd::AddPeers { peers: leader }).await;
+                }
+                Err(e) => tracing::error!(error = %e, "join failed"),
+            }
+        });
+    }
+}
+
+/// Ask the join targets to add us, until one leader does. Capped, jittered backoff.
+/// Returns the leader that accepted us, so we can answer it before we learn the
+/// membership from the log.
+async fn join(
+    cfg: &Config,
+    peers: &Peers,
+    cluster_id: &ClusterId,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<BTreeMap<String, String>, String> {
+    let req = JoinRequest {
+        node_id: cfg.node_id.clone(),
+        grpc_addr: cfg.advertised_grpc_addr().to_string(),
+        http_addr: cfg.advertised_http_addr().to_string(),
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
+    let mut targets: Vec<String> = cfg.join.clone();
+    loop {
+        for addr in targets.clone() {
+            match peers.join(&addr, &req).await {
+                Ok(o) if o.ok => {
+                    if !o.cluster_id.is_empty() {
+                        write_cluster_id(&cfg.data_dir, &o.cluster_id)
+                            .map_err(|e| format!("cluster_id: {e}"))?;
+                        cluster_id.set(o.cluster_id);
+                    }
+                    tracing::info!(via = %addr, "joined the cluster as a learner");
+                    let leader = o.leader_id.zip(o.leader_grpc_addr);
+                    return Ok(leader.into_iter().collect());
+                }
+                Ok(o) => {
+                    tracing::info!(via = %addr, error = ?o.error, leader = ?o.leader_id, "join refused; retrying");
+                    if let Some(l) = o.leader_grpc_addr {
+                        if !targets.contains(&l) {
+                            targets.insert(0, l);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(via = %addr, error = %e, "join target unreachable; retrying")
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {},
+            _ = stop.wait_for(|stopped| *stopped) => return Err("stopped while joining".into()),
+        }
+        let _ = stop.borrow_and_update();
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //!   and seals wait, heartbeats and votes must not).
 
 use crate::core::{Envelope, NodeId};
-use crate::node::controller::Outbound;
+use crate::node::interface::Outbound;
 use crate::transport::SnapshotSource;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

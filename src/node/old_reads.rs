@@ -16,8 +16,8 @@
 //!   store's length when the reader was taken, and a segment removed meanwhile
 //!   stays readable through the open file it holds.
 
-use super::api::ApiError;
 use super::waiters::{RawRead, ReadReply};
+use crate::api::ApiError;
 use crate::msgstore::Reader;
 use std::sync::Arc;
 use std::time::Duration;

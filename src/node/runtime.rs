@@ -2,25 +2,24 @@
 //!
 //! Order: bind both ports (a port in use fails at once), open the data directory
 //! (bootstrap manager), start the gRPC server (so a leader can reach us while we
-//! join), join if needed, start the controller, serve HTTP, then wait for SIGTERM or
+//! join), start the controller, join if needed (bootstrap manager), serve HTTP, then wait for SIGTERM or
 //! SIGINT and stop: leadership handed over, waiting requests answered, servers
 //! drained, exit 0.
 
-use super::bootstrap::{self, StartMode};
-use super::controller::{Cmd, Controller, ControllerConfig, MessagesConfig, Observability, Shared};
+use super::bootstrap;
+use super::controller::{Controller, Observability};
 use super::faults::{FaultSwitch, FaultyOutbound};
 use super::handle::NodeHandle;
 use super::health::Health;
+use super::interface::{ControllerConfig, MessagesConfig, Shared};
 use super::security::Security;
-use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::core::{RaftConfig, RaftNode};
 use crate::http::{router, HttpLimits};
 use crate::metrics::Metrics;
-use crate::transport::{ClusterId, InboundHandler, JoinRequest, Peers, ServerConfig};
+use crate::transport::{ClusterId, InboundHandler, Peers, ServerConfig};
 use crate::wal::LogStore;
 use rand::Rng;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -129,7 +128,7 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
         cluster_id: cluster_id.clone(),
         snapshot_dir: cfg.data_dir.join("snap-incoming"),
         me: (cfg.node_id.clone(), cfg.advertised_grpc_addr().to_string()),
-        follow: super::follow::FollowConfig::new(
+        follow: super::handle::FollowConfig::new(
             cfg.write_timeout(),
             Duration::from_millis(cfg.raft.election_timeout_max_ms),
         ),
@@ -191,34 +190,23 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     };
     let mut controller =
         Controller::new(raft, store, out, controller_config(&cfg, tick), shared, obs)?;
-    controller.hardstate_dir = Some(cfg.data_dir.clone());
+    controller.keep_hardstate_file(cfg.data_dir.clone());
     if let Some(peers) = repairing {
         metrics.repairs_started.inc();
-        controller.known_peers.extend(peers);
-        controller.repair_started = Some(tokio::time::Instant::now());
+        controller.start_repairing_with(peers);
     }
     // A node that is not (yet) in the membership it knows asks to join; the
     // controller runs meanwhile, so the node answers (503) while it waits.
-    let member = controller.raft.membership().contains(&cfg.node_id);
+    let member = controller.is_member();
     let ctl = tokio::spawn(controller.run(raft_rx, cmd_rx));
-    let must_join = mode == StartMode::Join || (!member && !cfg.join.is_empty());
-    if must_join {
-        let (cfg, peers, cluster_id, h, stop) = (
-            cfg.clone(),
-            peers.clone(),
-            cluster_id.clone(),
-            handle.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            let mut stop = stop;
-            match join(&cfg, &peers, &cluster_id, &mut stop).await {
-                Ok(leader) => {
-                    let _ = h.tx.send(Cmd::AddPeers { peers: leader }).await;
-                }
-                Err(e) => tracing::error!(error = %e, "join failed"),
-            }
-        });
+    if bootstrap::must_join(&cfg, &mode, member) {
+        let joiner = bootstrap::Joiner {
+            cfg: cfg.clone(),
+            peers: peers.clone(),
+            cluster_id: cluster_id.clone(),
+            controller: handle.tx.clone(),
+        };
+        joiner.spawn(stop.clone());
     }
 
     let node = Arc::new(handle.clone());
@@ -263,55 +251,5 @@ async fn wait_stopped(mut stop: watch::Receiver<bool>) {
         if stop.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// Ask the join targets to add us, until one leader does. Capped, jittered backoff.
-/// Returns the leader that accepted us, so we can answer it before we learn the
-/// membership from the log.
-async fn join(
-    cfg: &Config,
-    peers: &Peers,
-    cluster_id: &ClusterId,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<BTreeMap<String, String>, String> {
-    let req = JoinRequest {
-        node_id: cfg.node_id.clone(),
-        grpc_addr: cfg.advertised_grpc_addr().to_string(),
-        http_addr: cfg.advertised_http_addr().to_string(),
-    };
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
-    let mut targets: Vec<String> = cfg.join.clone();
-    loop {
-        for addr in targets.clone() {
-            match peers.join(&addr, &req).await {
-                Ok(o) if o.ok => {
-                    if !o.cluster_id.is_empty() {
-                        bootstrap::write_cluster_id(&cfg.data_dir, &o.cluster_id)
-                            .map_err(|e| format!("cluster_id: {e}"))?;
-                        cluster_id.set(o.cluster_id);
-                    }
-                    tracing::info!(via = %addr, "joined the cluster as a learner");
-                    let leader = o.leader_id.zip(o.leader_grpc_addr);
-                    return Ok(leader.into_iter().collect());
-                }
-                Ok(o) => {
-                    tracing::info!(via = %addr, error = ?o.error, leader = ?o.leader_id, "join refused; retrying");
-                    if let Some(l) = o.leader_grpc_addr {
-                        if !targets.contains(&l) {
-                            targets.insert(0, l);
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::info!(via = %addr, error = %e, "join target unreachable; retrying")
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {},
-            _ = wait_stopped(stop.clone()) => return Err("stopped while joining".into()),
-        }
-        let _ = stop.borrow_and_update();
     }
 }

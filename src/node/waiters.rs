@@ -7,7 +7,7 @@
 //! wait for an applied index (ReadIndex) and, for long polls, for a message at
 //! their offset.
 
-use crate::node::api::{ApiError, ReadRequest, ReadResult, WriteResult};
+use crate::api::{ApiError, ReadRequest, ReadResult, WriteResult};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -27,7 +27,7 @@ impl RawRead {
         let messages = self
             .messages
             .into_iter()
-            .map(|(offset, m)| crate::node::api::ReadMessage {
+            .map(|(offset, m)| crate::api::ReadMessage {
                 offset,
                 message: String::from_utf8_lossy(&m).into_owned(),
             })

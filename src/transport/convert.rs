@@ -9,9 +9,9 @@
 use super::pb;
 use super::pb::envelope::Msg;
 use super::{JoinOutcome, JoinRequest};
+use crate::api::{ApiError, LogOp, WriteConcern, WriteRequest, WriteResult};
 use crate::core::SnapshotMeta;
 use crate::core::{Entry, EntryPayload, Envelope, Member, Membership, Message, Snapshot};
-use crate::node::api::{ApiError, LogOp, WriteConcern, WriteRequest, WriteResult};
 use std::collections::BTreeMap;
 
 /// A protobuf message from a peer that does not describe a valid value.

@@ -24,6 +24,7 @@
 //! certificate against the configured host name, so dialling a fallback address
 //! can reach the peer or fail, never someone else.
 
+use super::{ClusterId, CLUSTER_HEADER, FROM_HEADER};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
@@ -34,6 +35,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tonic::codegen::http::Uri;
 use tonic::codegen::Service;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
 use tracing::debug;
 
 /// Names (or peers) remembered at most; the maps are cleared when full, so
@@ -201,6 +207,42 @@ impl Service<Uri> for Dialer {
         self.clone().dial(uri).boxed()
     }
 }
+
+/// Adds the cluster id and our node id to every outgoing request. The cluster id
+/// is read per request, so streams opened after it changes carry the new one.
+#[derive(Clone)]
+pub(crate) struct Meta {
+    cluster_id: ClusterId,
+    from: Option<MetadataValue<Ascii>>,
+}
+
+impl Meta {
+    pub(crate) fn new(cluster_id: ClusterId, self_id: &str) -> Self {
+        Meta {
+            cluster_id,
+            from: self_id.parse().ok(),
+        }
+    }
+}
+
+impl Interceptor for Meta {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let id = self.cluster_id.get();
+        if !id.is_empty() {
+            let value = id
+                .parse()
+                .map_err(|_| Status::invalid_argument("cluster id is not valid metadata"))?;
+            req.metadata_mut().insert(CLUSTER_HEADER, value);
+        }
+        if let Some(from) = &self.from {
+            req.metadata_mut().insert(FROM_HEADER, from.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel with our metadata attached.
+pub(crate) type Svc = InterceptedService<Channel, Meta>;
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,13 @@
 //!   message, never an `unwrap`;
 //! - every limit is explicit: decode size, connections, streams per connection,
 //!   queue capacity, snapshot size, timeouts.
+//!
+//! Who depends on whom (no circles): `peers` → `dial`, `convert`, `snapshot`;
+//! `server` → `conn`, `convert`, `dial`, `ratelimit`, `snapshot`; `snapshot` →
+//! `dial` (the client channel type) and, through its `Receiving` trait, none of
+//! the server's state; `conn`, `convert`, `dial`, `ratelimit` → nothing here but
+//! this module's shared items. Outside: `crate::core` and `crate::api`, never
+//! `crate::node` (the node implements [`InboundHandler`] and uses [`Peers`]).
 
 mod conn;
 mod convert;
@@ -47,8 +54,8 @@ pub use dial::AddrBook;
 pub use peers::{Peers, PeersConfig, RpcError, TransportStats};
 pub use server::{serve, serve_with_config, ServerConfig};
 
+use crate::api::{ApiError, WriteRequest, WriteResult};
 use crate::core::{Envelope, NodeId, SnapshotMeta};
-use crate::node::api::{ApiError, WriteRequest, WriteResult};
 use futures::future::BoxFuture;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};

@@ -22,17 +22,17 @@
 //! - every unary helper has a timeout.
 
 use super::convert::{from_read_index_reply, from_write_reply};
-use super::dial::{AddrBook, Dialer};
+use super::dial::{AddrBook, Dialer, Meta, Svc};
 use super::pb;
 use super::pb::cluster_client::ClusterClient;
 use super::pb::election_client::ElectionClient;
 use super::pb::heartbeat_client::HeartbeatClient;
 use super::pb::replication_client::ReplicationClient;
 use super::snapshot::{self, SendOptions};
-use super::{ClusterId, JoinOutcome, JoinRequest, SnapshotSource, CLUSTER_HEADER, FROM_HEADER};
+use super::{ClusterId, JoinOutcome, JoinRequest, SnapshotSource};
+use crate::api::{ApiError, WriteRequest, WriteResult};
 use crate::backoff::Backoff;
 use crate::core::{Envelope, Group, Message, NodeId};
-use crate::node::api::{ApiError, WriteRequest, WriteResult};
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -43,11 +43,9 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
 use tracing::{debug, trace, warn};
 
 /// Client limits and timeouts.
@@ -173,33 +171,6 @@ pub enum RpcError {
     InvalidAddress { addr: String, reason: String },
 }
 
-/// Adds the cluster id and our node id to every outgoing request. The cluster id
-/// is read per request, so streams opened after it changes carry the new one.
-#[derive(Clone)]
-pub(crate) struct Meta {
-    cluster_id: ClusterId,
-    from: Option<MetadataValue<Ascii>>,
-}
-
-impl Interceptor for Meta {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let id = self.cluster_id.get();
-        if !id.is_empty() {
-            let value = id
-                .parse()
-                .map_err(|_| Status::invalid_argument("cluster id is not valid metadata"))?;
-            req.metadata_mut().insert(CLUSTER_HEADER, value);
-        }
-        if let Some(from) = &self.from {
-            req.metadata_mut().insert(FROM_HEADER, from.clone());
-        }
-        Ok(req)
-    }
-}
-
-/// A channel with our metadata attached.
-pub(crate) type Svc = InterceptedService<Channel, Meta>;
-
 /// State the per-peer tasks share with `Peers`.
 struct Shared {
     config: PeersConfig,
@@ -221,10 +192,7 @@ const MAX_UNARY_CHANNELS: usize = 64;
 impl Peers {
     /// No peers yet; add them with [`Peers::set_peers`].
     pub fn new(self_id: NodeId, cluster_id: ClusterId, config: PeersConfig) -> Self {
-        let meta = Meta {
-            cluster_id,
-            from: self_id.parse().ok(),
-        };
+        let meta = Meta::new(cluster_id, &self_id);
         Peers {
             shared: Arc::new(Shared {
                 config,

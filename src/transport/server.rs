@@ -23,10 +23,10 @@ use super::pb::election_server::{Election, ElectionServer};
 use super::pb::heartbeat_server::{Heartbeat, HeartbeatServer};
 use super::pb::replication_server::{Replication, ReplicationServer};
 use super::ratelimit::RateLimiter;
-use super::snapshot::{self, Transfers};
+use super::snapshot::{self, next_or_stop, Transfers};
 use super::{ClusterId, InboundHandler, CLUSTER_HEADER, FROM_HEADER};
+use crate::api::WriteRequest;
 use crate::core::{Envelope, Group};
-use crate::node::api::WriteRequest;
 use crate::tls::{verify_node_id, Acceptor};
 use std::future::Future;
 use std::sync::Arc;
@@ -164,6 +164,21 @@ pub(crate) struct Shared {
     addr_book: Option<Arc<AddrBook>>,
 }
 
+impl snapshot::Receiving for Shared {
+    fn handler(&self) -> &dyn InboundHandler {
+        &*self.handler
+    }
+    fn stop(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
+    }
+    fn max_snapshot_bytes(&self) -> u64 {
+        self.max_snapshot_bytes
+    }
+    fn transfers(&self) -> &Transfers {
+        &self.transfers
+    }
+}
+
 /// Which callers may pass the cluster check.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Admit {
@@ -273,17 +288,6 @@ impl Shared {
             self.deliver(group, env, &caller);
         }
         Ok(Response::new(pb::Ack { received }))
-    }
-}
-
-/// The next message of an inbound stream, or `None` when it ends or the server stops.
-pub(crate) async fn next_or_stop<T>(
-    stream: &mut Streaming<T>,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<Option<T>, Status> {
-    tokio::select! {
-        msg = stream.message() => msg,
-        _ = stop.wait_for(|stopped| *stopped) => Ok(None),
     }
 }
 

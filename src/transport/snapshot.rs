@@ -19,11 +19,10 @@
 //! - file names are derived from peer input only through [`file_component`], so a
 //!   node id can never escape the snapshot directory.
 
+use super::dial::Svc;
 use super::pb;
 use super::pb::replication_client::ReplicationClient;
-use super::peers::Svc;
-use super::server::{next_or_stop, Shared};
-use super::{ReceivedSnapshot, SnapshotSource};
+use super::{InboundHandler, ReceivedSnapshot, SnapshotSource};
 use crate::core::{Envelope, NodeId, SnapshotMeta};
 use crate::durable;
 use bytes::Bytes;
@@ -33,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
@@ -63,6 +62,27 @@ fn protocol(msg: impl Into<String>) -> TransferError {
 
 // ------------------------------------------------------------------ receiver
 
+/// The next message of an inbound stream, or `None` when it ends or the server stops.
+pub(crate) async fn next_or_stop<T>(
+    stream: &mut Streaming<T>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<T>, Status> {
+    tokio::select! {
+        msg = stream.message() => msg,
+        _ = stop.wait_for(|stopped| *stopped) => Ok(None),
+    }
+}
+
+/// What a receiving transfer needs of the server (implemented by its shared
+/// state), so this module does not depend on the server's.
+pub(crate) trait Receiving: Send + Sync + 'static {
+    fn handler(&self) -> &dyn InboundHandler;
+    /// Becomes true when the server shuts down.
+    fn stop(&self) -> watch::Receiver<bool>;
+    fn max_snapshot_bytes(&self) -> u64;
+    fn transfers(&self) -> &Transfers;
+}
+
 /// One write slot per sender: the generation of the transfer allowed to write.
 #[derive(Default)]
 pub(crate) struct Transfers {
@@ -80,7 +100,7 @@ impl Transfers {
 /// snapshot on a task of its own.
 /// `sender`, when given, is the verified node the transfer must come from.
 pub(crate) fn receive(
-    shared: Arc<Shared>,
+    shared: Arc<dyn Receiving>,
     chunks: Streaming<pb::SnapshotChunk>,
     sender: Option<NodeId>,
 ) -> ReceiverStream<Result<pb::SnapshotAck, Status>> {
@@ -110,7 +130,7 @@ pub(crate) fn receive(
 
 /// The receiving side of one transfer.
 struct Receiver {
-    shared: Arc<Shared>,
+    shared: Arc<dyn Receiving>,
     chunks: Streaming<pb::SnapshotChunk>,
     acks: mpsc::Sender<Result<pb::SnapshotAck, Status>>,
     /// The verified sender (TLS with node-id verification), if known.
@@ -157,7 +177,7 @@ impl Receiver {
         let ms = started.elapsed().as_millis() as u64;
         info!(from = %snap.from, index = snap.meta.index, bytes = snap.size, ms, "snapshot received");
         self.shared
-            .handler
+            .handler()
             .snapshot_received(snap)
             .await
             .map_err(TransferError::Rejected)?;
@@ -169,7 +189,7 @@ impl Receiver {
     }
 
     async fn next(&mut self) -> Result<pb::SnapshotChunk, TransferError> {
-        let mut stop = self.shared.stop.clone();
+        let mut stop = self.shared.stop();
         next_or_stop(&mut self.chunks, &mut stop)
             .await?
             .ok_or(TransferError::Interrupted)
@@ -190,10 +210,11 @@ impl Receiver {
                 self.sender, c.from
             )));
         }
-        if c.total_size > self.shared.max_snapshot_bytes {
+        if c.total_size > self.shared.max_snapshot_bytes() {
             return Err(protocol(format!(
                 "snapshot of {} bytes exceeds the limit of {}",
-                c.total_size, self.shared.max_snapshot_bytes
+                c.total_size,
+                self.shared.max_snapshot_bytes()
             )));
         }
         debug!(from = %c.from, index = meta.index, total = c.total_size, "snapshot transfer starting");
@@ -209,8 +230,8 @@ impl Receiver {
     /// Opens (or resumes) this snapshot's partial file, superseding any transfer
     /// from the same sender still in progress.
     async fn open_partial(&mut self, hdr: &Header) -> Result<Partial, TransferError> {
-        let dir = self.shared.handler.snapshot_dir();
-        let slot = self.shared.transfers.slot(&hdr.from);
+        let dir = self.shared.handler().snapshot_dir();
+        let slot = self.shared.transfers().slot(&hdr.from);
         let mut generation = slot.lock().await;
         *generation += 1;
         let (path, file) = open_staged(&dir, &hdr.from, &partial_name(hdr)).await?;

@@ -5,15 +5,18 @@
 //! leader named by the controller's hint, following it across leader changes
 //! (`follow`).
 
-use super::api::*;
-use super::controller::{Cmd, Shared};
+use crate::api::*;
 use crate::core::{Envelope, Message, Snapshot};
+use crate::node::interface::{Cmd, Shared};
 use crate::transport::{InboundHandler, JoinOutcome, JoinRequest, Peers, ReceivedSnapshot};
 use futures::future::BoxFuture;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+
+mod follow;
+pub use follow::FollowConfig;
 
 #[derive(Clone)]
 pub struct NodeHandle {
@@ -26,7 +29,7 @@ pub struct NodeHandle {
     /// Our id and advertised gRPC address (a join reply names the leader).
     pub(crate) me: (String, String),
     /// How forwarded writes and reads follow the leader.
-    pub(crate) follow: super::follow::FollowConfig,
+    pub(crate) follow: follow::FollowConfig,
 }
 
 impl NodeHandle {
@@ -117,7 +120,7 @@ impl NodeApi for NodeHandle {
         match self.write_local(req.clone()).await {
             Err(ApiError::NoLeader {
                 leader_hint: Some(addr),
-            }) => super::follow::forward_write(self, req, addr).await,
+            }) => follow::forward_write(self, req, addr).await,
             other => other,
         }
     }
@@ -125,7 +128,7 @@ impl NodeApi for NodeHandle {
     async fn read(&self, req: ReadRequest) -> Result<ReadResult, ApiError> {
         let min_index = match req.consistency {
             Consistency::Local => 0,
-            Consistency::Linearizable => super::follow::read_index(self).await?,
+            Consistency::Linearizable => follow::read_index(self).await?,
         };
         self.read_at(req, min_index).await
     }
@@ -288,7 +291,7 @@ impl InboundHandler for NodeHandle {
     }
 }
 
-impl super::controller::Outbound for Peers {
+impl crate::node::interface::Outbound for Peers {
     fn send(&self, env: Envelope) {
         Peers::send(self, env)
     }

@@ -1,4 +1,5 @@
-//! The wal manager's place in the controller loop: each `Ready`'s durable part
+//! The controller's `Ready` handling, through the persistence manager
+//! (`node::persistence`): each `Ready`'s durable part
 //! (snapshot, entries, hard state, one fsync) runs on a blocking thread while the
 //! controller goes on ticking, stepping and queueing proposals (group commit: the
 //! next `Ready` collects everything that arrived meanwhile).
@@ -17,96 +18,33 @@
 //! - a full disk keeps the `Ready` and retries it; any other storage error stops
 //!   the node.
 
-use super::controller::{Controller, Outbound};
-use super::faults::Faults;
-use crate::core::{Entry, Envelope, Message, Ready, Snapshot, SnapshotMeta};
-use crate::node::api::ApiError;
+use super::Controller;
+use crate::api::ApiError;
+use crate::core::{Entry, Envelope, Message, Ready, SnapshotMeta};
+use crate::node::interface::Outbound;
+use crate::node::persistence::{needs_disk, Persisted};
 use crate::wal::{LogStore, WalError};
 use std::time::Duration;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
-
-/// A persistence job's result: the store comes back with the Ready.
-pub struct Persisted<S> {
-    store: S,
-    rd: Ready,
-    result: Result<Option<Duration>, WalError>,
-    /// A snapshot this node took of its own state machine, now durable.
-    taken: Option<(Snapshot, Duration)>,
-}
-
-pub type InFlight<S> = Option<JoinHandle<Persisted<S>>>;
-
-/// Wait for the job in flight (never completes when there is none).
-pub async fn join<S>(job: &mut InFlight<S>) -> Persisted<S> {
-    match job {
-        Some(h) => {
-            let r = h.await;
-            *job = None;
-            r.expect("persistence task panicked")
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// The blocking part: write and fsync. Returns how long the fsync took.
-/// `need_sync` is false when only the commit index changed: it is written but
-/// rides along with the next fsync (a lost commit index is relearned from the
-/// leader; the entries it points at were synced before it was).
-fn write_durable<S: LogStore>(
-    store: &mut S,
-    rd: &Ready,
-    need_sync: bool,
-    faults: &Faults,
-) -> Result<Option<Duration>, WalError> {
-    if let Some(s) = &rd.snapshot {
-        store.install_snapshot(s)?;
-    }
-    if !rd.entries.is_empty() {
-        store.append(&rd.entries)?;
-    }
-    if let Some(hs) = &rd.hard_state {
-        store.set_hard_state(hs)?;
-    }
-    if !need_sync {
-        return Ok(None);
-    }
-    let started = Instant::now();
-    if faults.fsync_fail {
-        let source = std::io::Error::from_raw_os_error(libc::ENOSPC);
-        let path = "(fault injection)".into();
-        return Err(WalError::Io { path, source });
-    }
-    if faults.fsync_delay_ms > 0 {
-        std::thread::sleep(Duration::from_millis(faults.fsync_delay_ms));
-    }
-    store.sync()?;
-    Ok(Some(started.elapsed()))
-}
-
-fn needs_disk(rd: &Ready) -> bool {
-    rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some()
-}
 
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     /// Carry out Readies until one needs the disk; start that one in the background.
-    pub(crate) fn drive_ready(&mut self, job: &mut InFlight<S>) -> Result<(), WalError> {
-        if job.is_some() || self.stalled.is_some() {
+    pub(crate) fn drive_ready(&mut self) -> Result<(), WalError> {
+        let busy = self.persistence.busy();
+        if busy || self.persistence.stalled() {
             // Heartbeats (and a hand-over's TimeoutNow) keep flowing while the
             // disk is busy or full.
             for env in self.raft.take_early_messages() {
                 self.send_out(env);
             }
         }
-        if job.is_some() {
+        if busy {
             return Ok(());
         }
-        if let Some(rd) = self.stalled.take() {
-            if Instant::now() < self.stall_retry_at {
-                self.stalled = Some(rd);
-                return Ok(());
+        if self.persistence.stalled() {
+            if let Some(rd) = self.persistence.take_stalled_if_due() {
+                self.persistence.start(rd, self.faults_now());
             }
-            return self.start(rd, job);
+            return Ok(());
         }
         while self.raft.has_ready() {
             let mut rd = self.raft.ready();
@@ -118,38 +56,22 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 self.send_out(env);
             }
             if needs_disk(&rd) {
-                return self.start(rd, job);
+                self.persistence.start(rd, self.faults_now());
+                return Ok(());
             }
             self.finish(rd);
         }
         Ok(())
     }
 
-    fn start(&mut self, rd: Ready, job: &mut InFlight<S>) -> Result<(), WalError> {
-        let mut store = self.store.take().expect("store is home when no job runs");
-        let faults = self.faults.as_ref().map(|f| f.get()).unwrap_or_default();
-        let synced = &self.synced_term_vote;
-        let new_term_vote = rd
-            .hard_state
-            .as_ref()
-            .is_some_and(|h| (h.term, &h.vote) != (synced.0, &synced.1));
-        let need_sync = !rd.entries.is_empty() || new_term_vote;
-        *job = Some(tokio::task::spawn_blocking(move || {
-            let result = write_durable(&mut store, &rd, need_sync, &faults);
-            Persisted {
-                store,
-                rd,
-                result,
-                taken: None,
-            }
-        }));
-        Ok(())
+    fn faults_now(&self) -> crate::node::faults::Faults {
+        self.faults.as_ref().map(|f| f.get()).unwrap_or_default()
     }
 
     /// Snapshot the state machine at `meta.index`: the message store is synced
     /// and the manifest written on a blocking thread, so a slow disk never stalls
     /// heartbeats. Nothing of the log is copied.
-    pub(crate) fn start_snapshot(&mut self, meta: SnapshotMeta, job: &mut InFlight<S>) {
+    pub(crate) fn start_snapshot(&mut self, meta: SnapshotMeta) {
         let (data, sync) = match self.sm.manifest() {
             Ok(m) => m,
             Err(e) => {
@@ -157,31 +79,12 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 return;
             }
         };
-        let mut store = self.store.take().expect("store is home when no job runs");
-        *job = Some(tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let snap = Snapshot { meta, data };
-            let result = sync
-                .run()
-                .map_err(|source| WalError::Io {
-                    path: "message store".into(),
-                    source,
-                })
-                .and_then(|_| store.install_snapshot(&snap))
-                .map(|_| None);
-            let taken = Some((snap, started.elapsed()));
-            Persisted {
-                store,
-                rd: Ready::default(),
-                result,
-                taken,
-            }
-        }));
+        self.persistence.start_snapshot(meta, data, sync);
     }
 
     /// The job finished: on success, the Ready's held effects go out.
     pub(crate) fn persisted(&mut self, done: Persisted<S>) -> Result<(), WalError> {
-        self.store = Some(done.store);
+        let done = self.persistence.finished(done);
         if let (Some((snap, took)), Ok(_)) = (done.taken, &done.result) {
             tracing::info!(
                 index = snap.meta.index,
@@ -190,15 +93,12 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             );
             self.sm.synced();
             self.raft.compact(snap.meta.clone());
-            self.latest_snapshot = Some(snap);
+            self.replication.taken(snap);
             self.metrics.snapshots.inc();
             self.metrics.snapshot_seconds.observe(took.as_secs_f64());
         }
         match done.result {
             Ok(fsync) => {
-                if let Some(hs) = &done.rd.hard_state {
-                    self.synced_term_vote = (hs.term, hs.vote.clone());
-                }
                 // Before any vote answer of this Ready leaves.
                 self.sync_hardstate_file()?;
                 if let Some(took) = fsync {
@@ -210,7 +110,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             }
             Err(e) if e.is_no_space() => {
                 self.storage_full(&e);
-                self.stalled = Some(done.rd);
+                self.persistence.stall(done.rd);
                 Ok(())
             }
             Err(e) => Err(e),
@@ -224,9 +124,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 .install_received(s.data.clone())
                 .map_err(|e| WalError::Invalid(format!("snapshot from leader: {e}")))?;
             self.metrics.snapshots_installed.inc();
-            self.applied_membership = s.meta.membership.clone();
-            self.latest_snapshot = Some(s.clone());
-            self.applied_bytes = 0;
+            self.cluster.install_membership(&s.meta.membership);
+            self.replication.installed(s.clone());
         }
         let n = rd.entries.len() as u64;
         self.metrics.wal_entries.inc_by(n);
@@ -264,7 +163,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    /// Send one message; a snapshot streams our latest snapshot (see `payload`).
+    /// Send one message; a snapshot streams our latest snapshot (see `replication`).
     fn send_out(&mut self, env: Envelope) {
         if let Message::Snapshot { .. } = &env.msg {
             self.send_snapshot(env);
@@ -274,13 +173,21 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.out.send(env);
     }
 
+    /// Send a `Snapshot` message streaming our latest snapshot, now or once its
+    /// stream is prepared (`Replication::stream_snapshot`).
+    pub(crate) fn send_snapshot(&mut self, env: Envelope) {
+        if let Some((env, source)) = self.replication.stream_snapshot(env, &mut self.sm) {
+            self.sending(&env);
+            self.out.send_snapshot(env, source);
+        }
+    }
+
     fn storage_full(&mut self, e: &WalError) {
         self.metrics.storage_errors.inc();
         if self.health.storage_error().is_none() {
             tracing::error!(error = %e, "disk full: writes refused until space returns");
         }
         self.health.set_storage_error(Some(e.to_string()));
-        self.stall_retry_at = Instant::now() + Duration::from_millis(200);
     }
 
     /// Every tick: messages the message store's full queue left behind go to
@@ -297,10 +204,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             self.health
                 .set_storage_error(Some(format!("message store: {e}")));
         }
-        if Instant::now() < self.stall_retry_at {
+        if !self.persistence.retry_due() {
             return;
         }
-        self.stall_retry_at = Instant::now() + Duration::from_secs(1);
+        self.persistence.retry_after(Duration::from_secs(1));
         match self.sm.repair() {
             Ok(()) => {
                 tracing::info!("message store writes succeed again; accepting writes");
@@ -317,41 +224,14 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    /// Bring the hard-state file up to date with the durable term and vote, the
-    /// repairing mark and the peers (see `crate::hardstate`). Cheap when nothing
-    /// changed; a few fsyncs on the controller thread when something did (an
-    /// election, a membership change, the end of a repair).
+    /// Bring the hard-state file up to date (see `Persistence::sync_hardstate_file`).
     pub(crate) fn sync_hardstate_file(&mut self) -> Result<(), WalError> {
-        let Some(dir) = &self.hardstate_dir else {
-            return Ok(());
-        };
-        let (term, vote) = self.synced_term_vote.clone();
-        let repairing = self.raft.is_repairing();
-        let same = self.hs_written.as_ref().is_some_and(|r| {
-            (r.term, &r.vote, r.repairing) == (term, &vote, repairing) && !self.hs_peers_dirty
-        });
-        if same {
-            return Ok(());
-        }
-        let mut peers = self.known_peers.clone();
-        peers.remove(self.raft.id());
-        let rec = crate::hardstate::Record {
-            term,
-            vote,
-            repairing,
-            peers,
-        };
-        crate::hardstate::write(dir, &rec).map_err(|source| WalError::Io {
-            path: crate::hardstate::path(dir).display().to_string(),
-            source,
-        })?;
-        if self.hs_written.as_ref().is_some_and(|r| r.repairing) && !repairing {
-            let took = self.repair_started.map(|t| t.elapsed().as_millis() as u64);
-            tracing::info!(ms = ?took, "repair complete: caught up with the leader, voting again");
-        }
-        self.hs_written = Some(rec);
-        self.hs_peers_dirty = false;
-        Ok(())
+        let (cluster, me) = (&self.cluster, self.raft.id());
+        self.persistence.sync_hardstate_file(
+            self.raft.is_repairing(),
+            cluster.peers_generation(),
+            || cluster.peers_except(me),
+        )
     }
 
     /// The error a write gets while the disk refuses writes.

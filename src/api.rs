@@ -1,4 +1,4 @@
-//! The node's client-facing API as plain Rust: what the HTTP layer (and forwarded
+//! The client-facing API as plain Rust: what the HTTP layer (and forwarded
 //! writes arriving over gRPC) ask of the controller, and the typed errors it answers
 //! with. HTTP status codes and JSON shapes are decided only at the edge (`http`).
 
@@ -311,4 +311,15 @@ pub struct MemberSpec {
     pub grpc_addr: String,
     pub http_addr: String,
     pub voter: bool,
+}
+
+/// The API error for a proposal the core refused.
+pub(crate) fn propose_error(e: crate::core::ProposeError) -> ApiError {
+    use crate::core::ProposeError as P;
+    match e {
+        P::NotLeader { .. } => ApiError::NoLeader { leader_hint: None },
+        P::Transferring => ApiError::NoLeader { leader_hint: None },
+        P::NotReady | P::ChangeInProgress => ApiError::NoQuorum(e.to_string()),
+        P::InvalidChange(m) => ApiError::InvalidRequest(m),
+    }
 }

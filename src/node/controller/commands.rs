@@ -4,11 +4,12 @@
 //! propose_membership, transfer) plus a parked waiter; answers are given when the
 //! log state allows, in `check_writes` / `check_reads`.
 
-use super::api::*;
-use super::controller::{Cmd, Controller, JoinError, Outbound};
-use super::old_reads::OldRead;
-use super::waiters::{RawRead, ReadWaiter, WriteWaiter};
+use super::Controller;
+use crate::api::*;
 use crate::core::*;
+use crate::node::interface::{Cmd, Outbound};
+use crate::node::old_reads::OldRead;
+use crate::node::waiters::{RawRead, ReadWaiter, WriteWaiter};
 use crate::state_machine::{Command, Landed};
 use crate::wal::LogStore;
 use tokio::sync::oneshot;
@@ -42,17 +43,17 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 http_addr,
                 reply,
             } => {
-                let _ = reply.send(self.on_join(node_id, grpc_addr, http_addr));
+                let r = self
+                    .cluster
+                    .join(&mut self.raft, node_id, grpc_addr, http_addr);
+                let _ = reply.send(r);
             }
             Cmd::Transfer { to, reply } => {
                 let r = self.raft.transfer_leadership(to).map_err(propose_error);
                 let _ = reply.send(r);
             }
             Cmd::Shutdown { reply } => self.on_shutdown(reply),
-            Cmd::AddPeers { peers } => {
-                self.known_peers.extend(peers);
-                self.peers_sent = None;
-            }
+            Cmd::AddPeers { peers } => self.cluster.add_peers(peers),
             Cmd::ChangeMember {
                 node_id,
                 member,
@@ -76,7 +77,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         Ok(n)
     }
 
-    fn on_write(&mut self, req: WriteRequest, reply: super::waiters::WriteReply) {
+    fn on_write(&mut self, req: WriteRequest, reply: crate::node::waiters::WriteReply) {
         if self.shutdown.is_some() {
             let _ = reply.send(Err(ApiError::ShuttingDown));
             return;
@@ -167,7 +168,12 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     /// log under it, so that its re-send after a leader change, when the first
     /// send landed, changes nothing and answers like the first (a delete does
     /// not answer 404, a forced move does not undo a later one).
-    fn on_log_op(&mut self, op: LogOp, key: Option<String>, reply: super::waiters::WriteReply) {
+    fn on_log_op(
+        &mut self,
+        op: LogOp,
+        key: Option<String>,
+        reply: crate::node::waiters::WriteReply,
+    ) {
         if let Some(k) = &key {
             if let Some(l) = self.sm.lookup_key(k) {
                 let _ = reply.send(self.first_answer(l));
@@ -425,84 +431,17 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    fn on_join(
-        &mut self,
-        node_id: NodeId,
-        grpc_addr: String,
-        http_addr: String,
-    ) -> Result<(), JoinError> {
-        let leader = self.raft.leader().and_then(|l| {
-            self.raft
-                .membership()
-                .members
-                .get(l)
-                .map(|m| (l.clone(), m.grpc_addr.clone()))
-        });
-        let fail = |message: String| {
-            Err(JoinError {
-                message,
-                leader: leader.clone(),
-            })
-        };
-        if !self.raft.is_leader() {
-            return fail("not the leader".into());
-        }
-        let mut next = self.raft.membership().clone();
-        if let Some(m) = next.members.get(&node_id) {
-            if m.grpc_addr == grpc_addr {
-                return Ok(());
-            }
-            return fail(format!(
-                "node id {node_id} is already a member with address {}",
-                m.grpc_addr
-            ));
-        }
-        next.members.insert(
-            node_id.clone(),
-            Member {
-                grpc_addr,
-                http_addr,
-                voter: false,
-            },
-        );
-        match self.raft.propose_membership(next) {
-            Ok((index, _)) => {
-                tracing::info!(node = %node_id, index, "adding joining node as a learner");
-                Ok(())
-            }
-            Err(e) => fail(format!("cannot add now ({e}); retry")),
-        }
-    }
-
     /// Membership change asked by an operator; answered when committed.
     fn on_change_member(
         &mut self,
         id: NodeId,
         member: Option<Member>,
-        reply: super::waiters::WriteReply,
+        reply: crate::node::waiters::WriteReply,
     ) {
-        if !self.raft.is_leader() {
-            let _ = reply.send(Err(self.not_leader()));
-            return;
-        }
-        let mut next = self.raft.membership().clone();
-        let changed = match member {
-            Some(m) => next.members.insert(id.clone(), m.clone()).as_ref() != Some(&m),
-            None => next.members.remove(&id).is_some(),
-        };
-        if !changed {
-            let _ = reply.send(Err(ApiError::InvalidRequest(format!(
-                "membership already as asked for {id}"
-            ))));
-            return;
-        }
-        match self.raft.propose_membership(next) {
-            Ok((index, term)) => {
-                tracing::info!(node = %id, index, "membership change proposed");
-                self.park_until_committed(index, term, reply, None, false);
-            }
+        match self.cluster.change_member(&mut self.raft, id, member) {
+            Ok((index, term)) => self.park_until_committed(index, term, reply, None, false),
             Err(e) => {
-                let _ = reply.send(Err(propose_error(e)));
+                let _ = reply.send(Err(e));
             }
         }
     }
@@ -513,7 +452,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         &mut self,
         index: u64,
         term: u64,
-        reply: super::waiters::WriteReply,
+        reply: crate::node::waiters::WriteReply,
         key: Option<String>,
         duplicate: bool,
     ) {
@@ -593,7 +532,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             repairing: r.is_repairing(),
             repair: r
                 .repair_progress()
-                .map(|(index, target)| super::api::RepairProgress { index, target }),
+                .map(|(index, target)| crate::api::RepairProgress { index, target }),
         }
     }
 
@@ -605,17 +544,6 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         } else {
             "run"
         }
-    }
-}
-
-pub(crate) fn propose_error(e: ProposeError) -> ApiError {
-    match e {
-        ProposeError::NotLeader { .. } => ApiError::NoLeader { leader_hint: None },
-        ProposeError::Transferring => ApiError::NoLeader { leader_hint: None },
-        ProposeError::NotReady | ProposeError::ChangeInProgress => {
-            ApiError::NoQuorum(e.to_string())
-        }
-        ProposeError::InvalidChange(m) => ApiError::InvalidRequest(m),
     }
 }
 

@@ -19,10 +19,10 @@
 //! - a forwarded request is never forwarded again by the leader that receives it
 //!   (`handle::no_hint`), so requests cannot loop between nodes.
 
-use super::api::{ApiError, WriteRequest, WriteResult};
-use super::controller::LeaderView;
-use super::handle::NodeHandle;
+use super::NodeHandle;
+use crate::api::{ApiError, WriteRequest, WriteResult};
 use crate::backoff::Backoff;
+use crate::node::interface::LeaderView;
 use crate::transport::RpcError;
 use std::future::Future;
 use std::time::Duration;

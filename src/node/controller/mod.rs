@@ -1,6 +1,10 @@
 //! The replication-manager controller: one task that owns the consensus core, the
-//! WAL, the state machine and the waiting requests. Everything reaches it through
-//! one bounded channel; handlers never touch consensus state.
+//! state machine, the waiting requests and the managers (`cluster`,
+//! `persistence` with the WAL, `replication`, `heartbeat`, `health`), and routes
+//! events between them; each manager keeps its state private and is handed the
+//! core when it needs it. Everything reaches the controller through one bounded
+//! channel; handlers never touch consensus state. Its fields are private: only
+//! its child modules (`commands`, `persist`, `observe`) see them.
 //!
 //! One loop turn: take one event (tick or command), drain what else is queued
 //! (batching: many writes become one WAL write, one fsync, one append per peer),
@@ -14,16 +18,23 @@
 //! - a write whose entry was replaced by another leader's is answered with an error,
 //!   never with success.
 
-use super::api::*;
-use super::persist::{self, InFlight};
-use super::waiters::{ReadReply, ReadWaiter, Waiters, WriteReply};
+use crate::node::cluster::{self, Cluster};
+use crate::node::interface::*;
+use crate::node::persistence::Persistence;
+use crate::node::replication::Replication;
+use crate::node::waiters::{ReadReply, ReadWaiter, Waiters};
+mod commands;
+mod observe;
+mod persist;
+
+use crate::api::*;
 use crate::core::*;
 use crate::msgstore::MessageStore;
 use crate::state_machine::{Applied, Command, StateMachine};
 use crate::wal::{LogStore, WalError};
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -31,204 +42,39 @@ use tokio::time::Instant;
 
 /// Commands handled per loop turn at most (bounds latency of ticks).
 const MAX_BATCH: usize = 4096;
-/// A learner within this many entries of the leader is promoted to voter.
-pub const PROMOTE_LAG: u64 = 64;
-
-/// Where the controller sends Raft messages (the transport, or a test double).
-pub trait Outbound: Send + 'static {
-    fn send(&self, env: Envelope);
-    /// A `Snapshot` message whose bytes `source` streams (its `data` unused).
-    fn send_snapshot(&self, env: Envelope, source: Arc<dyn crate::transport::SnapshotSource>);
-    /// Messages dropped so far (full queues, unknown peers), for metrics.
-    fn dropped(&self) -> u64 {
-        0
-    }
-    /// The other members' gRPC addresses.
-    fn set_peers(&self, peers: BTreeMap<NodeId, String>);
-}
-
-/// Everything the controller can be asked.
-pub enum Cmd {
-    Write {
-        req: WriteRequest,
-        reply: WriteReply,
-    },
-    Read {
-        req: ReadRequest,
-        min_index: u64,
-        reply: ReadReply,
-    },
-    ReadIndex {
-        reply: oneshot::Sender<Result<u64, ApiError>>,
-    },
-    Status {
-        reply: oneshot::Sender<Status>,
-    },
-    Join {
-        node_id: NodeId,
-        grpc_addr: String,
-        http_addr: String,
-        reply: oneshot::Sender<Result<(), JoinError>>,
-    },
-    Transfer {
-        to: Option<NodeId>,
-        reply: oneshot::Sender<Result<NodeId, ApiError>>,
-    },
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
-    /// Addresses learned outside the log (the leader that accepted our join).
-    AddPeers {
-        peers: BTreeMap<NodeId, String>,
-    },
-    /// Every cursor, as this node applied them.
-    Cursors {
-        reply: oneshot::Sender<Vec<(String, u64)>>,
-    },
-    /// Add or update (`Some`) or remove (`None`) one member, through the log; the
-    /// reply comes once the change is committed.
-    ChangeMember {
-        node_id: NodeId,
-        member: Option<Member>,
-        reply: WriteReply,
-    },
-}
-
-/// Why a join was refused; `leader` names where to retry.
-#[derive(Debug, Clone)]
-pub struct JoinError {
-    pub message: String,
-    pub leader: Option<(NodeId, String)>,
-}
-
-/// Settings the controller needs (derived from the config file).
-#[derive(Clone, Debug)]
-pub struct ControllerConfig {
-    pub tick: Duration,
-    pub default_w: WriteConcern,
-    pub write_timeout: Option<Duration>,
-    pub default_read_limit: usize,
-    pub max_read_limit: usize,
-    pub max_wait: Duration,
-    pub heartbeat: Duration,
-    pub snapshot_every: u64,
-    pub snapshot_every_bytes: u64,
-    pub idempotency_window: usize,
-    /// Automatic trimming (the leader proposes it).
-    pub retention: crate::state_machine::Retention,
-    /// Most cursors at once.
-    pub max_cursors: u64,
-    /// Where the state machine keeps its messages; `None` = in memory (tests).
-    pub messages: Option<MessagesConfig>,
-}
-
-/// The message store's place and limits (see `msgstore`).
-#[derive(Clone, Debug)]
-pub struct MessagesConfig {
-    pub dir: std::path::PathBuf,
-    /// Where received snapshots are staged (same file system as `dir`).
-    pub install_dir: std::path::PathBuf,
-    pub segment_bytes: u64,
-    pub cache_bytes: usize,
-}
 
 /// The health manager, metrics and fault switch a controller reports to.
 pub struct Observability {
     pub metrics: Arc<crate::metrics::Metrics>,
-    pub health: super::health::Health,
+    pub health: crate::node::health::Health,
     /// `Some` only when `[debug] fault_injection = true`.
-    pub faults: Option<super::faults::FaultSwitch>,
-}
-
-/// State the handles read without asking the controller.
-pub struct Shared {
-    pub voters: AtomicUsize,
-    /// Who leads, as this node last knew it: requests that follow the leader
-    /// (`follow`) wake on its changes.
-    pub leader: tokio::sync::watch::Sender<LeaderView>,
-    /// Requests sent again to another (or the same) leader (`follow`); shares
-    /// its count with the metric of the same name.
-    pub follow_retries: prometheus_client::metrics::counter::Counter,
-    /// The state machine's next offset after the last apply: every committed
-    /// message below it is readable here. Streams wait on it instead of polling.
-    pub applied_offset: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for Shared {
-    fn default() -> Self {
-        Shared {
-            voters: AtomicUsize::new(0),
-            leader: tokio::sync::watch::channel(LeaderView::default()).0,
-            follow_retries: Default::default(),
-            applied_offset: tokio::sync::watch::channel(0).0,
-        }
-    }
-}
-
-/// The leader as this node knows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LeaderView {
-    pub term: u64,
-    /// `None` while no leader is known (an election, or cut off).
-    pub leader: Option<NodeId>,
-    /// The leader's gRPC address; `None` when this node leads or none is known.
-    pub addr: Option<String>,
-    /// This node is the leader.
-    pub me: bool,
+    pub faults: Option<crate::node::faults::FaultSwitch>,
 }
 
 pub struct Controller<S: LogStore, O: Outbound> {
-    pub(crate) raft: RaftNode,
-    /// Home when no persistence job runs (see `persist`).
-    pub(crate) store: Option<S>,
-    /// The latest snapshot (attached to `Snapshot` messages).
-    pub(crate) latest_snapshot: Option<Snapshot>,
-    pub(crate) stall_retry_at: Instant,
-    /// Term and vote as last made durable (a change needs an fsync).
-    pub(crate) synced_term_vote: (u64, Option<NodeId>),
-    pub(crate) sm: StateMachine,
-    pub(crate) out: O,
-    pub(crate) cfg: ControllerConfig,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) waiters: Waiters,
-    pub(crate) next_ctx: u64,
-    /// The membership as of the applied index (goes into snapshots).
-    pub(crate) applied_membership: Membership,
-    pub(crate) peers_sent: Option<Membership>,
-    pub(crate) shutdown: Option<(Instant, oneshot::Sender<()>)>,
-    pub(crate) ticks: u64,
-    /// Every address we know: the leader that let us join, and every member of
-    /// every membership we have seen. Never shrinks, so we can still answer a
-    /// leader that is removing itself, or one we know only from a join.
-    pub known_peers: BTreeMap<NodeId, String>,
-    pub(crate) metrics: Arc<crate::metrics::Metrics>,
-    pub(crate) health: super::health::Health,
-    pub(crate) faults: Option<super::faults::FaultSwitch>,
+    raft: RaftNode,
+    /// The log store, the Ready job, stalled retry, durable term and vote.
+    persistence: Persistence<S>,
+    sm: StateMachine,
+    out: O,
+    cfg: ControllerConfig,
+    shared: Arc<Shared>,
+    waiters: Waiters,
+    next_ctx: u64,
+    /// Local snapshots and snapshot streams for followers.
+    replication: Replication,
+    /// Membership view, peer addresses, joins, learner promotion.
+    cluster: Cluster,
+    shutdown: Option<(Instant, oneshot::Sender<()>)>,
+    ticks: u64,
+    metrics: Arc<crate::metrics::Metrics>,
+    health: crate::node::health::Health,
+    faults: Option<crate::node::faults::FaultSwitch>,
     /// Reads of messages out of the cache, on blocking threads (bounded).
-    pub(crate) old_reads: super::old_reads::OldReads,
-    /// A Ready that could not be persisted (disk full), retried every turn.
-    pub(crate) stalled: Option<Ready>,
-    pub(crate) seen: super::observe::PeerSeen,
-    /// Non-members we warned about, and when (rate-limits the log line).
-    strangers: std::collections::HashMap<NodeId, Instant>,
-    /// Full snapshot payloads for followers (see `payload`).
-    pub(crate) payloads: super::payload::Payloads,
-    /// Bytes of entries applied since the last snapshot was started.
-    pub(crate) applied_bytes: u64,
-    /// The WAL's snapshot is a full payload (received, or from before the
-    /// message store): replaced by a manifest at the next applied entry.
-    pub(crate) wal_full_payload: bool,
-    /// A trim was applied: snapshot soon, so its segments can be removed.
-    pub(crate) trim_applied: bool,
+    old_reads: crate::node::old_reads::OldReads,
+    seen: crate::node::heartbeat::PeerSeen,
     /// Index of the policy trim proposed last (none again until it applied).
-    pub(crate) policy_trim: u64,
-    /// Where the hard-state file lives (`None`: not kept, as in tests).
-    pub hardstate_dir: Option<std::path::PathBuf>,
-    /// The record last written there, and whether the peers changed since.
-    pub(crate) hs_written: Option<crate::hardstate::Record>,
-    pub(crate) hs_peers_dirty: bool,
-    /// When this run started repairing (logged with the time it took).
-    pub(crate) repair_started: Option<Instant>,
+    policy_trim: u64,
 }
 
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
@@ -255,9 +101,6 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         };
         let mut applied_membership = Membership::default();
         let latest_snapshot = store.snapshot();
-        let wal_full_payload = latest_snapshot
-            .as_ref()
-            .is_some_and(|s| !crate::state_machine::is_manifest(&s.data));
         let synced_term_vote = (raft.term(), raft.hard_state().vote);
         match &latest_snapshot {
             Some(snap) => {
@@ -269,38 +112,41 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
         Ok(Controller {
             raft,
-            store: Some(store),
-            latest_snapshot,
-            stall_retry_at: Instant::now(),
-            synced_term_vote,
+            persistence: Persistence::new(store, synced_term_vote),
+            replication: Replication::new(latest_snapshot),
             sm,
             out,
             cfg,
             shared,
             waiters: Waiters::default(),
             next_ctx: 0,
-            applied_membership,
-            peers_sent: None,
+            cluster: Cluster::new(applied_membership),
             shutdown: None,
             ticks: 0,
-            known_peers: BTreeMap::new(),
-            strangers: Default::default(),
             metrics: obs.metrics,
             health: obs.health,
             faults: obs.faults,
             old_reads: Default::default(),
-            stalled: None,
             seen: Default::default(),
-            payloads: Default::default(),
-            applied_bytes: 0,
-            wal_full_payload,
-            trim_applied: false,
             policy_trim: 0,
-            hardstate_dir: None,
-            hs_written: None,
-            hs_peers_dirty: true,
-            repair_started: None,
         })
+    }
+
+    /// Keep the hard-state file (`crate::hardstate`) in `dir`.
+    pub fn keep_hardstate_file(&mut self, dir: std::path::PathBuf) {
+        self.persistence.keep_hardstate_file(dir);
+    }
+
+    /// This node starts repairing (`bootstrap`): the peers the hard-state file
+    /// remembers are where it can fetch what it lost.
+    pub fn start_repairing_with(&mut self, peers: BTreeMap<NodeId, String>) {
+        self.cluster.add_peers(peers);
+        self.persistence.repair_started();
+    }
+
+    /// Is this node in the membership it starts with?
+    pub fn is_member(&self) -> bool {
+        self.raft.membership().contains(self.raft.id())
     }
 
     /// Run until shutdown. An `Err` is a fatal storage failure (the node stops
@@ -312,18 +158,21 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     ) -> Result<(), String> {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut job: InFlight<S> = None;
-        let mut built = self.payloads.take_receiver();
+        let mut built = self.replication.take_receiver();
         let fatal = |e: WalError| {
             tracing::error!(error = %e, "fatal storage error; stopping the node");
             e.to_string()
         };
-        self.after_turn(&mut job).map_err(fatal)?;
+        self.after_turn().map_err(fatal)?;
         loop {
             tokio::select! {
-                done = persist::join(&mut job) => self.persisted(done).map_err(fatal)?,
+                done = self.persistence.next_done() => self.persisted(done).map_err(fatal)?,
                 _ = ticker.tick() => self.on_tick(),
-                Some(b) = built.recv() => self.payload_built(b),
+                Some(b) = built.recv() => {
+                    for env in self.replication.built(b) {
+                        self.send_snapshot(env);
+                    }
+                }
                 Some(env) = raft_rx.recv() => self.step(env),
                 cmd = rx.recv() => match cmd {
                     Some(c) => self.handle(c),
@@ -340,7 +189,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.after_turn(&mut job) {
+            if let Err(e) = self.after_turn() {
                 self.waiters.fail_all(ApiError::Storage(e.to_string()));
                 return Err(fatal(e));
             }
@@ -358,25 +207,18 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     /// A peer message into the core; messages from strangers are noted (the core
     /// itself keeps a removed node from disrupting the cluster).
     fn step(&mut self, env: Envelope) {
-        let m = self.raft.membership();
-        if !m.members.is_empty() && !m.contains(&env.from) {
+        if self.cluster.is_stranger(&self.raft, &env.from) {
             self.metrics.stranger_messages.inc();
-            let now = Instant::now();
-            let last = self.strangers.get(&env.from).copied();
-            if last.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10)) {
-                tracing::warn!(from = %env.from, "message from a node that is not a member of this cluster (removed?)");
-                self.strangers.insert(env.from.clone(), now);
-            }
         }
         self.saw_message(&env);
         self.raft.step(env);
     }
 
-    fn after_turn(&mut self, job: &mut InFlight<S>) -> Result<(), WalError> {
+    fn after_turn(&mut self) -> Result<(), WalError> {
         self.flush_read_index_batch();
-        self.drive_ready(job)?;
+        self.drive_ready()?;
         self.publish_applied();
-        self.maybe_snapshot(job);
+        self.maybe_snapshot();
         self.sync_peers();
         self.check_writes();
         self.check_reads();
@@ -394,20 +236,13 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     }
 
     pub(crate) fn apply(&mut self, e: &Entry) {
-        self.applied_bytes += e.size() as u64;
+        self.replication.applied(e.size() as u64);
         let applied = self.sm.apply(e);
         if matches!(applied, Applied::Trimmed { .. }) {
-            self.trim_applied = true;
+            self.replication.trim_applied();
         }
         if let EntryPayload::Membership(m) = &e.payload {
-            let me = self.raft.id();
-            if self.applied_membership.contains(me) && !m.contains(me) {
-                tracing::warn!(
-                    index = e.index,
-                    "this node was removed from the cluster; it will not vote or lead again"
-                );
-            }
-            self.applied_membership = m.clone();
+            self.cluster.apply_membership(self.raft.id(), e.index, m);
         }
         for mut w in self.waiters.take_writes(e.index) {
             if w.term != e.term {
@@ -451,38 +286,31 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     /// Every `snapshot_every` applied entries or `snapshot_every_bytes` applied
     /// bytes, and after a full payload was installed, snapshot in the background.
-    fn maybe_snapshot(&mut self, job: &mut InFlight<S>) {
+    fn maybe_snapshot(&mut self) {
         let applied = self.sm.applied_index();
         let snap_index = self.raft.snapshot_meta().index;
-        let due = applied >= snap_index + self.cfg.snapshot_every
-            || self.applied_bytes >= self.cfg.snapshot_every_bytes
-            || self.wal_full_payload
-            || self.trim_applied;
-        if job.is_some()
-            || self.cfg.snapshot_every == 0
-            || applied <= snap_index
-            || !due
-            || self.sm.failure().is_some()
-            || self.sm.store_behind()
-            || self.payloads.defers_snapshots(self.raft.sending_snapshot())
-        {
+        let blocked =
+            self.persistence.busy() || self.sm.failure().is_some() || self.sm.store_behind();
+        let due = self.replication.snapshot_due(
+            applied,
+            snap_index,
+            self.cfg.snapshot_every,
+            self.cfg.snapshot_every_bytes,
+            blocked,
+            self.raft.sending_snapshot(),
+        );
+        if !due {
             return;
         }
-        self.applied_bytes = 0;
-        self.wal_full_payload = false;
-        self.trim_applied = false;
         let Some(term) = self.raft.entry_term(applied) else {
             return;
         };
-        let membership = self.applied_membership.clone();
-        self.start_snapshot(
-            SnapshotMeta {
-                index: applied,
-                term,
-                membership,
-            },
-            job,
-        );
+        let membership = self.cluster.applied().clone();
+        self.start_snapshot(SnapshotMeta {
+            index: applied,
+            term,
+            membership,
+        });
     }
 
     /// Tell waiting requests (`follow`) when the leader or the term changed.
@@ -515,36 +343,25 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     fn sync_peers(&mut self) {
         self.publish_leader();
-        let m = self.raft.membership();
-        self.shared.voters.store(m.voter_count(), Ordering::Relaxed);
-        if self.peers_sent.as_ref() == Some(m) {
-            return;
-        }
-        let me = self.raft.id().clone();
-        let addrs = m
-            .members
-            .iter()
-            .map(|(id, mm)| (id.clone(), mm.grpc_addr.clone()));
-        self.known_peers.extend(addrs);
-        let mut peers = self.known_peers.clone();
-        peers.remove(&me);
-        self.out.set_peers(peers);
-        self.peers_sent = Some(m.clone());
-        self.hs_peers_dirty = true;
+        let voters = self.raft.membership().voter_count();
+        self.shared.voters.store(voters, Ordering::Relaxed);
+        self.cluster.sync_peers(&self.raft, &self.out);
     }
 
     fn on_tick(&mut self) {
         self.ticks += 1;
         self.raft.tick();
         self.health_tick();
-        self.expire_payload();
+        self.replication.expire();
         self.repair_messages();
         if let Err(e) = self.sync_hardstate_file() {
             tracing::error!(error = %e, "cannot write the hard-state file; retrying");
         }
         self.update_metrics();
         if self.raft.is_leader() && self.ticks.is_multiple_of(5) {
-            self.maybe_promote_learner();
+            if self.shutdown.is_none() {
+                self.cluster.maybe_promote_learner(&mut self.raft);
+            }
             self.maybe_retention_trim();
         }
     }
@@ -577,49 +394,13 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    /// Leader: promote the first learner that has caught up (data readiness done).
-    fn maybe_promote_learner(&mut self) {
-        if self.raft.change_in_progress() || self.shutdown.is_some() {
-            return;
-        }
-        let last = self.raft.last_index();
-        let m = self.raft.membership().clone();
-        let ready = m.members.iter().find(|(id, mm)| {
-            !mm.voter
-                && self
-                    .raft
-                    .match_index(id)
-                    .is_some_and(|mi| mi + PROMOTE_LAG >= last && mi > 0)
-        });
-        if let Some((id, _)) = ready {
-            let mut next = m.clone();
-            next.members.get_mut(id).expect("found").voter = true;
-            match self.raft.propose_membership(next) {
-                Ok((index, _)) => {
-                    tracing::info!(node = %id, index, "promoting caught-up learner to voter")
-                }
-                Err(e) => tracing::debug!(node = %id, error = %e, "promotion deferred"),
-            }
-        }
-    }
-
     /// The grpc address of the leader, when known and not us.
     pub(crate) fn leader_hint(&self) -> Option<String> {
-        let l = self.raft.leader()?;
-        if l == self.raft.id() {
-            return None;
-        }
-        self.raft
-            .membership()
-            .members
-            .get(l)
-            .map(|m| m.grpc_addr.clone())
+        cluster::leader_hint(&self.raft)
     }
 
     pub(crate) fn not_leader(&self) -> ApiError {
-        ApiError::NoLeader {
-            leader_hint: self.leader_hint(),
-        }
+        cluster::not_leader(&self.raft)
     }
 
     /// This node stopped leading: nothing it holds can be answered by it any more,

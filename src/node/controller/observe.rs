@@ -1,93 +1,57 @@
-//! The heartbeat and health managers' side of the controller: when each peer was
-//! last heard from and its heartbeat round trip, health checks that may hand
-//! leadership over, role-change accounting, and metrics updates. None of this
+//! The heartbeat and health managers' side of the controller: feeding
+//! `heartbeat::PeerSeen`, health checks that may hand leadership over,
+//! role-change accounting, and metrics updates. None of this
 //! decides anything about consensus; it observes and, at most, asks the core for a
 //! leadership transfer or to delay its own elections.
 
-use super::controller::{Controller, Outbound};
-use crate::core::{reason, Envelope, Message, Role, RoleChange};
+use super::Controller;
+use crate::core::{Envelope, Reason, Role, RoleChange};
 use crate::metrics::PeerLabels;
+use crate::node::interface::Outbound;
 use crate::wal::LogStore;
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
-
-/// What the controller tracks per peer.
-#[derive(Default)]
-pub struct PeerSeen {
-    /// Last message received from each peer.
-    pub last_heard: HashMap<String, Instant>,
-    /// First unanswered heartbeat sent to each peer.
-    pub hb_sent: HashMap<String, Instant>,
-    /// Last heartbeat round trip per peer.
-    pub rtt: HashMap<String, Duration>,
-    pub last_leader: Option<String>,
-}
+use std::time::Duration;
 
 /// How often (in ticks) health is re-checked.
 const HEALTH_EVERY_TICKS: u64 = 10;
 
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     pub(crate) fn saw_message(&mut self, env: &Envelope) {
-        let now = Instant::now();
-        // A campaign message says nothing about whether the peer hears us.
-        let campaign = matches!(env.msg, Message::PreVote { .. } | Message::Vote { .. });
-        if !campaign {
-            self.seen.last_heard.insert(env.from.clone(), now);
-        }
-        if let Message::HeartbeatResp { .. } = env.msg {
-            if let Some(sent) = self.seen.hb_sent.remove(&env.from) {
-                let rtt = now.duration_since(sent);
-                self.seen.rtt.insert(env.from.clone(), rtt);
-                let labels = PeerLabels {
-                    peer: env.from.clone(),
-                };
-                self.metrics
-                    .peer_heartbeat_rtt
-                    .get_or_create(&labels)
-                    .set(rtt.as_secs_f64());
-            }
+        if let Some(rtt) = self.seen.heard(env) {
+            let labels = PeerLabels {
+                peer: env.from.clone(),
+            };
+            self.metrics
+                .peer_heartbeat_rtt
+                .get_or_create(&labels)
+                .set(rtt.as_secs_f64());
         }
     }
 
     pub(crate) fn sending(&mut self, env: &Envelope) {
-        if let Message::Heartbeat { .. } = env.msg {
-            self.seen
-                .hb_sent
-                .entry(env.to.clone())
-                .or_insert_with(Instant::now);
-        }
+        self.seen.sending(env);
     }
 
-    /// Is `peer` reachable? Known only for the peers we exchange heartbeats with:
-    /// every peer on a leader, the leader on a follower. `None` otherwise.
+    /// Is `peer` reachable? (see `PeerSeen::reachable`)
     pub(crate) fn peer_reachable(&self, peer: &str) -> Option<(bool, u64)> {
-        let leader = self.raft.leader().or(self.seen.last_leader.as_ref());
-        let expected = self.raft.is_leader() || leader.is_some_and(|l| l == peer);
-        if !expected {
-            return None;
-        }
-        let t = self.seen.last_heard.get(peer)?;
-        let ago = t.elapsed();
         let limit = (self.cfg.heartbeat * 5).max(Duration::from_millis(500));
-        Some((ago <= limit, ago.as_millis() as u64))
+        self.seen.reachable(&self.raft, peer, limit)
     }
 
     pub(crate) fn note_role_changes(&mut self, changes: &[RoleChange]) {
         for rc in changes {
-            tracing::info!(role = rc.role.as_str(), term = rc.term, leader = ?rc.leader, reason = rc.reason, "role change");
+            tracing::info!(role = rc.role.as_str(), term = rc.term, leader = ?rc.leader, reason = rc.reason.as_str(), "role change");
             // Pre-vote rounds count too: a node that keeps failing them is a
             // symptom worth seeing (delayed heartbeats).
             match rc.reason {
-                reason::PRE_VOTE_TIMEOUT | reason::VOTE_TIMEOUT => {
+                Reason::PreVoteTimeout | Reason::VoteTimeout => {
                     self.metrics.elections_started.inc()
                 }
-                reason::TRANSFER_CAMPAIGN => self.metrics.transfer_campaigns.inc(),
-                reason::WON_ELECTION if rc.role == Role::Leader => self.metrics.elections_won.inc(),
+                Reason::TransferCampaign => self.metrics.transfer_campaigns.inc(),
+                Reason::WonElection if rc.role == Role::Leader => self.metrics.elections_won.inc(),
                 _ => 0,
             };
-            if rc.leader.is_some() && rc.leader != self.seen.last_leader {
+            if self.seen.leader_changed(&rc.leader) {
                 self.metrics.leader_changes.inc();
-                self.seen.last_leader = rc.leader.clone();
             }
         }
     }

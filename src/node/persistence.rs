@@ -1,0 +1,397 @@
+//! The persistence (WAL) manager: the log store, the one persistence job in
+//! flight (a `Ready`'s durable part, or a local snapshot), a `Ready` the disk
+//! refused (full) and when to retry it, the term and vote as last made durable,
+//! and the hard-state file (`crate::hardstate`).
+//!
+//! The store lives here when no job runs and inside the job while one does
+//! (moved onto a blocking thread and back), so the controller never blocks on a
+//! write or an fsync. The controller decides what to persist and what follows
+//! (see `controller::persist`); this manager only runs the jobs and keeps
+//! their bookkeeping.
+//!
+//! Invariants:
+//! - at most one job runs at a time, so Readies reach the disk in order;
+//! - an fsync is skipped only when nothing but the commit index changed (a lost
+//!   commit index is relearned from the leader);
+//! - the hard-state file is rewritten whenever the durable term or vote, the
+//!   repairing mark or the cluster's peers changed, before anything that depends
+//!   on them leaves the node (the caller calls [`Persistence::sync_hardstate_file`]
+//!   after each durable `Ready`).
+
+use super::faults::Faults;
+use crate::core::{NodeId, Ready, Snapshot, SnapshotMeta};
+use crate::msgstore::SyncHandle;
+use crate::wal::{LogStore, WalError};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// How long a `Ready` refused for lack of space waits before it is retried.
+const STALL_RETRY: Duration = Duration::from_millis(200);
+
+/// A persistence job's result: the store comes back with the Ready.
+pub struct Persisted<S> {
+    store: S,
+    rd: Ready,
+    result: Result<Option<Duration>, WalError>,
+    /// A snapshot this node took of its own state machine, now durable.
+    taken: Option<(Snapshot, Duration)>,
+}
+
+/// What a finished job gives back to the controller.
+pub struct Done {
+    pub rd: Ready,
+    /// How long the fsync took (`None`: none was needed).
+    pub result: Result<Option<Duration>, WalError>,
+    /// A local snapshot now durable, and how long taking it took.
+    pub taken: Option<(Snapshot, Duration)>,
+}
+
+pub struct Persistence<S> {
+    /// Home when no persistence job runs.
+    store: Option<S>,
+    job: Option<JoinHandle<Persisted<S>>>,
+    /// A Ready that could not be persisted (disk full), retried from `retry_at`.
+    stalled: Option<Ready>,
+    /// When a stalled Ready (or a failed message store) is retried next.
+    retry_at: Instant,
+    /// Term and vote as last made durable (a change needs an fsync).
+    synced_term_vote: (u64, Option<NodeId>),
+    /// Where the hard-state file lives (`None`: not kept, as in tests).
+    hardstate_dir: Option<PathBuf>,
+    /// The record last written there, and the cluster's peers generation it has.
+    hs_written: Option<crate::hardstate::Record>,
+    hs_peers_gen: Option<u64>,
+    /// When this run started repairing (logged with the time it took).
+    repair_started: Option<Instant>,
+}
+
+impl<S: LogStore + 'static> Persistence<S> {
+    /// `synced_term_vote`: what the store recovered (durable by definition).
+    pub fn new(store: S, synced_term_vote: (u64, Option<NodeId>)) -> Self {
+        Persistence {
+            store: Some(store),
+            job: None,
+            stalled: None,
+            retry_at: Instant::now(),
+            synced_term_vote,
+            hardstate_dir: None,
+            hs_written: None,
+            hs_peers_gen: None,
+            repair_started: None,
+        }
+    }
+
+    /// Keep the hard-state file in `dir`.
+    pub fn keep_hardstate_file(&mut self, dir: PathBuf) {
+        self.hardstate_dir = Some(dir);
+    }
+
+    /// This run started repairing now.
+    pub fn repair_started(&mut self) {
+        self.repair_started = Some(Instant::now());
+    }
+
+    /// A job is running.
+    pub fn busy(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// A Ready waits for the disk to have room again.
+    pub fn stalled(&self) -> bool {
+        self.stalled.is_some()
+    }
+
+    /// Is a retry (of a stalled Ready, or of the message store) due?
+    pub fn retry_due(&self) -> bool {
+        Instant::now() >= self.retry_at
+    }
+
+    /// Retry no earlier than `after` from now.
+    pub fn retry_after(&mut self, after: Duration) {
+        self.retry_at = Instant::now() + after;
+    }
+
+    /// The stalled Ready, when its retry is due.
+    pub fn take_stalled_if_due(&mut self) -> Option<Ready> {
+        if !self.retry_due() {
+            return None;
+        }
+        self.stalled.take()
+    }
+
+    /// The disk refused `rd` for lack of space: keep it, retry shortly.
+    pub fn stall(&mut self, rd: Ready) {
+        self.stalled = Some(rd);
+        self.retry_after(STALL_RETRY);
+    }
+
+    /// Wait for the job in flight (never completes when there is none).
+    pub async fn next_done(&mut self) -> Persisted<S> {
+        match &mut self.job {
+            Some(h) => {
+                let r = h.await;
+                self.job = None;
+                r.expect("persistence task panicked")
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Take a finished job's result: the store comes home, and a durable new
+    /// term or vote is noted.
+    pub fn finished(&mut self, p: Persisted<S>) -> Done {
+        self.store = Some(p.store);
+        if let (Ok(_), Some(hs)) = (&p.result, &p.rd.hard_state) {
+            self.synced_term_vote = (hs.term, hs.vote.clone());
+        }
+        Done {
+            rd: p.rd,
+            result: p.result,
+            taken: p.taken,
+        }
+    }
+
+    /// Persist `rd`'s durable part on a blocking thread.
+    pub fn start(&mut self, rd: Ready, faults: Faults) {
+        let mut store = self.store.take().expect("store is home when no job runs");
+        let synced = &self.synced_term_vote;
+        let new_term_vote = rd
+            .hard_state
+            .as_ref()
+            .is_some_and(|h| (h.term, &h.vote) != (synced.0, &synced.1));
+        let need_sync = !rd.entries.is_empty() || new_term_vote;
+        self.job = Some(tokio::task::spawn_blocking(move || {
+            let result = write_durable(&mut store, &rd, need_sync, &faults);
+            Persisted {
+                store,
+                rd,
+                result,
+                taken: None,
+            }
+        }));
+    }
+
+    /// Make a local snapshot durable on a blocking thread: the message store is
+    /// synced (`sync`), then the manifest `data` installed in the WAL.
+    pub fn start_snapshot(&mut self, meta: SnapshotMeta, data: Bytes, sync: SyncHandle) {
+        let mut store = self.store.take().expect("store is home when no job runs");
+        self.job = Some(tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let snap = Snapshot { meta, data };
+            let result = sync
+                .run()
+                .map_err(|source| WalError::Io {
+                    path: "message store".into(),
+                    source,
+                })
+                .and_then(|_| store.install_snapshot(&snap))
+                .map(|_| None);
+            let taken = Some((snap, started.elapsed()));
+            Persisted {
+                store,
+                rd: Ready::default(),
+                result,
+                taken,
+            }
+        }));
+    }
+
+    /// Bring the hard-state file up to date with the durable term and vote, the
+    /// repairing mark and the peers (`peers`, asked only when something changed;
+    /// `peers_gen` says whether they did). Cheap when nothing changed; a few
+    /// fsyncs on the controller thread when something did (an election, a
+    /// membership change, the end of a repair).
+    pub fn sync_hardstate_file(
+        &mut self,
+        repairing: bool,
+        peers_gen: u64,
+        peers: impl FnOnce() -> BTreeMap<NodeId, String>,
+    ) -> Result<(), WalError> {
+        let Some(dir) = &self.hardstate_dir else {
+            return Ok(());
+        };
+        let (term, vote) = self.synced_term_vote.clone();
+        let same = self.hs_written.as_ref().is_some_and(|r| {
+            (r.term, &r.vote, r.repairing) == (term, &vote, repairing)
+                && self.hs_peers_gen == Some(peers_gen)
+        });
+        if same {
+            return Ok(());
+        }
+        let rec = crate::hardstate::Record {
+            term,
+            vote,
+            repairing,
+            peers: peers(),
+        };
+        crate::hardstate::write(dir, &rec).map_err(|source| WalError::Io {
+            path: crate::hardstate::path(dir).display().to_string(),
+            source,
+        })?;
+        if self.hs_written.as_ref().is_some_and(|r| r.repairing) && !repairing {
+            let took = self.repair_started.map(|t| t.elapsed().as_millis() as u64);
+            tracing::info!(ms = ?took, "repair complete: caught up with the leader, voting again");
+        }
+        self.hs_written = Some(rec);
+        self.hs_peers_gen = Some(peers_gen);
+        Ok(())
+    }
+}
+
+/// Does `rd` have anything for the disk?
+pub fn needs_disk(rd: &Ready) -> bool {
+    rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some()
+}
+
+/// The blocking part: write and fsync. Returns how long the fsync took.
+/// `need_sync` is false when only the commit index changed: it is written but
+/// rides along with the next fsync (a lost commit index is relearned from the
+/// leader; the entries it points at were synced before it was).
+fn write_durable<S: LogStore>(
+    store: &mut S,
+    rd: &Ready,
+    need_sync: bool,
+    faults: &Faults,
+) -> Result<Option<Duration>, WalError> {
+    if let Some(s) = &rd.snapshot {
+        store.install_snapshot(s)?;
+    }
+    if !rd.entries.is_empty() {
+        store.append(&rd.entries)?;
+    }
+    if let Some(hs) = &rd.hard_state {
+        store.set_hard_state(hs)?;
+    }
+    if !need_sync {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    if faults.fsync_fail {
+        let source = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let path = "(fault injection)".into();
+        return Err(WalError::Io { path, source });
+    }
+    if faults.fsync_delay_ms > 0 {
+        std::thread::sleep(Duration::from_millis(faults.fsync_delay_ms));
+    }
+    store.sync()?;
+    Ok(Some(started.elapsed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Entry, EntryPayload, HardState};
+    use crate::wal::MemStore;
+
+    fn hard_state(term: u64, vote: Option<&str>, commit: u64) -> Ready {
+        Ready {
+            hard_state: Some(HardState {
+                term,
+                vote: vote.map(str::to_string),
+                commit,
+            }),
+            ..Ready::default()
+        }
+    }
+
+    async fn run(p: &mut Persistence<MemStore>, rd: Ready, faults: Faults) -> Done {
+        p.start(rd, faults);
+        assert!(p.busy());
+        let done = p.next_done().await;
+        let done = p.finished(done);
+        assert!(!p.busy(), "the store is home again");
+        done
+    }
+
+    #[tokio::test]
+    async fn a_new_term_or_vote_or_entries_are_fsynced_and_a_commit_alone_is_not() {
+        let mut p = Persistence::new(MemStore::new(), (0, None));
+        let done = run(&mut p, hard_state(1, Some("a"), 0), Faults::default()).await;
+        assert!(matches!(done.result, Ok(Some(_))), "a new vote is synced");
+        let done = run(&mut p, hard_state(1, Some("a"), 1), Faults::default()).await;
+        assert!(
+            matches!(done.result, Ok(None)),
+            "the same term and vote (now durable) with a new commit: no fsync"
+        );
+        let mut rd = hard_state(1, Some("a"), 1);
+        rd.entries = vec![Entry {
+            index: 1,
+            term: 1,
+            payload: EntryPayload::Noop,
+        }];
+        let done = run(&mut p, rd, Faults::default()).await;
+        assert!(matches!(done.result, Ok(Some(_))), "entries are synced");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_leaves_the_vote_not_durable() {
+        let mut p = Persistence::new(MemStore::new(), (0, None));
+        let fail = Faults {
+            fsync_fail: true,
+            ..Faults::default()
+        };
+        let done = run(&mut p, hard_state(1, Some("a"), 0), fail).await;
+        assert!(done.result.as_ref().is_err_and(|e| e.is_no_space()));
+        let done = run(&mut p, hard_state(1, Some("a"), 0), Faults::default()).await;
+        assert!(
+            matches!(done.result, Ok(Some(_))),
+            "the vote was never durable: synced on the retry"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_ready_is_given_back_only_once_its_retry_is_due() {
+        let mut p = Persistence::new(MemStore::new(), (0, None));
+        p.stall(hard_state(1, None, 0));
+        assert!(p.stalled());
+        assert!(
+            p.take_stalled_if_due().is_none(),
+            "not before the retry time"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let rd = loop {
+            if let Some(rd) = p.take_stalled_if_due() {
+                break rd;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stalled Ready never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(rd.hard_state.map(|h| h.term), Some(1));
+        assert!(!p.stalled());
+    }
+
+    #[tokio::test]
+    async fn the_hard_state_file_is_rewritten_only_when_something_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Persistence::new(MemStore::new(), (0, None));
+        p.keep_hardstate_file(dir.path().to_path_buf());
+        let peers = BTreeMap::from([("b".to_string(), "b:grpc".to_string())]);
+        p.sync_hardstate_file(false, 1, || peers.clone()).unwrap();
+        let rec = crate::hardstate::read(dir.path()).unwrap().unwrap();
+        assert_eq!((rec.term, rec.peers.clone()), (0, peers.clone()));
+
+        p.sync_hardstate_file(false, 1, || panic!("nothing changed: peers not asked"))
+            .unwrap();
+
+        run(&mut p, hard_state(3, Some("b"), 0), Faults::default()).await;
+        p.sync_hardstate_file(true, 1, || peers.clone()).unwrap();
+        let rec = crate::hardstate::read(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            (rec.term, rec.vote.as_deref(), rec.repairing),
+            (3, Some("b"), true)
+        );
+
+        let more = BTreeMap::from([("c".to_string(), "c:grpc".to_string())]);
+        p.sync_hardstate_file(true, 2, || more.clone()).unwrap();
+        let rec = crate::hardstate::read(dir.path()).unwrap().unwrap();
+        assert_eq!(rec.peers, more, "a new peers generation is written");
+    }
+}
