@@ -3,10 +3,10 @@
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use raftlog::api::{ApiError, WriteConcern, WriteRequest, WriteResult};
 use raftlog::core::{Entry, EntryPayload, Envelope, Group, Member, Membership, Message};
 use raftlog::core::{Snapshot, SnapshotMeta};
 use raftlog::msgstore::MessageStore;
-use raftlog::node::api::{ApiError, WriteConcern, WriteRequest, WriteResult};
 use raftlog::state_machine::{stage_received, Command, SnapshotStream, StateMachine};
 use raftlog::transport::{
     serve, ClusterId, InboundHandler, JoinOutcome, JoinRequest, Peers, PeersConfig,

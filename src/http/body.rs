@@ -23,7 +23,7 @@ use serde::Deserialize;
 use std::fmt;
 
 use super::extract::{bad_w, invalid, parse_w_str};
-use crate::node::api::{ApiError, WriteConcern};
+use crate::api::{ApiError, WriteConcern};
 
 /// Implements every scalar `visit_*` a JSON deserializer calls, each answering
 /// `$v` (an expression that may use no argument).

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::extract::{invalid, ApiBytes, ApiJson};
 use super::AppState;
-use crate::node::api::{ApiError, MemberSpec, NodeApi};
+use crate::api::{ApiError, MemberSpec, NodeApi};
 
 /// `GET /v1/cluster/members`
 pub async fn list<N: NodeApi>(State(app): State<AppState<N>>) -> Result<Response, ApiError> {

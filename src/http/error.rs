@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use crate::node::api::ApiError;
+use crate::api::ApiError;
 
 /// Seconds a client should wait before retrying a 503, as errors are built; the
 /// router sets (with [`set_retry_after`]) the configured value (an election timeout).

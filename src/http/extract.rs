@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::body::{BatchBody, WriteBody};
 use super::HttpLimits;
-use crate::node::api::{ApiError, WriteConcern};
+use crate::api::{ApiError, WriteConcern};
 
 /// A JSON body, read with the size limit from [`HttpLimits`].
 pub struct ApiJson(pub Value);

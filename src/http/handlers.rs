@@ -19,7 +19,7 @@ use super::extract::{
     WriteJson, IDEMPOTENCY_KEY, IF_NEXT_OFFSET,
 };
 use super::{AppState, HttpLimits};
-use crate::node::api::{
+use crate::api::{
     ApiError, Consistency, NodeApi, ReadRequest, ReadResult, WriteConcern, WriteRequest,
     WriteResult,
 };

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::extract::{invalid, ApiJson};
 use super::AppState;
-use crate::node::api::{ApiError, LogOp, NodeApi, WriteRequest};
+use crate::api::{ApiError, LogOp, NodeApi, WriteRequest};
 
 /// Longest cursor name, in bytes.
 pub const MAX_CURSOR_NAME_BYTES: usize = 128;

@@ -32,8 +32,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
 
+use crate::api::NodeApi;
 use crate::config::Config;
-use crate::node::api::NodeApi;
 
 /// Slack on top of the worst-case JSON size of a maximal message: the other
 /// fields, whitespace and the object syntax.

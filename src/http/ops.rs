@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use super::auth::Tokens;
 use super::extract::invalid;
+use crate::api::ApiError;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
-use crate::node::api::ApiError;
 use crate::node::faults::{FaultSwitch, Faults};
 
 /// `app` plus `/metrics`, request metrics, the fault switch and the token check

@@ -49,8 +49,8 @@ mod tail;
 
 use super::error::error_response;
 use super::extract::{invalid, parse_u64, ApiQuery};
+use crate::api::{ApiError, Consistency, NodeApi, ReadRequest};
 use crate::config::Config;
-use crate::node::api::{ApiError, Consistency, NodeApi, ReadRequest};
 
 /// Longest quiet time on a stream before a keep-alive comment (SPEC: at most 15 s).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);

@@ -1,7 +1,7 @@
 //! Router tests through `oneshot` with a fake node (axum `examples/testing`).
 
 use super::*;
-use crate::node::api::{
+use crate::api::{
     ApiError, Consistency, LogOp, ReadMessage, ReadRequest, ReadResult, Status, WriteConcern,
     WriteRequest, WriteResult,
 };

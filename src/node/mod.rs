@@ -42,8 +42,4 @@ pub mod replication;
 pub mod runtime;
 pub mod security;
 pub mod waiters;
-/// The client-facing types live in [`crate::api`] (shared with `transport` and
-/// `config`); this name stays for the HTTP layer and the tests that import them
-/// from here.
-pub use crate::api;
 pub use runtime::run;

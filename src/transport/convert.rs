@@ -1,4 +1,4 @@
-//! Conversions between protobuf types and `core`/`node::api` types.
+//! Conversions between protobuf types and `core`/`api` types.
 //!
 //! Invariants:
 //! - `core -> pb` is infallible; `pb -> core` is `TryFrom` and rejects missing or

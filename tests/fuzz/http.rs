@@ -22,11 +22,11 @@ use super::harness::{hex, Stats};
 use super::*;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
-use raftlog::http::HttpLimits;
-use raftlog::node::api::{
+use raftlog::api::{
     ApiError, MemberSpec, NodeApi, ReadMessage, ReadRequest, ReadResult, Status, WriteConcern,
     WriteRequest, WriteResult,
 };
+use raftlog::http::HttpLimits;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;

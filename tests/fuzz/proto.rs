@@ -13,8 +13,8 @@ use super::alloc_meter::bounded;
 use super::harness::{hex, Stats};
 use super::*;
 use prost::Message as _;
+use raftlog::api::{ApiError, WriteConcern, WriteRequest, WriteResult};
 use raftlog::core::{Entry, Envelope, Message, Snapshot, SnapshotMeta};
-use raftlog::node::api::{ApiError, WriteConcern, WriteRequest, WriteResult};
 use raftlog::transport::pb::{self, envelope::Msg};
 use raftlog::transport::{JoinOutcome, JoinRequest};
 

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
-use crate::node::api::{ApiError, Consistency, NodeApi, ReadRequest};
+use crate::api::{ApiError, Consistency, NodeApi, ReadRequest};
 
 /// Pages kept for receivers that are a little behind.
 const CAPACITY: usize = 256;

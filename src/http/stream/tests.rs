@@ -2,7 +2,7 @@
 //! moves when a test appends.
 
 use super::*;
-use crate::node::api::{ReadMessage, ReadResult, Status, WriteRequest, WriteResult};
+use crate::api::{ReadMessage, ReadResult, Status, WriteRequest, WriteResult};
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
