@@ -56,7 +56,7 @@ pub struct Config {
     #[serde(deserialize_with = "string_or_list")]
     pub join: Vec<String>,
     /// Consensus timing and replication limits.
-    pub raft: RaftConfig,
+    pub raft: RaftSection,
     /// Client write behaviour.
     pub write: WriteConfig,
     /// Client read behaviour.
@@ -168,7 +168,7 @@ pub struct DebugConfig {
 /// `[raft]`: consensus timing and replication flow control.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RaftConfig {
+pub struct RaftSection {
     /// How often a leader sends heartbeats to each follower.
     pub heartbeat_interval_ms: u64,
     /// Lower bound of the randomized election timeout; must exceed the heartbeat.
@@ -179,6 +179,22 @@ pub struct RaftConfig {
     pub max_append_entries: usize,
     /// Most bytes of entries sent to one follower and not yet acknowledged.
     pub max_inflight_bytes: u64,
+}
+
+impl RaftSection {
+    /// The consensus core's configuration for node `id` driven by a `tick`
+    /// (durations become tick counts; the one place they are converted).
+    pub fn core_config(&self, id: &str, tick: Duration) -> crate::core::RaftConfig {
+        let t = tick.as_millis().max(1) as u64;
+        let mut rc = crate::core::RaftConfig::new(id);
+        rc.heartbeat_ticks = (self.heartbeat_interval_ms / t).max(1);
+        rc.election_ticks_min = (self.election_timeout_min_ms / t).max(rc.heartbeat_ticks + 1);
+        rc.election_ticks_max = (self.election_timeout_max_ms / t).max(rc.election_ticks_min + 1);
+        rc.max_append_entries = self.max_append_entries.max(1);
+        rc.max_inflight_bytes = self.max_inflight_bytes as usize;
+        rc.snapshot_retry_ticks = 30_000 / t;
+        rc
+    }
 }
 
 /// `[write]`: client write behaviour.
@@ -392,7 +408,7 @@ impl Default for Config {
             advertise_grpc_addr: None,
             bootstrap: false,
             join: Vec::new(),
-            raft: RaftConfig::default(),
+            raft: RaftSection::default(),
             write: WriteConfig::default(),
             read: ReadConfig::default(),
             snapshot: SnapshotConfig::default(),
@@ -410,9 +426,9 @@ impl Default for Config {
     }
 }
 
-impl Default for RaftConfig {
+impl Default for RaftSection {
     fn default() -> Self {
-        RaftConfig {
+        RaftSection {
             heartbeat_interval_ms: 100,
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,

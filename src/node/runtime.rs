@@ -14,7 +14,7 @@ use super::health::Health;
 use super::interface::{ControllerConfig, MessagesConfig, Shared};
 use super::security::Security;
 use crate::config::Config;
-use crate::core::{RaftConfig, RaftNode};
+use crate::core::RaftNode;
 use crate::http::{router, HttpLimits};
 use crate::metrics::Metrics;
 use crate::transport::{ClusterId, InboundHandler, Peers, ServerConfig};
@@ -33,18 +33,6 @@ async fn bind(addr: &str, key: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("{key}: cannot listen on {addr}: {e}"))
-}
-
-fn raft_config(cfg: &Config, tick: Duration) -> RaftConfig {
-    let t = tick.as_millis().max(1) as u64;
-    let mut rc = RaftConfig::new(cfg.node_id.clone());
-    rc.heartbeat_ticks = (cfg.raft.heartbeat_interval_ms / t).max(1);
-    rc.election_ticks_min = (cfg.raft.election_timeout_min_ms / t).max(rc.heartbeat_ticks + 1);
-    rc.election_ticks_max = (cfg.raft.election_timeout_max_ms / t).max(rc.election_ticks_min + 1);
-    rc.max_append_entries = cfg.raft.max_append_entries.max(1);
-    rc.max_inflight_bytes = cfg.raft.max_inflight_bytes as usize;
-    rc.snapshot_retry_ticks = 30_000 / t;
-    rc
 }
 
 fn controller_config(cfg: &Config, tick: Duration) -> ControllerConfig {
@@ -155,7 +143,7 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     let tick = Duration::from_millis((cfg.raft.heartbeat_interval_ms / 2).clamp(1, 50));
     let rec = store.take_recovered();
     let snap_meta = rec.snapshot.map(|s| s.meta).unwrap_or_default();
-    let mut rc = raft_config(&cfg, tick);
+    let mut rc = cfg.raft.core_config(&cfg.node_id, tick);
     // Durable before the node answers anyone (`crate::incarnation`).
     rc.incarnation = crate::incarnation::next(&cfg.data_dir)
         .map_err(|e| format!("data_dir: cannot write the incarnation file: {e}"))?;
