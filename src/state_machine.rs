@@ -99,8 +99,12 @@ pub enum Applied {
     },
     /// A cursor set (its offset now) or delete (`Ok(0)`), or why not.
     Cursor(Result<u64, CursorRefusal>),
-    /// Not a command (no-op, membership, undecodable).
+    /// Not a command (no-op, membership).
     Other,
+    /// A command this version cannot decode (proposed by a newer node in a
+    /// cluster that mixes versions): applied as nothing, so this node's state
+    /// now differs from the nodes that could apply it. The caller says so loudly.
+    Unknown,
 }
 
 #[derive(Debug, Default)]
@@ -229,7 +233,7 @@ impl StateMachine {
         };
         match Command::decode(data.clone()) {
             Some(c) => self.apply_command(c, e),
-            None => Applied::Other,
+            None => Applied::Unknown,
         }
     }
 
