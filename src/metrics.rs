@@ -53,8 +53,6 @@ pub struct Metrics {
     pub handovers: Counter,
     pub snapshots_installed: Counter,
     pub stranger_messages: Counter,
-    /// Committed commands this version could not apply (see `Applied::Unknown`).
-    pub unknown_commands: Counter,
     pub commit_index: Gauge,
     /// 1 while repairing after disk damage; its durable index and target.
     pub repairing: Gauge,
@@ -105,7 +103,6 @@ impl Metrics {
             handovers: Counter::default(),
             snapshots_installed: Counter::default(),
             stranger_messages: Counter::default(),
-            unknown_commands: Counter::default(),
             commit_index: Gauge::default(),
             repairing: Gauge::default(),
             repairs_started: Counter::default(),
@@ -191,11 +188,6 @@ impl Metrics {
             "messages_from_non_members",
             "Peer messages from nodes that are not members of this node's cluster",
             m.stranger_messages.clone(),
-        );
-        r.register(
-            "unknown_commands",
-            "Committed commands this node's version cannot apply (a newer node proposed them); its messages now differ from theirs",
-            m.unknown_commands.clone(),
         );
         r.register(
             "commit_index",

@@ -99,12 +99,8 @@ pub enum Applied {
     },
     /// A cursor set (its offset now) or delete (`Ok(0)`), or why not.
     Cursor(Result<u64, CursorRefusal>),
-    /// Not a command (no-op, membership).
+    /// Not a command (no-op, membership, undecodable).
     Other,
-    /// A command this version cannot decode (proposed by a newer node in a
-    /// cluster that mixes versions): applied as nothing, so this node's state
-    /// now differs from the nodes that could apply it. The caller says so loudly.
-    Unknown,
 }
 
 #[derive(Debug, Default)]
@@ -233,7 +229,7 @@ impl StateMachine {
         };
         match Command::decode(data.clone()) {
             Some(c) => self.apply_command(c, e),
-            None => Applied::Unknown,
+            None => Applied::Other,
         }
     }
 

@@ -38,24 +38,6 @@ fn offsets_are_dense_and_keys_dedupe() {
     assert_eq!(got, vec![(0, Bytes::from("x")), (1, Bytes::from("y"))]);
 }
 
-/// A command of a newer version (an unknown tag) is applied as nothing and said
-/// to be unknown (the controller counts and logs it), never as another command.
-#[test]
-fn a_command_this_version_cannot_decode_is_unknown_and_changes_nothing() {
-    let mut sm = StateMachine::default();
-    assert_eq!(
-        sm.apply(&cmd(1, Some("a"), "x")),
-        Applied::Appended { first: 0, count: 1 }
-    );
-    let newer = Entry {
-        index: 2,
-        term: 1,
-        payload: EntryPayload::Command(Bytes::from_static(&[99, 1, 2, 3])),
-    };
-    assert_eq!(sm.apply(&newer), Applied::Unknown);
-    assert_eq!((sm.applied_index(), sm.next_offset()), (2, 1));
-}
-
 #[test]
 fn window_evicts_oldest_key() {
     let mut sm = StateMachine::new(1);

@@ -241,15 +241,6 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         if matches!(applied, Applied::Trimmed { .. }) {
             self.replication.trim_applied();
         }
-        if matches!(applied, Applied::Unknown) {
-            self.metrics.unknown_commands.inc();
-            tracing::error!(
-                index = e.index,
-                term = e.term,
-                "a committed command this version cannot apply (a newer node proposed it): \
-                 applied as nothing, so this node's messages now differ; upgrade this node"
-            );
-        }
         if let EntryPayload::Membership(m) = &e.payload {
             self.cluster.apply_membership(self.raft.id(), e.index, m);
         }
