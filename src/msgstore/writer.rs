@@ -281,18 +281,17 @@ impl Disk {
         Ok(())
     }
 
+    /// The active (last) segment as published.
+    fn active(&self) -> io::Result<Segment> {
+        let st = self.shared.lock();
+        st.segs.segs.last().cloned().ok_or_else(no_writer)
+    }
+
     /// Ends the active segment (its index file written, its sync left to the next
     /// sync handle) and starts the next.
     fn seal(&mut self) -> io::Result<()> {
         self.flush()?;
-        let active = self
-            .shared
-            .lock()
-            .segs
-            .segs
-            .last()
-            .cloned()
-            .ok_or_else(no_writer)?;
+        let active = self.active()?;
         write_idx(&active)?;
         self.new_segment(active.first + active.count)?;
         self.open_writer()
@@ -365,14 +364,7 @@ impl Disk {
         if !self.failed {
             return Ok(());
         }
-        let active = self
-            .shared
-            .lock()
-            .segs
-            .segs
-            .last()
-            .cloned()
-            .ok_or_else(no_writer)?;
+        let active = self.active()?;
         let (seg, _) = load_segment(active.path.clone(), active.first, true)?;
         let on_disk = seg.first + seg.count;
         {
