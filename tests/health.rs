@@ -5,6 +5,8 @@
 //! - a slow-disk leader (injected fsync latency) hands leadership over within a
 //!   bound, the cluster keeps taking writes, nothing is lost, and the node is
 //!   healthy again once the fault is removed;
+//! - every disk slow at once: the leader stays (no hand-over ping-pong) until
+//!   one follower's disk heals, and then hands over to that one;
 //! - heartbeats are isolated from data: saturated replication of large messages
 //!   plus a snapshot transfer to a joining node for at least 30 s, and no node
 //!   starts an election (metrics and logs);
@@ -997,6 +999,119 @@ fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
     let log = c.wait_converged(&all, acked.len());
     check_acked(&log, &acked, "after the slow-disk hand-over");
     found.assert_none("slow-disk leader");
+}
+
+/// Every node's disk slow at once (the shared-disk case): the leader stays,
+/// since a transfer would only move leadership onto another sick disk (and two
+/// such nodes would pass it back and forth, each hand-over a failover for the
+/// clients). It says so once, keeps taking writes and hands over nothing; once
+/// one follower's disk is fast again, leadership goes to that follower.
+#[test]
+fn slow_disks_everywhere_keep_the_leader_and_a_healthy_follower_takes_over() {
+    let _machine = shared_machine();
+    let c = Cluster::start_with_env(3, &[FAULTS_ON]);
+    let found = Findings::default();
+    let all: Vec<usize> = (0..3).collect();
+    let l = c.wait_leader();
+    let lid = c.id(l).to_string();
+    let term0 = c.status(l).unwrap()["term"].as_u64().unwrap();
+    let writes = Writes::default();
+    let stop = AtomicBool::new(false);
+    let changes_before = counter_of(&c, &all, "raftlog_leader_changes_total");
+
+    thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        s.spawn(|| keyed_writes(&c, "sick", &all, &stop, &writes));
+        // The followers' disks first, until they say so in their heartbeat
+        // answers (status shows the same flag), then the leader's.
+        for &i in all.iter().filter(|&&i| i != l) {
+            set_faults(&c, i, json!({ "fsync_delay_ms": SLOW_FSYNC_MS }));
+        }
+        for &i in all.iter().filter(|&&i| i != l) {
+            wait_for_or(
+                &format!("{} to report its disk unhealthy", c.id(i)),
+                HANDOVER_BOUND,
+                || c.status(i).filter(|s| s["health"]["disk"] == "unhealthy"),
+                || format!("{}'s status: {:?}", c.id(i), c.status(i)),
+            );
+        }
+        set_faults(&c, l, json!({ "fsync_delay_ms": SLOW_FSYNC_MS }));
+        // Every node unhealthy, the leader past its window: it decides to stay.
+        wait_for_or(
+            &format!("{lid} to say it stays leader on a sick disk"),
+            HANDOVER_BOUND,
+            || (!log_lines(&c, l, "staying leader", 1).is_empty()).then_some(()),
+            || {
+                format!(
+                    "statuses: {:?}",
+                    all.iter().map(|&i| c.status(i)).collect::<Vec<_>>()
+                )
+            },
+        );
+        for &i in &all {
+            let h = c.status(i).map(|s| s["health"]["disk"].clone());
+            found.check(h == Some(json!("unhealthy")), || {
+                format!(
+                    "{} reports disk {h:?} while every fsync takes {SLOW_FSYNC_MS} ms",
+                    c.id(i)
+                )
+            });
+        }
+        // A while longer: still the same leader and term, no hand-over.
+        let base = writes.len();
+        wait_for("5 more writes on sick disks", LONG, || {
+            (writes.len() >= base + 5).then_some(())
+        });
+        let st = c.status(l);
+        found.check(
+            st.as_ref()
+                .is_some_and(|s| s["role"] == "leader" && s["term"] == term0),
+            || format!("{lid} did not keep leading term {term0} on sick disks: {st:?}"),
+        );
+        let handovers = scrape(&c, l).get0("raftlog_leadership_handovers_total", &[]);
+        found.check(handovers == 0.0, || {
+            format!("{lid} handed over {handovers} time(s) although no disk was healthy")
+        });
+        let changes = counter_of(&c, &all, "raftlog_leader_changes_total");
+        found.check(changes == changes_before, || {
+            format!("raftlog_leader_changes_total {changes_before:?} -> {changes:?} while every disk was sick")
+        });
+
+        // One follower's disk heals: leadership goes to it.
+        let healed = all.iter().copied().find(|&i| i != l).unwrap();
+        set_faults(&c, healed, json!({}));
+        let new = wait_for_or(
+            &format!("leadership to move to {}, whose disk healed", c.id(healed)),
+            Duration::from_secs(60),
+            || c.leader().filter(|&n| n != l),
+            || {
+                format!(
+                    "statuses: {:?}",
+                    all.iter().map(|&i| c.status(i)).collect::<Vec<_>>()
+                )
+            },
+        );
+        found.check(new == healed, || {
+            format!(
+                "leadership went to {}, not to {} whose disk is the healthy one",
+                c.id(new),
+                c.id(healed)
+            )
+        });
+        for &i in &all {
+            set_faults(&c, i, json!({}));
+        }
+        let base = writes.len();
+        wait_for("10 writes after the hand-over", LONG, || {
+            (writes.len() >= base + 10).then_some(())
+        });
+        stop.store(true, Ordering::SeqCst);
+    });
+
+    let acked = writes.acked();
+    let log = c.wait_converged(&all, acked.len());
+    check_acked(&log, &acked, "after slow disks everywhere");
+    found.assert_none("slow disks everywhere");
 }
 
 /// Polls `f` every [`POLL`] for up to `timeout`; true once it holds.
@@ -2210,7 +2325,16 @@ const LEADER_READERS: usize = 6;
 fn stalled_message_store_reads_do_not_delay_heartbeats() {
     let _machine = shared_machine();
     // The smallest cache (1 MiB is always kept): the first messages are on disk only.
-    let c = Cluster::start_with_env(3, &[FAULTS_ON, ("RAFTLOG_READ__CACHE_BYTES", "0")]);
+    // The disk-health hand-over (its own tests) out of reach: the shared disk's
+    // fsyncs may pass 500 ms here without any fault.
+    let c = Cluster::start_with_env(
+        3,
+        &[
+            FAULTS_ON,
+            ("RAFTLOG_READ__CACHE_BYTES", "0"),
+            ("RAFTLOG_HEALTH__FSYNC_P99_MAX_MS", "600000"),
+        ],
+    );
     let found = Findings::default();
     let all: Vec<usize> = (0..3).collect();
     let l = c.wait_leader();

@@ -243,6 +243,7 @@ async fn all_groups_arrive_in_order_both_ways() {
                 ctx: i,
                 repairing: false,
                 incarnation: 0,
+                degraded: false,
             },
         ));
     }
@@ -271,6 +272,7 @@ async fn all_groups_arrive_in_order_both_ways() {
             ctx,
             repairing: false,
             incarnation: 0,
+            degraded: false,
         })
         .collect();
     assert_eq!(back, want);

@@ -194,18 +194,32 @@ impl RaftNode {
         Ok(target)
     }
 
+    /// The voter to hand over to when none is named: one whose disk is
+    /// healthy before one whose is not, then the most caught up (then the
+    /// smallest id, so that the choice is deterministic).
     fn best_transfer_target(&self) -> Option<NodeId> {
         let me = &self.cfg.id;
         self.membership
             .voters()
             .filter(|v| *v != me && !self.peer_repairing(v))
             .max_by_key(|v| {
+                let p = self.progress.get(*v);
                 (
-                    self.progress.get(*v).map_or(0, |p| p.match_index),
+                    !p.is_some_and(|p| p.degraded),
+                    p.map_or(0, |p| p.match_index),
                     std::cmp::Reverse((*v).clone()),
                 )
             })
             .cloned()
+    }
+
+    /// Leader: a voter to hand over to whose disk is healthy, as its last
+    /// heartbeat answer said. A leader leaving because of its own disk hands
+    /// over only to such a voter: two nodes on sick disks would otherwise pass
+    /// leadership back and forth, each handover costing clients a failover.
+    pub fn healthy_transfer_target(&self) -> Option<NodeId> {
+        self.best_transfer_target()
+            .filter(|t| !self.progress.get(t).is_some_and(|p| p.degraded))
     }
 
     /// Send TimeoutNow once the transferee has our whole log, else catch it up.
@@ -233,6 +247,33 @@ mod tests {
             Message::VoteResp { granted } => Some(*granted),
             _ => None,
         })
+    }
+
+    fn heartbeat_answer(from: &str, degraded: bool) -> crate::core::message::Envelope {
+        let msg = Message::HeartbeatResp {
+            ctx: 0,
+            repairing: false,
+            incarnation: 0,
+            degraded,
+        };
+        env(from, "n1", 2, msg)
+    }
+
+    #[test]
+    fn a_transfer_prefers_a_healthy_disk_and_a_sick_leader_finds_none_among_sick_peers() {
+        let mut n = leader(&["n1", "n2", "n3"]);
+        // Both caught up; n2 (smaller id) would be picked on ties.
+        assert_eq!(n.healthy_transfer_target().as_deref(), Some("n2"));
+        n.step(heartbeat_answer("n2", true));
+        assert_eq!(n.healthy_transfer_target().as_deref(), Some("n3"));
+        n.step(heartbeat_answer("n3", true));
+        assert_eq!(n.healthy_transfer_target(), None, "every peer is sick");
+        // An operator's transfer still goes somewhere (the most caught up).
+        assert_eq!(n.best_transfer_target().as_deref(), Some("n2"));
+        // n3 heals: it is the target again, also when none is named.
+        n.step(heartbeat_answer("n3", false));
+        assert_eq!(n.healthy_transfer_target().as_deref(), Some("n3"));
+        assert_eq!(n.transfer_leadership(None).as_deref(), Ok("n3"));
     }
 
     #[test]

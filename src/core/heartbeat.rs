@@ -66,17 +66,25 @@ impl RaftNode {
         self.log.commit_to(commit.min(self.log.last_index()));
         let repairing = self.repair.is_some();
         let incarnation = self.cfg.incarnation;
+        let degraded = self.degraded;
         self.send(
             from,
             Message::HeartbeatResp {
                 ctx,
                 repairing,
                 incarnation,
+                degraded,
             },
         );
     }
 
-    pub(crate) fn on_heartbeat_resp(&mut self, from: &NodeId, ctx: u64, repairing: bool) {
+    pub(crate) fn on_heartbeat_resp(
+        &mut self,
+        from: &NodeId,
+        ctx: u64,
+        repairing: bool,
+        degraded: bool,
+    ) {
         if self.role != Role::Leader {
             return;
         }
@@ -85,6 +93,7 @@ impl RaftNode {
         let Some(pr) = self.progress.get_mut(from) else {
             return;
         };
+        pr.degraded = degraded;
         pr.recent_active = true;
         pr.last_heard_tick = now;
         pr.probe_sent = false;

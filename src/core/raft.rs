@@ -619,6 +619,7 @@ mod tests {
                 ctx: 5,
                 repairing: false,
                 incarnation: 0,
+                degraded: false,
             }]
         );
         let rd = n.ready();

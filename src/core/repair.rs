@@ -217,6 +217,7 @@ mod tests {
                 ctx: 1,
                 repairing: true,
                 incarnation: 0,
+                degraded: false,
             }]
         );
         let rest = Message::Append {
@@ -240,6 +241,7 @@ mod tests {
                 ctx: 2,
                 repairing: false,
                 incarnation: 0,
+                degraded: false,
             }]
         );
     }
@@ -277,6 +279,7 @@ mod tests {
                 ctx: 0,
                 repairing: true,
                 incarnation: 0,
+                degraded: false,
             },
         ));
         assert_eq!(n.match_index("n3"), Some(0));
@@ -332,6 +335,7 @@ mod tests {
             ctx: 0,
             repairing: false,
             incarnation: 1,
+            degraded: false,
         };
         n.step(env("n3", "n1", term, late_beat));
         assert!(n.peer_repairing("n3"));

@@ -117,9 +117,10 @@ impl RaftNode {
                 ctx,
                 repairing,
                 incarnation,
+                degraded,
             } => {
                 if self.note_peer_incarnation(&from, incarnation) {
-                    self.on_heartbeat_resp(&from, ctx, repairing)
+                    self.on_heartbeat_resp(&from, ctx, repairing, degraded)
                 }
             }
             Message::Snapshot { snapshot } => {

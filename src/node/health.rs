@@ -5,7 +5,10 @@
 //! disk is *unhealthy* when the fsync p99 is over the configured maximum, free
 //! space is under the floor, or the last write failed. A leader whose disk stays
 //! unhealthy for the configured window hands leadership over (the controller does
-//! that); a node with an unhealthy disk delays its own elections (core `degraded`).
+//! that) to a voter whose disk is healthy (its heartbeat answers say `degraded`);
+//! when every voter's disk is unhealthy it stays, since a hand-over would only
+//! start a ping-pong between sick disks, a failover for clients at each turn. A
+//! node with an unhealthy disk delays its own elections (core `degraded`).
 //!
 //! Disk probes (`statvfs` for free space, the WAL's own [`wal::WalFiles`] for
 //! its segment files) can block on a sick disk, so they never run on the controller
@@ -42,6 +45,9 @@ pub struct Health {
     probe: Option<oneshot::Receiver<DiskSample>>,
     storage_error: Option<String>,
     unhealthy_since: Option<Instant>,
+    /// Unfit to lead, but no voter with a healthy disk to hand over to was
+    /// said (logged once per unhealthy spell).
+    stay_said: bool,
 }
 
 /// Where the disk probe looks: the data directory's filesystem for free space,
@@ -95,6 +101,7 @@ impl Health {
             probe: None,
             storage_error: None,
             unhealthy_since: None,
+            stay_said: false,
         }
     }
 
@@ -194,9 +201,18 @@ impl Health {
         let bad = !self.disk_problems().is_empty();
         match (bad, self.unhealthy_since) {
             (true, None) => self.unhealthy_since = Some(Instant::now()),
-            (false, Some(_)) => self.unhealthy_since = None,
+            (false, Some(_)) => {
+                self.unhealthy_since = None;
+                self.stay_said = false;
+            }
             _ => {}
         }
+    }
+
+    /// The leader is unfit but stays (no voter with a healthy disk): true the
+    /// first time in this unhealthy spell, so that it is logged once.
+    pub fn first_stay(&mut self) -> bool {
+        !std::mem::replace(&mut self.stay_said, true)
     }
 
     /// Number of WAL segment files, as of the latest disk probe.

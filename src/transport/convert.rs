@@ -196,10 +196,12 @@ fn msg_to_pb(msg: &Message) -> Msg {
             ctx,
             repairing,
             incarnation,
+            degraded,
         } => Msg::HeartbeatResp(e::HeartbeatResp {
             ctx,
             repairing,
             incarnation,
+            degraded,
         }),
         Message::Snapshot { snapshot } => Msg::Snapshot(e::Snapshot {
             meta: Some((&snapshot.meta).into()),
@@ -252,6 +254,7 @@ fn msg_from_pb(msg: Msg) -> Result<Message, ConvertError> {
             ctx: m.ctx,
             repairing: m.repairing,
             incarnation: m.incarnation,
+            degraded: m.degraded,
         },
         Msg::Snapshot(m) => {
             let meta = m
@@ -671,6 +674,7 @@ mod tests {
                 ctx: 8,
                 repairing: true,
                 incarnation: 4,
+                degraded: true,
             },
             Message::Snapshot {
                 snapshot: Snapshot {

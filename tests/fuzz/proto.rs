@@ -56,6 +56,7 @@ fn message(rng: &mut SmallRng) -> Message {
             ctx: u(rng),
             repairing: rng.gen(),
             incarnation: rng.gen(),
+            degraded: rng.gen(),
         },
         _ if rng.gen() => Message::TimeoutNow,
         _ => Message::Snapshot {

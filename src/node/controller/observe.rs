@@ -78,7 +78,13 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             && self.health.unfit_to_lead()
         {
             let why = self.health.disk_problems().join("; ");
-            match self.raft.transfer_leadership(None) {
+            let Some(target) = self.raft.healthy_transfer_target() else {
+                if self.health.first_stay() {
+                    tracing::warn!(reason = %why, "disk unhealthy, but so is every other voter's: staying leader");
+                }
+                return;
+            };
+            match self.raft.transfer_leadership(Some(target)) {
                 Ok(to) => {
                     self.metrics.handovers.inc();
                     tracing::warn!(to = %to, reason = %why, "disk unhealthy: handing leadership over")
