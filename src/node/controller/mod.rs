@@ -20,7 +20,7 @@
 
 use crate::node::cluster::{self, Cluster};
 use crate::node::interface::*;
-use crate::node::persistence::Persistence;
+use crate::node::persistence::{Event, Persistence};
 use crate::node::replication::Replication;
 use crate::node::waiters::{ReadReply, ReadWaiter, Waiters};
 mod commands;
@@ -166,7 +166,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.after_turn().map_err(fatal)?;
         loop {
             tokio::select! {
-                done = self.persistence.next_done() => self.persisted(done).map_err(fatal)?,
+                ev = self.persistence.next_event() => match ev {
+                    Event::Done(done) => self.persisted(*done).map_err(fatal)?,
+                    Event::Synced(s) => self.snapshot_synced(s).map_err(fatal)?,
+                },
                 _ = ticker.tick() => self.on_tick(),
                 Some(b) = built.recv() => {
                     for env in self.replication.built(b) {
@@ -289,8 +292,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn maybe_snapshot(&mut self) {
         let applied = self.sm.applied_index();
         let snap_index = self.raft.snapshot_meta().index;
-        let blocked =
-            self.persistence.busy() || self.sm.failure().is_some() || self.sm.store_behind();
+        let blocked = self.persistence.snapshotting()
+            || self.persistence.stalled()
+            || self.sm.failure().is_some()
+            || self.sm.store_behind();
         let due = self.replication.snapshot_due(
             applied,
             snap_index,

@@ -12,6 +12,9 @@
 //!   log in parallel with its followers (Raft thesis 10.2.1);
 //! - at most one `Ready` is being persisted at a time, so they reach the disk in
 //!   order, and `on_persisted` is called in order;
+//! - a local snapshot's message-store sync runs beside the Readies; its WAL
+//!   install is a job like a `Ready` and is dropped if a snapshot received
+//!   meanwhile went further (the WAL never goes back to an older snapshot);
 //! - a new term or vote is also in the hard-state file (`crate::hardstate`)
 //!   before any message of its `Ready` leaves, so a damaged WAL cannot take it;
 //! - committed entries are applied only after their `Ready` is durable;
@@ -22,13 +25,15 @@ use super::Controller;
 use crate::api::ApiError;
 use crate::core::{Entry, Envelope, Message, Ready, SnapshotMeta};
 use crate::node::interface::Outbound;
-use crate::node::persistence::{needs_disk, Persisted};
+use crate::node::persistence::{needs_disk, Persisted, SyncedSnapshot};
 use crate::wal::{LogStore, WalError};
 use std::time::Duration;
 
 impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     /// Carry out Readies until one needs the disk; start that one in the background.
     pub(crate) fn drive_ready(&mut self) -> Result<(), WalError> {
+        self.persistence
+            .start_install_if_idle(self.raft.snapshot_meta().index);
         let busy = self.persistence.busy();
         if busy || self.persistence.stalled() {
             // Heartbeats (and a hand-over's TimeoutNow) keep flowing while the
@@ -110,10 +115,41 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             }
             Err(e) if e.is_no_space() => {
                 self.storage_full(&e);
-                self.persistence.stall(done.rd);
+                // A snapshot's install has no Ready: it is taken again when due.
+                if needs_disk(&done.rd) {
+                    self.persistence.stall(done.rd);
+                }
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// A local snapshot's message store is synced: its WAL install is queued
+    /// (dropped there if a snapshot received meanwhile went past it: that
+    /// install reset the message store, so this manifest names messages no
+    /// longer there).
+    pub(crate) fn snapshot_synced(&mut self, s: SyncedSnapshot) -> Result<(), WalError> {
+        if s.snap.meta.index <= self.raft.snapshot_meta().index {
+            // Its message store may have been reset meanwhile: no error counts.
+            return Ok(());
+        }
+        match s.result {
+            Ok(()) => {
+                self.persistence.queue_install(s);
+                self.drive_ready()
+            }
+            Err(source) => {
+                let e = WalError::Io {
+                    path: "message store".into(),
+                    source,
+                };
+                if !e.is_no_space() {
+                    return Err(e);
+                }
+                self.storage_full(&e);
+                Ok(())
+            }
         }
     }
 
