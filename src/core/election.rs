@@ -18,7 +18,8 @@
 //!   cluster by pre-vote and the leader lease, not by membership checks.
 
 use super::message::Message;
-use super::raft::{RaftNode, Reason, Role};
+use super::raft::{RaftNode, Reason};
+use super::role::{RoleState, Votes};
 use super::types::{EntryPayload, NodeId};
 
 impl RaftNode {
@@ -44,9 +45,10 @@ impl RaftNode {
     }
 
     fn campaign_pre(&mut self) {
-        self.role = Role::PreCandidate;
+        self.state = RoleState::PreCandidate {
+            votes: Votes::new(),
+        };
         self.leader = None;
-        self.votes.clear();
         self.note_role(Reason::PreVoteTimeout);
         self.request_votes(true, false);
     }
@@ -54,9 +56,10 @@ impl RaftNode {
     pub(crate) fn campaign(&mut self, transfer: bool) {
         self.term += 1;
         self.vote = Some(self.cfg.id.clone());
-        self.role = Role::Candidate;
+        self.state = RoleState::Candidate {
+            votes: Votes::new(),
+        };
         self.leader = None;
-        self.votes.clear();
         self.reset_election_timeout();
         self.note_role(if transfer {
             Reason::TransferCampaign
@@ -94,14 +97,18 @@ impl RaftNode {
         }
     }
 
-    /// Count a (pre-)vote; win or lose when decided.
+    /// Count a (pre-)vote in the current candidacy of kind `pre` (ignored in any
+    /// other role); win or lose when decided.
     fn record_vote(&mut self, from: &NodeId, granted: bool, pre: bool) {
         if !self.membership.is_voter(from) {
             return;
         }
-        self.votes.entry(from.clone()).or_insert(granted);
-        let yes = self.votes.values().filter(|g| **g).count();
-        let no = self.votes.len() - yes;
+        let Some(votes) = self.state.votes_mut(pre) else {
+            return;
+        };
+        votes.entry(from.clone()).or_insert(granted);
+        let yes = votes.values().filter(|g| **g).count();
+        let no = votes.len() - yes;
         let quorum = self.membership.quorum();
         if yes >= quorum {
             if pre {
@@ -138,24 +145,17 @@ impl RaftNode {
     }
 
     pub(crate) fn on_vote_resp(&mut self, from: &NodeId, granted: bool, pre: bool) {
-        let expected = if pre {
-            Role::PreCandidate
-        } else {
-            Role::Candidate
-        };
-        if self.role == expected {
-            self.record_vote(from, granted, pre);
-        }
+        self.record_vote(from, granted, pre);
     }
 
     pub(crate) fn on_timeout_now(&mut self) {
-        if self.is_voter() && self.role != Role::Leader && self.repair.is_none() {
+        if self.is_voter() && !self.is_leader() && self.repair.is_none() {
             self.campaign(true);
         }
     }
 
     fn become_leader(&mut self) {
-        self.role = Role::Leader;
+        self.state = RoleState::Leader;
         self.leader = Some(self.cfg.id.clone());
         self.reset_role_state();
         self.heartbeat_elapsed = 0;
@@ -172,7 +172,7 @@ impl RaftNode {
         to: Option<NodeId>,
     ) -> Result<NodeId, super::ProposeError> {
         use super::ProposeError;
-        if self.role != Role::Leader {
+        if !self.is_leader() {
             return Err(ProposeError::NotLeader {
                 leader: self.leader.clone(),
             });

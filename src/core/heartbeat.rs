@@ -11,7 +11,7 @@
 
 use super::message::Message;
 use super::progress::ProgressState;
-use super::raft::{PendingRead, ProposeError, RaftNode, ReadState, Reason, Role};
+use super::raft::{PendingRead, ProposeError, RaftNode, ReadState, Reason};
 use super::types::NodeId;
 
 impl RaftNode {
@@ -85,7 +85,7 @@ impl RaftNode {
         repairing: bool,
         degraded: bool,
     ) {
-        if self.role != Role::Leader {
+        if !self.is_leader() {
             return;
         }
         self.note_peer_repairing(from, repairing);
@@ -117,7 +117,7 @@ impl RaftNode {
     /// Start a ReadIndex round tagged `ctx` (increasing). The answer comes in
     /// `Ready::read_states`.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
-        if self.role != Role::Leader {
+        if !self.is_leader() {
             return Err(ProposeError::NotLeader {
                 leader: self.leader.clone(),
             });

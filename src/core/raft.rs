@@ -6,6 +6,7 @@
 use super::log::RaftLog;
 use super::message::{Envelope, Message};
 use super::progress::Progress;
+use super::role::RoleState;
 use super::types::*;
 use bytes::Bytes;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -206,7 +207,8 @@ pub struct RaftNode {
     pub(crate) log: RaftLog,
     pub(crate) term: u64,
     pub(crate) vote: Option<NodeId>,
-    pub(crate) role: Role,
+    /// The role and the state only it owns (see `role`).
+    pub(crate) state: RoleState,
     pub(crate) leader: Option<NodeId>,
     pub(crate) membership: Membership,
     /// Index of the entry that carried `membership` (0 when from no entry).
@@ -216,7 +218,6 @@ pub struct RaftNode {
     pub(crate) election_elapsed: u64,
     pub(crate) heartbeat_elapsed: u64,
     pub(crate) randomized_timeout: u64,
-    pub(crate) votes: BTreeMap<NodeId, bool>,
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     pub(crate) transferee: Option<(NodeId, u64)>,
     pub(crate) pending_reads: Vec<PendingRead>,
@@ -251,7 +252,7 @@ impl RaftNode {
             log,
             term: hard_state.term,
             vote: hard_state.vote.clone(),
-            role: Role::Follower,
+            state: RoleState::Follower,
             leader: None,
             membership,
             membership_index,
@@ -259,7 +260,6 @@ impl RaftNode {
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_timeout: 0,
-            votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             transferee: None,
             pending_reads: Vec::new(),
@@ -286,13 +286,13 @@ impl RaftNode {
         self.term
     }
     pub fn role(&self) -> Role {
-        self.role
+        self.state.role()
     }
     pub fn leader(&self) -> Option<&NodeId> {
         self.leader.as_ref()
     }
     pub fn is_leader(&self) -> bool {
-        self.role == Role::Leader
+        matches!(self.state, RoleState::Leader)
     }
     pub fn commit_index(&self) -> u64 {
         self.log.committed
@@ -336,7 +336,7 @@ impl RaftNode {
     }
     /// Leader: is some follower being sent a snapshot (not yet acknowledged)?
     pub fn sending_snapshot(&self) -> bool {
-        self.role == Role::Leader
+        self.is_leader()
             && self
                 .progress
                 .values()
@@ -362,7 +362,7 @@ impl RaftNode {
     /// this leader knows (leader included once its own fsync is done). 0 when not
     /// leader or when the entry was replaced.
     pub fn acks(&self, index: u64, term: u64) -> usize {
-        if self.role != Role::Leader || !self.log.matches(index, term) {
+        if !self.is_leader() || !self.log.matches(index, term) {
             return 0;
         }
         self.membership
@@ -376,7 +376,7 @@ impl RaftNode {
     /// One logical tick: drives election timeouts and heartbeats.
     pub fn tick(&mut self) {
         self.now += 1;
-        if self.role == Role::Leader {
+        if self.is_leader() {
             self.tick_leader();
         } else {
             self.tick_election();
@@ -390,7 +390,7 @@ impl RaftNode {
     }
 
     pub(crate) fn check_can_propose(&self) -> Result<(), ProposeError> {
-        if self.role != Role::Leader {
+        if !self.is_leader() {
             return Err(ProposeError::NotLeader {
                 leader: self.leader.clone(),
             });
@@ -414,7 +414,7 @@ impl RaftNode {
 
     /// Storage made everything up to `(index, term)` durable.
     pub fn on_persisted(&mut self, index: u64, term: u64) {
-        if self.log.persisted_to(index, term) && self.role == Role::Leader {
+        if self.log.persisted_to(index, term) && self.is_leader() {
             self.maybe_commit();
         }
         self.maybe_end_repair();
@@ -509,7 +509,7 @@ impl RaftNode {
 
     pub(crate) fn note_role(&mut self, reason: Reason) {
         self.role_changes.push(RoleChange {
-            role: self.role,
+            role: self.role(),
             term: self.term,
             leader: self.leader.clone(),
             reason,
@@ -517,12 +517,12 @@ impl RaftNode {
     }
 
     pub(crate) fn become_follower(&mut self, term: u64, leader: Option<NodeId>, reason: Reason) {
-        let changed = self.role != Role::Follower || term != self.term || leader != self.leader;
+        let changed = self.role() != Role::Follower || term != self.term || leader != self.leader;
         if term > self.term {
             self.term = term;
             self.vote = None;
         }
-        self.role = Role::Follower;
+        self.state = RoleState::Follower;
         self.leader = leader;
         self.reset_role_state();
         self.reset_election_timeout();
@@ -533,7 +533,6 @@ impl RaftNode {
 
     pub(crate) fn reset_role_state(&mut self) {
         self.progress.clear();
-        self.votes.clear();
         self.transferee = None;
         self.pending_reads.clear();
         self.queued_reads.clear();
@@ -548,7 +547,7 @@ impl RaftNode {
         }
         self.membership = m;
         self.membership_index = index;
-        if self.role == Role::Leader {
+        if self.is_leader() {
             self.sync_progress();
         }
     }

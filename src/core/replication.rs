@@ -13,7 +13,7 @@
 
 use super::message::Message;
 use super::progress::{Progress, ProgressState};
-use super::raft::{RaftNode, Reason, Role};
+use super::raft::{RaftNode, Reason};
 use super::types::{Entry, EntryPayload, NodeId, Snapshot};
 
 impl RaftNode {
@@ -191,7 +191,7 @@ impl RaftNode {
         hint_term: u64,
         repairing: bool,
     ) {
-        if self.role != Role::Leader {
+        if !self.is_leader() {
             return;
         }
         self.note_peer_repairing(from, repairing);
