@@ -19,7 +19,7 @@
 
 use super::message::Message;
 use super::raft::{RaftNode, Reason};
-use super::role::{RoleState, Votes};
+use super::role::{LeaderState, RoleState, Votes};
 use super::types::{EntryPayload, NodeId};
 
 impl RaftNode {
@@ -155,10 +155,8 @@ impl RaftNode {
     }
 
     fn become_leader(&mut self) {
-        self.state = RoleState::Leader;
+        self.state = RoleState::Leader(LeaderState::default());
         self.leader = Some(self.cfg.id.clone());
-        self.reset_role_state();
-        self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         self.sync_progress();
         self.note_role(Reason::WonElection);
@@ -188,7 +186,9 @@ impl RaftNode {
                 ProposeError::InvalidChange("no other voter to transfer to".into())
             })?,
         };
-        self.transferee = Some((target.clone(), self.now));
+        if let Some(l) = self.state.leader_mut() {
+            l.transferee = Some((target.clone(), self.now));
+        }
         self.note_role(Reason::TransferStarted);
         self.maybe_send_timeout_now(&target);
         Ok(target)
@@ -203,7 +203,7 @@ impl RaftNode {
             .voters()
             .filter(|v| *v != me && !self.peer_repairing(v))
             .max_by_key(|v| {
-                let p = self.progress.get(*v);
+                let p = self.state.progress(v);
                 (
                     !p.is_some_and(|p| p.degraded),
                     p.map_or(0, |p| p.match_index),
@@ -219,14 +219,14 @@ impl RaftNode {
     /// leadership back and forth, each handover costing clients a failover.
     pub fn healthy_transfer_target(&self) -> Option<NodeId> {
         self.best_transfer_target()
-            .filter(|t| !self.progress.get(t).is_some_and(|p| p.degraded))
+            .filter(|t| !self.state.progress(t).is_some_and(|p| p.degraded))
     }
 
     /// Send TimeoutNow once the transferee has our whole log, else catch it up.
     pub(crate) fn maybe_send_timeout_now(&mut self, target: &NodeId) {
         let caught_up = self
-            .progress
-            .get(target)
+            .state
+            .progress(target)
             .is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
             self.send(target, Message::TimeoutNow);

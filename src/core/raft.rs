@@ -5,12 +5,11 @@
 
 use super::log::RaftLog;
 use super::message::{Envelope, Message};
-use super::progress::Progress;
+use super::progress::ProgressState;
 use super::role::RoleState;
 use super::types::*;
 use bytes::Bytes;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
-use std::collections::BTreeMap;
 
 /// Core tuning, in ticks (the driver decides how long a tick is).
 #[derive(Clone, Debug)]
@@ -193,14 +192,6 @@ pub struct Ready {
     pub role_changes: Vec<RoleChange>,
 }
 
-/// A pending ReadIndex round on the leader.
-#[derive(Debug)]
-pub(crate) struct PendingRead {
-    pub ctx: u64,
-    pub index: u64,
-    pub acks: std::collections::BTreeSet<NodeId>,
-}
-
 pub struct RaftNode {
     pub(crate) cfg: RaftConfig,
     pub(crate) rng: SmallRng,
@@ -216,14 +207,7 @@ pub struct RaftNode {
     /// Logical clock, only for measuring (never compared with wall time).
     pub(crate) now: u64,
     pub(crate) election_elapsed: u64,
-    pub(crate) heartbeat_elapsed: u64,
     pub(crate) randomized_timeout: u64,
-    pub(crate) progress: BTreeMap<NodeId, Progress>,
-    pub(crate) transferee: Option<(NodeId, u64)>,
-    pub(crate) pending_reads: Vec<PendingRead>,
-    /// Reads asked before the leader committed an entry of its own term.
-    pub(crate) queued_reads: Vec<u64>,
-    pub(crate) needs_broadcast: bool,
     /// Our disk is unhealthy: wait longer before campaigning (a healthy node
     /// should win instead).
     pub(crate) degraded: bool,
@@ -258,13 +242,7 @@ impl RaftNode {
             membership_index,
             now: 0,
             election_elapsed: 0,
-            heartbeat_elapsed: 0,
             randomized_timeout: 0,
-            progress: BTreeMap::new(),
-            transferee: None,
-            pending_reads: Vec::new(),
-            queued_reads: Vec::new(),
-            needs_broadcast: false,
             degraded: false,
             repair: None,
             msgs: Vec::new(),
@@ -292,7 +270,7 @@ impl RaftNode {
         self.leader.as_ref()
     }
     pub fn is_leader(&self) -> bool {
-        matches!(self.state, RoleState::Leader)
+        matches!(self.state, RoleState::Leader(_))
     }
     pub fn commit_index(&self) -> u64 {
         self.log.committed
@@ -332,15 +310,15 @@ impl RaftNode {
     }
     /// Is a leadership transfer in progress?
     pub fn transferring(&self) -> bool {
-        self.transferee.is_some()
+        self.state.leader().is_some_and(|l| l.transferee.is_some())
     }
     /// Leader: is some follower being sent a snapshot (not yet acknowledged)?
     pub fn sending_snapshot(&self) -> bool {
-        self.is_leader()
-            && self
-                .progress
+        self.state.leader().is_some_and(|l| {
+            l.progress
                 .values()
-                .any(|p| matches!(p.state, super::progress::ProgressState::Snapshot { .. }))
+                .any(|p| matches!(p.state, ProgressState::Snapshot { .. }))
+        })
     }
     /// The entry at `index`, if it is in the in-memory log.
     pub fn entry(&self, index: u64) -> Option<&Entry> {
@@ -355,7 +333,7 @@ impl RaftNode {
         if id == self.cfg.id {
             return Some(self.log.persisted);
         }
-        self.progress.get(id).map(|p| p.match_index)
+        self.state.progress(id).map(|p| p.match_index)
     }
 
     /// Write concern: how many voters hold entry `(index, term)` durably, as far as
@@ -390,12 +368,12 @@ impl RaftNode {
     }
 
     pub(crate) fn check_can_propose(&self) -> Result<(), ProposeError> {
-        if !self.is_leader() {
+        let Some(l) = self.state.leader() else {
             return Err(ProposeError::NotLeader {
                 leader: self.leader.clone(),
             });
-        }
-        if self.transferee.is_some() {
+        };
+        if l.transferee.is_some() {
             return Err(ProposeError::Transferring);
         }
         Ok(())
@@ -408,7 +386,9 @@ impl RaftNode {
             term: self.term,
             payload,
         });
-        self.needs_broadcast = true;
+        if let Some(l) = self.state.leader_mut() {
+            l.needs_broadcast = true;
+        }
         (index, self.term)
     }
 
@@ -426,7 +406,7 @@ impl RaftNode {
     }
 
     pub fn has_ready(&self) -> bool {
-        self.needs_broadcast
+        self.state.leader().is_some_and(|l| l.needs_broadcast)
             || !self.msgs.is_empty()
             || self.log.has_unstable()
             || self.log.has_committed()
@@ -440,8 +420,7 @@ impl RaftNode {
     /// [`Message::needs_durability`]), taken out of the next `Ready`. Lets the
     /// driver keep heartbeats and appends flowing while an fsync is in progress.
     pub fn take_early_messages(&mut self) -> Vec<Envelope> {
-        if self.needs_broadcast {
-            self.needs_broadcast = false;
+        if self.take_needs_broadcast() {
             self.broadcast_append();
         }
         self.msgs
@@ -451,8 +430,7 @@ impl RaftNode {
 
     /// Collect every pending effect. See [`Ready`] for the order to carry them out.
     pub fn ready(&mut self) -> Ready {
-        if self.needs_broadcast {
-            self.needs_broadcast = false;
+        if self.take_needs_broadcast() {
             self.broadcast_append();
         }
         let hs = self.hard_state();
@@ -472,6 +450,13 @@ impl RaftNode {
     }
 
     // ---- helpers shared by the managers ----------------------------------------
+
+    /// Leader: were appends due to every follower? Clears the flag.
+    fn take_needs_broadcast(&mut self) -> bool {
+        self.state
+            .leader_mut()
+            .is_some_and(|l| std::mem::take(&mut l.needs_broadcast))
+    }
 
     pub(crate) fn send(&mut self, to: &NodeId, msg: Message) {
         self.send_with_term(to, self.term, msg);
@@ -524,19 +509,10 @@ impl RaftNode {
         }
         self.state = RoleState::Follower;
         self.leader = leader;
-        self.reset_role_state();
         self.reset_election_timeout();
         if changed {
             self.note_role(reason);
         }
-    }
-
-    pub(crate) fn reset_role_state(&mut self) {
-        self.progress.clear();
-        self.transferee = None;
-        self.pending_reads.clear();
-        self.queued_reads.clear();
-        self.needs_broadcast = false;
     }
 
     /// Membership changed (appended, truncated or restored): adopt the latest.

@@ -7,15 +7,26 @@
 //! new role's value, so nothing can outlive its role, and reaching the state
 //! goes through the variant.
 //!
+//! Why not one type per role as in toydb: the managers (`election`, `heartbeat`,
+//! `replication`, ...) are `impl RaftNode` blocks shared by every role, and the
+//! driver holds one `RaftNode`. So the role is one field, and leader code reaches
+//! its state through [`RoleState::leader_mut`] or [`RoleState::progress_mut`]
+//! (borrowing that field only, so the rest of the node stays usable beside it);
+//! off the leader these give `None`, which the queries turn into "none/false".
+//!
 //! Invariants:
 //! - the votes of a (pre-)candidacy exist only in `PreCandidate`/`Candidate`, and a
 //!   new candidacy (even in the same role) starts from none;
-//! - state shared by every role (term, vote, log, `leader`, timers, repair) stays on
-//!   `RaftNode`; only what one role owns goes here.
+//! - per-follower progress, a leadership transfer, ReadIndex rounds, the pending
+//!   broadcast and the heartbeat timer exist only in `Leader`, and a new term of
+//!   leadership starts from `LeaderState::default()` (then `sync_progress`);
+//! - state shared by every role (term, vote, log, `leader`, the election timer,
+//!   repair) stays on `RaftNode`; only what one role owns goes here.
 
+use super::progress::Progress;
 use super::raft::Role;
 use super::types::NodeId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The current role with the state that belongs to it alone.
 #[derive(Debug)]
@@ -29,11 +40,39 @@ pub(crate) enum RoleState {
     Candidate {
         votes: Votes,
     },
-    Leader,
+    Leader(LeaderState),
 }
 
 /// Answers in one (pre-)candidacy: voter -> granted. One per voter (the first).
 pub(crate) type Votes = BTreeMap<NodeId, bool>;
+
+/// What only a leader keeps, for its term of leadership.
+#[derive(Debug, Default)]
+pub(crate) struct LeaderState {
+    /// Per-follower replication progress: exactly the other members
+    /// (`sync_progress`). Also carries check-quorum's `recent_active`.
+    pub progress: BTreeMap<NodeId, Progress>,
+    /// A leadership transfer in progress: the target and the tick it started.
+    pub transferee: Option<(NodeId, u64)>,
+    /// ReadIndex rounds waiting for a quorum of heartbeat answers (`ctx` increasing).
+    pub pending_reads: Vec<PendingRead>,
+    /// Reads asked before the leader committed an entry of its own term.
+    pub queued_reads: Vec<u64>,
+    /// Entries were appended or the commit advanced: appends go to every
+    /// follower when the driver next takes messages.
+    pub needs_broadcast: bool,
+    /// Ticks since the last heartbeat broadcast.
+    pub heartbeat_elapsed: u64,
+}
+
+/// A pending ReadIndex round on the leader.
+#[derive(Debug)]
+pub(crate) struct PendingRead {
+    pub ctx: u64,
+    pub index: u64,
+    /// Who confirmed our leadership since the round started (us included).
+    pub acks: BTreeSet<NodeId>,
+}
 
 impl RoleState {
     pub(crate) fn role(&self) -> Role {
@@ -41,7 +80,7 @@ impl RoleState {
             RoleState::Follower => Role::Follower,
             RoleState::PreCandidate { .. } => Role::PreCandidate,
             RoleState::Candidate { .. } => Role::Candidate,
-            RoleState::Leader => Role::Leader,
+            RoleState::Leader(_) => Role::Leader,
         }
     }
 
@@ -52,6 +91,29 @@ impl RoleState {
             RoleState::Candidate { votes } if !pre => Some(votes),
             _ => None,
         }
+    }
+
+    pub(crate) fn leader(&self) -> Option<&LeaderState> {
+        match self {
+            RoleState::Leader(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn leader_mut(&mut self) -> Option<&mut LeaderState> {
+        match self {
+            RoleState::Leader(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The leader's progress of follower `id` (`None` off the leader).
+    pub(crate) fn progress(&self, id: &str) -> Option<&Progress> {
+        self.leader().and_then(|l| l.progress.get(id))
+    }
+
+    pub(crate) fn progress_mut(&mut self, id: &str) -> Option<&mut Progress> {
+        self.leader_mut().and_then(|l| l.progress.get_mut(id))
     }
 }
 
@@ -93,5 +155,43 @@ mod tests {
         persist(&mut n);
         n.step(env("n3", "n1", 3, pre_grant));
         assert_eq!(n.role(), Role::Candidate, "a pre-vote is not a vote");
+    }
+
+    #[test]
+    fn a_deposed_leader_keeps_nothing_of_its_leadership() {
+        let mut n = leader(&["n1", "n2", "n3"]);
+        n.read_index(7).unwrap();
+        n.transfer_leadership(Some("n2".into())).unwrap();
+        assert!(n.transferring());
+        assert_eq!(n.match_index("n2"), Some(2));
+        n.step(env("n2", "n1", 3, Message::Heartbeat { commit: 2, ctx: 0 }));
+        assert_eq!(n.role(), Role::Follower);
+        assert!(!n.transferring());
+        assert_eq!(n.match_index("n2"), None, "no progress off the leader");
+        let late = Message::HeartbeatResp {
+            ctx: 7,
+            repairing: false,
+            incarnation: 0,
+            degraded: false,
+        };
+        n.step(env("n3", "n1", 3, late));
+        assert!(persist(&mut n).read_states.is_empty());
+        // Leading again: no transfer, no read round left from before.
+        n.campaign(false);
+        persist(&mut n);
+        n.step(env("n3", "n1", 4, Message::VoteResp { granted: true }));
+        assert!(n.is_leader() && !n.transferring());
+        persist(&mut n);
+        n.tick();
+        n.tick();
+        let rd = persist(&mut n);
+        let beats: Vec<_> = to(&rd, "n3")
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Heartbeat { ctx, .. } => Some(*ctx),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(beats, [0], "a heartbeat carrying no read context");
     }
 }
