@@ -41,14 +41,13 @@ impl RaftNode {
 
     /// A leader heard from within the minimum election timeout.
     pub(crate) fn in_lease(&self) -> bool {
-        self.leader.is_some() && self.election_elapsed < self.cfg.election_ticks_min
+        self.leader().is_some() && self.election_elapsed < self.cfg.election_ticks_min
     }
 
     fn campaign_pre(&mut self) {
         self.state = RoleState::PreCandidate {
             votes: Votes::new(),
         };
-        self.leader = None;
         self.note_role(Reason::PreVoteTimeout);
         self.request_votes(true, false);
     }
@@ -59,7 +58,6 @@ impl RaftNode {
         self.state = RoleState::Candidate {
             votes: Votes::new(),
         };
-        self.leader = None;
         self.reset_election_timeout();
         self.note_role(if transfer {
             Reason::TransferCampaign
@@ -135,7 +133,7 @@ impl RaftNode {
         let can_vote = self.vote.is_none() || self.vote.as_ref() == Some(from);
         let grant = can_vote
             && self.repair.is_none()
-            && self.leader.is_none()
+            && self.leader().is_none()
             && self.log.is_up_to_date(li, lt);
         if grant {
             self.vote = Some(from.clone());
@@ -156,7 +154,6 @@ impl RaftNode {
 
     fn become_leader(&mut self) {
         self.state = RoleState::Leader(LeaderState::default());
-        self.leader = Some(self.cfg.id.clone());
         self.election_elapsed = 0;
         self.sync_progress();
         self.note_role(Reason::WonElection);
@@ -172,7 +169,7 @@ impl RaftNode {
         use super::ProposeError;
         if !self.is_leader() {
             return Err(ProposeError::NotLeader {
-                leader: self.leader.clone(),
+                leader: self.leader().cloned(),
             });
         }
         let target = match to {
@@ -186,7 +183,7 @@ impl RaftNode {
                 ProposeError::InvalidChange("no other voter to transfer to".into())
             })?,
         };
-        if let Some(l) = self.state.leader_mut() {
+        if let Some(l) = self.state.as_leader_mut() {
             l.transferee = Some((target.clone(), self.now));
         }
         self.note_role(Reason::TransferStarted);

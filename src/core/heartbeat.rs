@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 impl RaftNode {
     pub(crate) fn tick_leader(&mut self) {
-        let Some(l) = self.state.leader_mut() else {
+        let Some(l) = self.state.as_leader_mut() else {
             return;
         };
         l.heartbeat_elapsed += 1;
@@ -47,7 +47,7 @@ impl RaftNode {
     /// True when one was dropped.
     fn drop_stale_transfer(&mut self) -> bool {
         let (now, max) = (self.now, self.cfg.election_ticks_max);
-        let Some(l) = self.state.leader_mut() else {
+        let Some(l) = self.state.as_leader_mut() else {
             return false;
         };
         let stale = l
@@ -63,7 +63,7 @@ impl RaftNode {
     /// Did a quorum of voters (us included) answer since the last check? Resets.
     fn quorum_active(&mut self) -> bool {
         let me = &self.cfg.id;
-        let Some(l) = self.state.leader_mut() else {
+        let Some(l) = self.state.as_leader_mut() else {
             return false;
         };
         let active = self
@@ -78,7 +78,7 @@ impl RaftNode {
     }
 
     pub(crate) fn broadcast_heartbeat(&mut self) {
-        let last_read = self.state.leader().and_then(|l| l.pending_reads.last());
+        let last_read = self.state.as_leader().and_then(|l| l.pending_reads.last());
         let ctx = last_read.map_or(0, |r| r.ctx);
         for p in self.peers() {
             let m = self.state.progress(&p).map_or(0, |pr| pr.match_index);
@@ -143,9 +143,9 @@ impl RaftNode {
     /// `Ready::read_states`.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
         let own_term_committed = self.log.term(self.log.committed) == Some(self.term);
-        let Some(l) = self.state.leader_mut() else {
+        let Some(l) = self.state.as_leader_mut() else {
             return Err(ProposeError::NotLeader {
-                leader: self.leader.clone(),
+                leader: self.leader().cloned(),
             });
         };
         if !own_term_committed {
@@ -162,7 +162,7 @@ impl RaftNode {
             self.read_states.push(ReadState { ctx, index });
             return;
         }
-        let Some(l) = self.state.leader_mut() else {
+        let Some(l) = self.state.as_leader_mut() else {
             return;
         };
         let acks = BTreeSet::from([self.cfg.id.clone()]);
@@ -175,7 +175,7 @@ impl RaftNode {
         if self.log.term(self.log.committed) != Some(self.term) {
             return;
         }
-        let Some(l) = self.state.leader_mut() else {
+        let Some(l) = self.state.as_leader_mut() else {
             return;
         };
         for ctx in std::mem::take(&mut l.queued_reads) {
@@ -184,7 +184,7 @@ impl RaftNode {
     }
 
     fn ack_reads(&mut self, from: &NodeId, ctx: u64) {
-        let Some(l) = self.state.leader_mut() else {
+        let Some(l) = self.state.as_leader_mut() else {
             return;
         };
         for r in l.pending_reads.iter_mut().filter(|r| r.ctx <= ctx) {

@@ -9,8 +9,8 @@
 //! appends, snapshots to lagging followers, commit), `membership` (one change at a
 //! time, learners), `log` (the in-memory log above the snapshot), `repair` (a node that lost
 //! its log to damage does not vote until it fetched what it lost). `role` holds the
-//! state that belongs to one role (a candidacy's votes; a leader's progress, transfer,
-//! ReadIndex rounds), so that it goes with the role.
+//! state that belongs to one role (a follower's leader, a candidacy's votes, a
+//! leader's progress, transfer and ReadIndex rounds), so that it goes with the role.
 //!
 //! Invariants (asserted where cheap):
 //! - at most one leader per term (a node votes once per term, durably);

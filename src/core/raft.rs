@@ -200,7 +200,6 @@ pub struct RaftNode {
     pub(crate) vote: Option<NodeId>,
     /// The role and the state only it owns (see `role`).
     pub(crate) state: RoleState,
-    pub(crate) leader: Option<NodeId>,
     pub(crate) membership: Membership,
     /// Index of the entry that carried `membership` (0 when from no entry).
     pub(crate) membership_index: u64,
@@ -236,8 +235,7 @@ impl RaftNode {
             log,
             term: hard_state.term,
             vote: hard_state.vote.clone(),
-            state: RoleState::Follower,
-            leader: None,
+            state: RoleState::Follower { leader: None },
             membership,
             membership_index,
             now: 0,
@@ -266,8 +264,13 @@ impl RaftNode {
     pub fn role(&self) -> Role {
         self.state.role()
     }
+    /// The leader of our term as far as we know: the one we follow, or us.
     pub fn leader(&self) -> Option<&NodeId> {
-        self.leader.as_ref()
+        match &self.state {
+            RoleState::Follower { leader } => leader.as_ref(),
+            RoleState::Leader(_) => Some(&self.cfg.id),
+            RoleState::PreCandidate { .. } | RoleState::Candidate { .. } => None,
+        }
     }
     pub fn is_leader(&self) -> bool {
         matches!(self.state, RoleState::Leader(_))
@@ -310,11 +313,13 @@ impl RaftNode {
     }
     /// Is a leadership transfer in progress?
     pub fn transferring(&self) -> bool {
-        self.state.leader().is_some_and(|l| l.transferee.is_some())
+        self.state
+            .as_leader()
+            .is_some_and(|l| l.transferee.is_some())
     }
     /// Leader: is some follower being sent a snapshot (not yet acknowledged)?
     pub fn sending_snapshot(&self) -> bool {
-        self.state.leader().is_some_and(|l| {
+        self.state.as_leader().is_some_and(|l| {
             l.progress
                 .values()
                 .any(|p| matches!(p.state, ProgressState::Snapshot { .. }))
@@ -368,9 +373,9 @@ impl RaftNode {
     }
 
     pub(crate) fn check_can_propose(&self) -> Result<(), ProposeError> {
-        let Some(l) = self.state.leader() else {
+        let Some(l) = self.state.as_leader() else {
             return Err(ProposeError::NotLeader {
-                leader: self.leader.clone(),
+                leader: self.leader().cloned(),
             });
         };
         if l.transferee.is_some() {
@@ -386,7 +391,7 @@ impl RaftNode {
             term: self.term,
             payload,
         });
-        if let Some(l) = self.state.leader_mut() {
+        if let Some(l) = self.state.as_leader_mut() {
             l.needs_broadcast = true;
         }
         (index, self.term)
@@ -406,7 +411,7 @@ impl RaftNode {
     }
 
     pub fn has_ready(&self) -> bool {
-        self.state.leader().is_some_and(|l| l.needs_broadcast)
+        self.state.as_leader().is_some_and(|l| l.needs_broadcast)
             || !self.msgs.is_empty()
             || self.log.has_unstable()
             || self.log.has_committed()
@@ -454,7 +459,7 @@ impl RaftNode {
     /// Leader: were appends due to every follower? Clears the flag.
     fn take_needs_broadcast(&mut self) -> bool {
         self.state
-            .leader_mut()
+            .as_leader_mut()
             .is_some_and(|l| std::mem::take(&mut l.needs_broadcast))
     }
 
@@ -496,19 +501,19 @@ impl RaftNode {
         self.role_changes.push(RoleChange {
             role: self.role(),
             term: self.term,
-            leader: self.leader.clone(),
+            leader: self.leader().cloned(),
             reason,
         });
     }
 
     pub(crate) fn become_follower(&mut self, term: u64, leader: Option<NodeId>, reason: Reason) {
-        let changed = self.role() != Role::Follower || term != self.term || leader != self.leader;
+        let changed =
+            self.role() != Role::Follower || term != self.term || leader.as_ref() != self.leader();
         if term > self.term {
             self.term = term;
             self.vote = None;
         }
-        self.state = RoleState::Follower;
-        self.leader = leader;
+        self.state = RoleState::Follower { leader };
         self.reset_election_timeout();
         if changed {
             self.note_role(reason);

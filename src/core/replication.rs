@@ -22,7 +22,7 @@ impl RaftNode {
     pub(crate) fn sync_progress(&mut self) {
         let peers = self.peers();
         let (next, now) = (self.log.last_index() + 1, self.now);
-        let Some(l) = self.state.leader_mut() else {
+        let Some(l) = self.state.as_leader_mut() else {
             return;
         };
         l.progress.retain(|id, _| peers.contains(id));
@@ -227,7 +227,7 @@ impl RaftNode {
         if advanced {
             self.maybe_commit();
         }
-        let transferee = self.state.leader().and_then(|l| l.transferee.as_ref());
+        let transferee = self.state.as_leader().and_then(|l| l.transferee.as_ref());
         if transferee.is_some_and(|(t, _)| t == from) {
             self.maybe_send_timeout_now(&from.clone());
         } else {
@@ -266,7 +266,7 @@ impl RaftNode {
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let candidate = matched[self.membership.quorum() - 1];
         if self.log.term(candidate) == Some(self.term) && self.log.commit_to(candidate) {
-            if let Some(l) = self.state.leader_mut() {
+            if let Some(l) = self.state.as_leader_mut() {
                 l.needs_broadcast = true;
             }
             self.on_commit_advanced();
@@ -284,7 +284,7 @@ impl RaftNode {
     /// Snapshot acknowledgements that never came: probe again (resumes the transfer).
     pub(crate) fn retry_stale_snapshots(&mut self) {
         let (now, retry) = (self.now, self.cfg.snapshot_retry_ticks);
-        let Some(l) = self.state.leader() else {
+        let Some(l) = self.state.as_leader() else {
             return;
         };
         let stale: Vec<NodeId> = l

@@ -10,7 +10,7 @@
 //! Why not one type per role as in toydb: the managers (`election`, `heartbeat`,
 //! `replication`, ...) are `impl RaftNode` blocks shared by every role, and the
 //! driver holds one `RaftNode`. So the role is one field, and leader code reaches
-//! its state through [`RoleState::leader_mut`] or [`RoleState::progress_mut`]
+//! its state through [`RoleState::as_leader_mut`] or [`RoleState::progress_mut`]
 //! (borrowing that field only, so the rest of the node stays usable beside it);
 //! off the leader these give `None`, which the queries turn into "none/false".
 //!
@@ -20,8 +20,10 @@
 //! - per-follower progress, a leadership transfer, ReadIndex rounds, the pending
 //!   broadcast and the heartbeat timer exist only in `Leader`, and a new term of
 //!   leadership starts from `LeaderState::default()` (then `sync_progress`);
-//! - state shared by every role (term, vote, log, `leader`, the election timer,
-//!   repair) stays on `RaftNode`; only what one role owns goes here.
+//! - the leader a follower follows is in `Follower`: a (pre-)candidate knows none
+//!   and a leader is its own (`RaftNode::leader`);
+//! - state shared by every role (term, vote, log, the election timer, repair)
+//!   stays on `RaftNode`; only what one role owns goes here.
 
 use super::progress::Progress;
 use super::raft::Role;
@@ -31,7 +33,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The current role with the state that belongs to it alone.
 #[derive(Debug)]
 pub(crate) enum RoleState {
-    Follower,
+    /// Following `leader` (of our term), or none known yet.
+    Follower {
+        leader: Option<NodeId>,
+    },
     /// Asking for pre-votes; `votes` holds the answers of voters so far.
     PreCandidate {
         votes: Votes,
@@ -77,7 +82,7 @@ pub(crate) struct PendingRead {
 impl RoleState {
     pub(crate) fn role(&self) -> Role {
         match self {
-            RoleState::Follower => Role::Follower,
+            RoleState::Follower { .. } => Role::Follower,
             RoleState::PreCandidate { .. } => Role::PreCandidate,
             RoleState::Candidate { .. } => Role::Candidate,
             RoleState::Leader(_) => Role::Leader,
@@ -93,14 +98,14 @@ impl RoleState {
         }
     }
 
-    pub(crate) fn leader(&self) -> Option<&LeaderState> {
+    pub(crate) fn as_leader(&self) -> Option<&LeaderState> {
         match self {
             RoleState::Leader(l) => Some(l),
             _ => None,
         }
     }
 
-    pub(crate) fn leader_mut(&mut self) -> Option<&mut LeaderState> {
+    pub(crate) fn as_leader_mut(&mut self) -> Option<&mut LeaderState> {
         match self {
             RoleState::Leader(l) => Some(l),
             _ => None,
@@ -109,11 +114,11 @@ impl RoleState {
 
     /// The leader's progress of follower `id` (`None` off the leader).
     pub(crate) fn progress(&self, id: &str) -> Option<&Progress> {
-        self.leader().and_then(|l| l.progress.get(id))
+        self.as_leader().and_then(|l| l.progress.get(id))
     }
 
     pub(crate) fn progress_mut(&mut self, id: &str) -> Option<&mut Progress> {
-        self.leader_mut().and_then(|l| l.progress.get_mut(id))
+        self.as_leader_mut().and_then(|l| l.progress.get_mut(id))
     }
 }
 
@@ -155,6 +160,24 @@ mod tests {
         persist(&mut n);
         n.step(env("n3", "n1", 3, pre_grant));
         assert_eq!(n.role(), Role::Candidate, "a pre-vote is not a vote");
+    }
+
+    #[test]
+    fn only_a_follower_follows_and_a_leader_leads_itself() {
+        let mut n = booted("n2", &["n1", "n2", "n3"]);
+        assert_eq!(n.leader(), None);
+        n.step(env("n1", "n2", 2, Message::Heartbeat { commit: 1, ctx: 0 }));
+        assert_eq!(n.leader().map(String::as_str), Some("n1"));
+        n.campaign(false);
+        assert_eq!(n.leader(), None, "a candidate follows no one");
+        persist(&mut n);
+        n.step(env("n3", "n2", 3, Message::VoteResp { granted: true }));
+        assert_eq!(n.leader().map(String::as_str), Some("n2"));
+        let change = n.ready().role_changes.pop().expect("won");
+        assert_eq!(
+            (change.role, change.leader.as_deref()),
+            (Role::Leader, Some("n2"))
+        );
     }
 
     #[test]
