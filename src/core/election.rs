@@ -18,7 +18,8 @@
 //!   cluster by pre-vote and the leader lease, not by membership checks.
 
 use super::message::Message;
-use super::raft::{RaftNode, Reason, Role};
+use super::raft::{RaftNode, Reason};
+use super::role::{LeaderState, RoleState, Votes};
 use super::types::{EntryPayload, NodeId};
 
 impl RaftNode {
@@ -40,13 +41,13 @@ impl RaftNode {
 
     /// A leader heard from within the minimum election timeout.
     pub(crate) fn in_lease(&self) -> bool {
-        self.leader.is_some() && self.election_elapsed < self.cfg.election_ticks_min
+        self.leader().is_some() && self.election_elapsed < self.cfg.election_ticks_min
     }
 
     fn campaign_pre(&mut self) {
-        self.role = Role::PreCandidate;
-        self.leader = None;
-        self.votes.clear();
+        self.state = RoleState::PreCandidate {
+            votes: Votes::new(),
+        };
         self.note_role(Reason::PreVoteTimeout);
         self.request_votes(true, false);
     }
@@ -54,9 +55,9 @@ impl RaftNode {
     pub(crate) fn campaign(&mut self, transfer: bool) {
         self.term += 1;
         self.vote = Some(self.cfg.id.clone());
-        self.role = Role::Candidate;
-        self.leader = None;
-        self.votes.clear();
+        self.state = RoleState::Candidate {
+            votes: Votes::new(),
+        };
         self.reset_election_timeout();
         self.note_role(if transfer {
             Reason::TransferCampaign
@@ -94,14 +95,18 @@ impl RaftNode {
         }
     }
 
-    /// Count a (pre-)vote; win or lose when decided.
+    /// Count a (pre-)vote in the current candidacy of kind `pre` (ignored in any
+    /// other role); win or lose when decided.
     fn record_vote(&mut self, from: &NodeId, granted: bool, pre: bool) {
         if !self.membership.is_voter(from) {
             return;
         }
-        self.votes.entry(from.clone()).or_insert(granted);
-        let yes = self.votes.values().filter(|g| **g).count();
-        let no = self.votes.len() - yes;
+        let Some(votes) = self.state.votes_mut(pre) else {
+            return;
+        };
+        votes.entry(from.clone()).or_insert(granted);
+        let yes = votes.values().filter(|g| **g).count();
+        let no = votes.len() - yes;
         let quorum = self.membership.quorum();
         if yes >= quorum {
             if pre {
@@ -128,7 +133,7 @@ impl RaftNode {
         let can_vote = self.vote.is_none() || self.vote.as_ref() == Some(from);
         let grant = can_vote
             && self.repair.is_none()
-            && self.leader.is_none()
+            && self.leader().is_none()
             && self.log.is_up_to_date(li, lt);
         if grant {
             self.vote = Some(from.clone());
@@ -138,27 +143,17 @@ impl RaftNode {
     }
 
     pub(crate) fn on_vote_resp(&mut self, from: &NodeId, granted: bool, pre: bool) {
-        let expected = if pre {
-            Role::PreCandidate
-        } else {
-            Role::Candidate
-        };
-        if self.role == expected {
-            self.record_vote(from, granted, pre);
-        }
+        self.record_vote(from, granted, pre);
     }
 
     pub(crate) fn on_timeout_now(&mut self) {
-        if self.is_voter() && self.role != Role::Leader && self.repair.is_none() {
+        if self.is_voter() && !self.is_leader() && self.repair.is_none() {
             self.campaign(true);
         }
     }
 
     fn become_leader(&mut self) {
-        self.role = Role::Leader;
-        self.leader = Some(self.cfg.id.clone());
-        self.reset_role_state();
-        self.heartbeat_elapsed = 0;
+        self.state = RoleState::Leader(LeaderState::default());
         self.election_elapsed = 0;
         self.sync_progress();
         self.note_role(Reason::WonElection);
@@ -172,9 +167,9 @@ impl RaftNode {
         to: Option<NodeId>,
     ) -> Result<NodeId, super::ProposeError> {
         use super::ProposeError;
-        if self.role != Role::Leader {
+        if !self.is_leader() {
             return Err(ProposeError::NotLeader {
-                leader: self.leader.clone(),
+                leader: self.leader().cloned(),
             });
         }
         let target = match to {
@@ -188,7 +183,9 @@ impl RaftNode {
                 ProposeError::InvalidChange("no other voter to transfer to".into())
             })?,
         };
-        self.transferee = Some((target.clone(), self.now));
+        if let Some(l) = self.state.as_leader_mut() {
+            l.transferee = Some((target.clone(), self.now));
+        }
         self.note_role(Reason::TransferStarted);
         self.maybe_send_timeout_now(&target);
         Ok(target)
@@ -203,7 +200,7 @@ impl RaftNode {
             .voters()
             .filter(|v| *v != me && !self.peer_repairing(v))
             .max_by_key(|v| {
-                let p = self.progress.get(*v);
+                let p = self.state.progress(v);
                 (
                     !p.is_some_and(|p| p.degraded),
                     p.map_or(0, |p| p.match_index),
@@ -219,14 +216,14 @@ impl RaftNode {
     /// leadership back and forth, each handover costing clients a failover.
     pub fn healthy_transfer_target(&self) -> Option<NodeId> {
         self.best_transfer_target()
-            .filter(|t| !self.progress.get(t).is_some_and(|p| p.degraded))
+            .filter(|t| !self.state.progress(t).is_some_and(|p| p.degraded))
     }
 
     /// Send TimeoutNow once the transferee has our whole log, else catch it up.
     pub(crate) fn maybe_send_timeout_now(&mut self, target: &NodeId) {
         let caught_up = self
-            .progress
-            .get(target)
+            .state
+            .progress(target)
             .is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
             self.send(target, Message::TimeoutNow);

@@ -11,15 +11,23 @@
 
 use super::message::Message;
 use super::progress::ProgressState;
-use super::raft::{PendingRead, ProposeError, RaftNode, ReadState, Reason, Role};
+use super::raft::{ProposeError, RaftNode, ReadState, Reason};
+use super::role::PendingRead;
 use super::types::NodeId;
+use std::collections::BTreeSet;
 
 impl RaftNode {
     pub(crate) fn tick_leader(&mut self) {
-        self.heartbeat_elapsed += 1;
+        let Some(l) = self.state.as_leader_mut() else {
+            return;
+        };
+        l.heartbeat_elapsed += 1;
+        let beat = l.heartbeat_elapsed >= self.cfg.heartbeat_ticks;
+        if beat {
+            l.heartbeat_elapsed = 0;
+        }
         self.election_elapsed += 1;
-        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
-            self.heartbeat_elapsed = 0;
+        if beat {
             self.broadcast_heartbeat();
         }
         if self.election_elapsed >= self.cfg.election_ticks_min {
@@ -29,34 +37,51 @@ impl RaftNode {
                 return;
             }
         }
-        if let Some((_, started)) = self.transferee {
-            if self.now - started > self.cfg.election_ticks_max {
-                self.transferee = None;
-                self.note_role(Reason::TransferTimedOut);
-            }
+        if self.drop_stale_transfer() {
+            self.note_role(Reason::TransferTimedOut);
         }
         self.retry_stale_snapshots();
     }
 
+    /// Leader: forget a transfer not done within the maximum election timeout.
+    /// True when one was dropped.
+    fn drop_stale_transfer(&mut self) -> bool {
+        let (now, max) = (self.now, self.cfg.election_ticks_max);
+        let Some(l) = self.state.as_leader_mut() else {
+            return false;
+        };
+        let stale = l
+            .transferee
+            .as_ref()
+            .is_some_and(|(_, started)| now - started > max);
+        if stale {
+            l.transferee = None;
+        }
+        stale
+    }
+
     /// Did a quorum of voters (us included) answer since the last check? Resets.
     fn quorum_active(&mut self) -> bool {
-        let me = self.cfg.id.clone();
-        let mut active = 0;
-        for v in self.membership.voters() {
-            if *v == me || self.progress.get(v).is_some_and(|p| p.recent_active) {
-                active += 1;
-            }
-        }
-        for p in self.progress.values_mut() {
+        let me = &self.cfg.id;
+        let Some(l) = self.state.as_leader_mut() else {
+            return false;
+        };
+        let active = self
+            .membership
+            .voters()
+            .filter(|v| *v == me || l.progress.get(*v).is_some_and(|p| p.recent_active))
+            .count();
+        for p in l.progress.values_mut() {
             p.recent_active = false;
         }
         active >= self.membership.quorum()
     }
 
     pub(crate) fn broadcast_heartbeat(&mut self) {
-        let ctx = self.pending_reads.last().map_or(0, |r| r.ctx);
+        let last_read = self.state.as_leader().and_then(|l| l.pending_reads.last());
+        let ctx = last_read.map_or(0, |r| r.ctx);
         for p in self.peers() {
-            let m = self.progress.get(&p).map_or(0, |pr| pr.match_index);
+            let m = self.state.progress(&p).map_or(0, |pr| pr.match_index);
             let commit = self.log.committed.min(m);
             self.send(&p, Message::Heartbeat { commit, ctx });
         }
@@ -85,12 +110,12 @@ impl RaftNode {
         repairing: bool,
         degraded: bool,
     ) {
-        if self.role != Role::Leader {
+        if !self.is_leader() {
             return;
         }
         self.note_peer_repairing(from, repairing);
         let (now, last) = (self.now, self.log.last_index());
-        let Some(pr) = self.progress.get_mut(from) else {
+        let Some(pr) = self.state.progress_mut(from) else {
             return;
         };
         pr.degraded = degraded;
@@ -117,13 +142,14 @@ impl RaftNode {
     /// Start a ReadIndex round tagged `ctx` (increasing). The answer comes in
     /// `Ready::read_states`.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
-        if self.role != Role::Leader {
+        let own_term_committed = self.log.term(self.log.committed) == Some(self.term);
+        let Some(l) = self.state.as_leader_mut() else {
             return Err(ProposeError::NotLeader {
-                leader: self.leader.clone(),
+                leader: self.leader().cloned(),
             });
-        }
-        if self.log.term(self.log.committed) != Some(self.term) {
-            self.queued_reads.push(ctx);
+        };
+        if !own_term_committed {
+            l.queued_reads.push(ctx);
             return Ok(());
         }
         self.start_read(ctx);
@@ -136,34 +162,42 @@ impl RaftNode {
             self.read_states.push(ReadState { ctx, index });
             return;
         }
-        let mut acks = std::collections::BTreeSet::new();
-        acks.insert(self.cfg.id.clone());
-        self.pending_reads.push(PendingRead { ctx, index, acks });
+        let Some(l) = self.state.as_leader_mut() else {
+            return;
+        };
+        let acks = BTreeSet::from([self.cfg.id.clone()]);
+        l.pending_reads.push(PendingRead { ctx, index, acks });
         self.broadcast_heartbeat();
     }
 
     /// Our first commit in this term: rounds asked before it can start now.
     pub(crate) fn release_queued_reads(&mut self) {
-        if self.queued_reads.is_empty() || self.log.term(self.log.committed) != Some(self.term) {
+        if self.log.term(self.log.committed) != Some(self.term) {
             return;
         }
-        for ctx in std::mem::take(&mut self.queued_reads) {
+        let Some(l) = self.state.as_leader_mut() else {
+            return;
+        };
+        for ctx in std::mem::take(&mut l.queued_reads) {
             self.start_read(ctx);
         }
     }
 
     fn ack_reads(&mut self, from: &NodeId, ctx: u64) {
-        for r in self.pending_reads.iter_mut().filter(|r| r.ctx <= ctx) {
+        let Some(l) = self.state.as_leader_mut() else {
+            return;
+        };
+        for r in l.pending_reads.iter_mut().filter(|r| r.ctx <= ctx) {
             r.acks.insert(from.clone());
         }
         let quorum = self.membership.quorum();
         let voters = &self.membership;
-        let done = self
+        let done = l
             .pending_reads
             .iter()
             .rposition(|r| r.acks.iter().filter(|a| voters.is_voter(a)).count() >= quorum);
         if let Some(last_done) = done {
-            for r in self.pending_reads.drain(..=last_done) {
+            for r in l.pending_reads.drain(..=last_done) {
                 self.read_states.push(ReadState {
                     ctx: r.ctx,
                     index: r.index,

@@ -8,7 +8,9 @@
 //! check-quorum, ReadIndex rounds), `replication` (per-follower progress, pipelined
 //! appends, snapshots to lagging followers, commit), `membership` (one change at a
 //! time, learners), `log` (the in-memory log above the snapshot), `repair` (a node that lost
-//! its log to damage does not vote until it fetched what it lost).
+//! its log to damage does not vote until it fetched what it lost). `role` holds the
+//! state that belongs to one role (a follower's leader, a candidacy's votes, a
+//! leader's progress, transfer and ReadIndex rounds), so that it goes with the role.
 //!
 //! Invariants (asserted where cheap):
 //! - at most one leader per term (a node votes once per term, durably);
@@ -25,6 +27,7 @@ pub mod progress;
 mod raft;
 mod repair;
 mod replication;
+mod role;
 mod step;
 #[cfg(test)]
 pub(crate) mod testutil;

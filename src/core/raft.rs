@@ -5,11 +5,11 @@
 
 use super::log::RaftLog;
 use super::message::{Envelope, Message};
-use super::progress::Progress;
+use super::progress::ProgressState;
+use super::role::RoleState;
 use super::types::*;
 use bytes::Bytes;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
-use std::collections::BTreeMap;
 
 /// Core tuning, in ticks (the driver decides how long a tick is).
 #[derive(Clone, Debug)]
@@ -192,37 +192,21 @@ pub struct Ready {
     pub role_changes: Vec<RoleChange>,
 }
 
-/// A pending ReadIndex round on the leader.
-#[derive(Debug)]
-pub(crate) struct PendingRead {
-    pub ctx: u64,
-    pub index: u64,
-    pub acks: std::collections::BTreeSet<NodeId>,
-}
-
 pub struct RaftNode {
     pub(crate) cfg: RaftConfig,
     pub(crate) rng: SmallRng,
     pub(crate) log: RaftLog,
     pub(crate) term: u64,
     pub(crate) vote: Option<NodeId>,
-    pub(crate) role: Role,
-    pub(crate) leader: Option<NodeId>,
+    /// The role and the state only it owns (see `role`).
+    pub(crate) state: RoleState,
     pub(crate) membership: Membership,
     /// Index of the entry that carried `membership` (0 when from no entry).
     pub(crate) membership_index: u64,
     /// Logical clock, only for measuring (never compared with wall time).
     pub(crate) now: u64,
     pub(crate) election_elapsed: u64,
-    pub(crate) heartbeat_elapsed: u64,
     pub(crate) randomized_timeout: u64,
-    pub(crate) votes: BTreeMap<NodeId, bool>,
-    pub(crate) progress: BTreeMap<NodeId, Progress>,
-    pub(crate) transferee: Option<(NodeId, u64)>,
-    pub(crate) pending_reads: Vec<PendingRead>,
-    /// Reads asked before the leader committed an entry of its own term.
-    pub(crate) queued_reads: Vec<u64>,
-    pub(crate) needs_broadcast: bool,
     /// Our disk is unhealthy: wait longer before campaigning (a healthy node
     /// should win instead).
     pub(crate) degraded: bool,
@@ -251,20 +235,12 @@ impl RaftNode {
             log,
             term: hard_state.term,
             vote: hard_state.vote.clone(),
-            role: Role::Follower,
-            leader: None,
+            state: RoleState::Follower { leader: None },
             membership,
             membership_index,
             now: 0,
             election_elapsed: 0,
-            heartbeat_elapsed: 0,
             randomized_timeout: 0,
-            votes: BTreeMap::new(),
-            progress: BTreeMap::new(),
-            transferee: None,
-            pending_reads: Vec::new(),
-            queued_reads: Vec::new(),
-            needs_broadcast: false,
             degraded: false,
             repair: None,
             msgs: Vec::new(),
@@ -286,13 +262,18 @@ impl RaftNode {
         self.term
     }
     pub fn role(&self) -> Role {
-        self.role
+        self.state.role()
     }
+    /// The leader of our term as far as we know: the one we follow, or us.
     pub fn leader(&self) -> Option<&NodeId> {
-        self.leader.as_ref()
+        match &self.state {
+            RoleState::Follower { leader } => leader.as_ref(),
+            RoleState::Leader(_) => Some(&self.cfg.id),
+            RoleState::PreCandidate { .. } | RoleState::Candidate { .. } => None,
+        }
     }
     pub fn is_leader(&self) -> bool {
-        self.role == Role::Leader
+        matches!(self.state, RoleState::Leader(_))
     }
     pub fn commit_index(&self) -> u64 {
         self.log.committed
@@ -332,15 +313,17 @@ impl RaftNode {
     }
     /// Is a leadership transfer in progress?
     pub fn transferring(&self) -> bool {
-        self.transferee.is_some()
+        self.state
+            .as_leader()
+            .is_some_and(|l| l.transferee.is_some())
     }
     /// Leader: is some follower being sent a snapshot (not yet acknowledged)?
     pub fn sending_snapshot(&self) -> bool {
-        self.role == Role::Leader
-            && self
-                .progress
+        self.state.as_leader().is_some_and(|l| {
+            l.progress
                 .values()
-                .any(|p| matches!(p.state, super::progress::ProgressState::Snapshot { .. }))
+                .any(|p| matches!(p.state, ProgressState::Snapshot { .. }))
+        })
     }
     /// The entry at `index`, if it is in the in-memory log.
     pub fn entry(&self, index: u64) -> Option<&Entry> {
@@ -355,14 +338,14 @@ impl RaftNode {
         if id == self.cfg.id {
             return Some(self.log.persisted);
         }
-        self.progress.get(id).map(|p| p.match_index)
+        self.state.progress(id).map(|p| p.match_index)
     }
 
     /// Write concern: how many voters hold entry `(index, term)` durably, as far as
     /// this leader knows (leader included once its own fsync is done). 0 when not
     /// leader or when the entry was replaced.
     pub fn acks(&self, index: u64, term: u64) -> usize {
-        if self.role != Role::Leader || !self.log.matches(index, term) {
+        if !self.is_leader() || !self.log.matches(index, term) {
             return 0;
         }
         self.membership
@@ -376,7 +359,7 @@ impl RaftNode {
     /// One logical tick: drives election timeouts and heartbeats.
     pub fn tick(&mut self) {
         self.now += 1;
-        if self.role == Role::Leader {
+        if self.is_leader() {
             self.tick_leader();
         } else {
             self.tick_election();
@@ -390,12 +373,12 @@ impl RaftNode {
     }
 
     pub(crate) fn check_can_propose(&self) -> Result<(), ProposeError> {
-        if self.role != Role::Leader {
+        let Some(l) = self.state.as_leader() else {
             return Err(ProposeError::NotLeader {
-                leader: self.leader.clone(),
+                leader: self.leader().cloned(),
             });
-        }
-        if self.transferee.is_some() {
+        };
+        if l.transferee.is_some() {
             return Err(ProposeError::Transferring);
         }
         Ok(())
@@ -408,13 +391,15 @@ impl RaftNode {
             term: self.term,
             payload,
         });
-        self.needs_broadcast = true;
+        if let Some(l) = self.state.as_leader_mut() {
+            l.needs_broadcast = true;
+        }
         (index, self.term)
     }
 
     /// Storage made everything up to `(index, term)` durable.
     pub fn on_persisted(&mut self, index: u64, term: u64) {
-        if self.log.persisted_to(index, term) && self.role == Role::Leader {
+        if self.log.persisted_to(index, term) && self.is_leader() {
             self.maybe_commit();
         }
         self.maybe_end_repair();
@@ -426,7 +411,7 @@ impl RaftNode {
     }
 
     pub fn has_ready(&self) -> bool {
-        self.needs_broadcast
+        self.state.as_leader().is_some_and(|l| l.needs_broadcast)
             || !self.msgs.is_empty()
             || self.log.has_unstable()
             || self.log.has_committed()
@@ -440,8 +425,7 @@ impl RaftNode {
     /// [`Message::needs_durability`]), taken out of the next `Ready`. Lets the
     /// driver keep heartbeats and appends flowing while an fsync is in progress.
     pub fn take_early_messages(&mut self) -> Vec<Envelope> {
-        if self.needs_broadcast {
-            self.needs_broadcast = false;
+        if self.take_needs_broadcast() {
             self.broadcast_append();
         }
         self.msgs
@@ -451,8 +435,7 @@ impl RaftNode {
 
     /// Collect every pending effect. See [`Ready`] for the order to carry them out.
     pub fn ready(&mut self) -> Ready {
-        if self.needs_broadcast {
-            self.needs_broadcast = false;
+        if self.take_needs_broadcast() {
             self.broadcast_append();
         }
         let hs = self.hard_state();
@@ -472,6 +455,13 @@ impl RaftNode {
     }
 
     // ---- helpers shared by the managers ----------------------------------------
+
+    /// Leader: were appends due to every follower? Clears the flag.
+    fn take_needs_broadcast(&mut self) -> bool {
+        self.state
+            .as_leader_mut()
+            .is_some_and(|l| std::mem::take(&mut l.needs_broadcast))
+    }
 
     pub(crate) fn send(&mut self, to: &NodeId, msg: Message) {
         self.send_with_term(to, self.term, msg);
@@ -509,35 +499,25 @@ impl RaftNode {
 
     pub(crate) fn note_role(&mut self, reason: Reason) {
         self.role_changes.push(RoleChange {
-            role: self.role,
+            role: self.role(),
             term: self.term,
-            leader: self.leader.clone(),
+            leader: self.leader().cloned(),
             reason,
         });
     }
 
     pub(crate) fn become_follower(&mut self, term: u64, leader: Option<NodeId>, reason: Reason) {
-        let changed = self.role != Role::Follower || term != self.term || leader != self.leader;
+        let changed =
+            self.role() != Role::Follower || term != self.term || leader.as_ref() != self.leader();
         if term > self.term {
             self.term = term;
             self.vote = None;
         }
-        self.role = Role::Follower;
-        self.leader = leader;
-        self.reset_role_state();
+        self.state = RoleState::Follower { leader };
         self.reset_election_timeout();
         if changed {
             self.note_role(reason);
         }
-    }
-
-    pub(crate) fn reset_role_state(&mut self) {
-        self.progress.clear();
-        self.votes.clear();
-        self.transferee = None;
-        self.pending_reads.clear();
-        self.queued_reads.clear();
-        self.needs_broadcast = false;
     }
 
     /// Membership changed (appended, truncated or restored): adopt the latest.
@@ -548,7 +528,7 @@ impl RaftNode {
         }
         self.membership = m;
         self.membership_index = index;
-        if self.role == Role::Leader {
+        if self.is_leader() {
             self.sync_progress();
         }
     }

@@ -77,7 +77,7 @@ impl RaftNode {
     /// newly says so lost what it had acknowledged: its match index goes back to 0
     /// and it is probed from the start (or sent a snapshot).
     pub(crate) fn note_peer_repairing(&mut self, from: &NodeId, repairing: bool) {
-        let Some(pr) = self.progress.get_mut(from) else {
+        let Some(pr) = self.state.progress_mut(from) else {
             return;
         };
         let was = std::mem::replace(&mut pr.repairing, repairing);
@@ -96,7 +96,7 @@ impl RaftNode {
     /// this one is late (sent before that process died) and must be ignored,
     /// since what it acknowledged may be gone (a repairing start discarded it).
     pub(crate) fn note_peer_incarnation(&mut self, from: &NodeId, incarnation: u64) -> bool {
-        let Some(pr) = self.progress.get_mut(from) else {
+        let Some(pr) = self.state.progress_mut(from) else {
             return true;
         };
         if incarnation < pr.incarnation {
@@ -108,7 +108,7 @@ impl RaftNode {
 
     /// Leader: `id`'s match index as it counts towards commit, `w` and reads.
     pub(crate) fn counted_match(&self, id: &str) -> Option<u64> {
-        match self.progress.get(id) {
+        match self.state.progress(id) {
             Some(p) if p.repairing => Some(0),
             _ => self.match_index(id),
         }
@@ -116,7 +116,7 @@ impl RaftNode {
 
     /// Leader: is `id` known to be repairing?
     pub fn peer_repairing(&self, id: &str) -> bool {
-        self.progress.get(id).is_some_and(|p| p.repairing)
+        self.state.progress(id).is_some_and(|p| p.repairing)
     }
 }
 

@@ -13,27 +13,32 @@
 
 use super::message::Message;
 use super::progress::{Progress, ProgressState};
-use super::raft::{RaftNode, Reason, Role};
+use super::raft::{RaftNode, Reason};
 use super::types::{Entry, EntryPayload, NodeId, Snapshot};
 
 impl RaftNode {
-    /// Make `progress` hold exactly the other members (after a membership change).
+    /// Leader: make its progress hold exactly the other members (after it won or
+    /// the membership changed). Drops a transfer to a member no longer a voter.
     pub(crate) fn sync_progress(&mut self) {
         let peers = self.peers();
-        self.progress.retain(|id, _| peers.contains(id));
-        let next = self.log.last_index() + 1;
+        let (next, now) = (self.log.last_index() + 1, self.now);
+        let Some(l) = self.state.as_leader_mut() else {
+            return;
+        };
+        l.progress.retain(|id, _| peers.contains(id));
         for p in peers {
-            let now = self.now;
-            self.progress.entry(p).or_insert_with(|| {
+            l.progress.entry(p).or_insert_with(|| {
                 let mut pr = Progress::new(next);
                 pr.last_heard_tick = now;
                 pr
             });
         }
-        if let Some((t, _)) = &self.transferee {
-            if !self.membership.is_voter(t) {
-                self.transferee = None;
-            }
+        let voters = &self.membership;
+        if l.transferee
+            .as_ref()
+            .is_some_and(|(t, _)| !voters.is_voter(t))
+        {
+            l.transferee = None;
         }
     }
 
@@ -47,7 +52,7 @@ impl RaftNode {
     pub(crate) fn send_append(&mut self, to: &NodeId) {
         let mut sent_one = false;
         loop {
-            let Some(pr) = self.progress.get(to) else {
+            let Some(pr) = self.state.progress(to) else {
                 return;
             };
             if !pr.can_send(self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes) {
@@ -76,7 +81,7 @@ impl RaftNode {
                     commit,
                 },
             );
-            let pr = self.progress.get_mut(to).expect("checked above");
+            let pr = self.state.progress_mut(to).expect("checked above");
             pr.sent(last, bytes);
             pr.commit_sent = commit;
             sent_one = true;
@@ -99,7 +104,7 @@ impl RaftNode {
                 },
             },
         );
-        if let Some(pr) = self.progress.get_mut(to) {
+        if let Some(pr) = self.state.progress_mut(to) {
             pr.become_snapshot(index, now);
         }
     }
@@ -191,12 +196,12 @@ impl RaftNode {
         hint_term: u64,
         repairing: bool,
     ) {
-        if self.role != Role::Leader {
+        if !self.is_leader() {
             return;
         }
         self.note_peer_repairing(from, repairing);
         let now = self.now;
-        let Some(pr) = self.progress.get_mut(from) else {
+        let Some(pr) = self.state.progress_mut(from) else {
             return;
         };
         pr.recent_active = true;
@@ -210,7 +215,7 @@ impl RaftNode {
 
     fn on_append_ok(&mut self, from: &NodeId, index: u64) {
         let last = self.log.last_index();
-        let pr = self.progress.get_mut(from).expect("caller checked");
+        let pr = self.state.progress_mut(from).expect("caller checked");
         let advanced = pr.acked(index.min(last));
         match pr.state {
             ProgressState::Probe => pr.become_replicate(),
@@ -222,7 +227,8 @@ impl RaftNode {
         if advanced {
             self.maybe_commit();
         }
-        if self.transferee.as_ref().is_some_and(|(t, _)| t == from) {
+        let transferee = self.state.as_leader().and_then(|l| l.transferee.as_ref());
+        if transferee.is_some_and(|(t, _)| t == from) {
             self.maybe_send_timeout_now(&from.clone());
         } else {
             self.send_append(from);
@@ -230,7 +236,7 @@ impl RaftNode {
     }
 
     fn on_append_reject(&mut self, from: &NodeId, index: u64, hint_index: u64, hint_term: u64) {
-        let pr = self.progress.get(from).expect("caller checked");
+        let pr = self.state.progress(from).expect("caller checked");
         // Stale: we already know the follower matches beyond the rejected index.
         if index < pr.match_index || index + 1 != pr.next_index && pr.state == ProgressState::Probe
         {
@@ -241,7 +247,7 @@ impl RaftNode {
         } else {
             hint_index + 1
         };
-        let pr = self.progress.get_mut(from).expect("caller checked");
+        let pr = self.state.progress_mut(from).expect("caller checked");
         pr.become_probe();
         pr.next_index = next.clamp(pr.match_index + 1, index.max(pr.match_index + 1));
         self.send_append(from);
@@ -260,7 +266,9 @@ impl RaftNode {
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let candidate = matched[self.membership.quorum() - 1];
         if self.log.term(candidate) == Some(self.term) && self.log.commit_to(candidate) {
-            self.needs_broadcast = true;
+            if let Some(l) = self.state.as_leader_mut() {
+                l.needs_broadcast = true;
+            }
             self.on_commit_advanced();
         }
     }
@@ -276,14 +284,18 @@ impl RaftNode {
     /// Snapshot acknowledgements that never came: probe again (resumes the transfer).
     pub(crate) fn retry_stale_snapshots(&mut self) {
         let (now, retry) = (self.now, self.cfg.snapshot_retry_ticks);
-        let stale: Vec<NodeId> = self
+        let Some(l) = self.state.as_leader() else {
+            return;
+        };
+        let stale: Vec<NodeId> = l
             .progress
             .iter()
             .filter(|(_, p)| matches!(p.state, ProgressState::Snapshot { sent_tick, .. } if now - sent_tick > retry))
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
-            self.progress.get_mut(&id).expect("listed").become_probe();
+            let pr = self.state.progress_mut(&id).expect("listed");
+            pr.become_probe();
             self.send_append(&id);
         }
     }

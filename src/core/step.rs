@@ -133,7 +133,7 @@ impl RaftNode {
 
     /// A message from the leader of our term: we are its follower.
     fn follow(&mut self, leader: &str) {
-        if self.role != Role::Follower || self.leader.as_deref() != Some(leader) {
+        if self.role() != Role::Follower || self.leader().map(String::as_str) != Some(leader) {
             self.become_follower(self.term, Some(leader.to_string()), Reason::LeaderOfTerm);
         }
         self.election_elapsed = 0;
