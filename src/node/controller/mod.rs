@@ -20,12 +20,16 @@
 
 use crate::node::cluster::{self, Cluster};
 use crate::node::interface::*;
-use crate::node::persistence::Persistence;
+use crate::node::persistence::{Persisted, Persistence};
 use crate::node::replication::Replication;
 use crate::node::waiters::{ReadReply, ReadWaiter, Waiters};
 mod commands;
 mod observe;
 mod persist;
+#[cfg(test)]
+mod testdrive;
+#[cfg(test)]
+mod tests;
 
 use crate::api::*;
 use crate::core::*;
@@ -42,6 +46,24 @@ use tokio::time::Instant;
 
 /// Commands handled per loop turn at most (bounds latency of ticks).
 const MAX_BATCH: usize = 4096;
+
+/// What a loop turn woke up for (see `Controller::run`).
+pub(crate) enum Event<S> {
+    /// The persistence job finished.
+    Persisted(Persisted<S>),
+    Tick,
+    /// A message from a peer.
+    Peer(Envelope),
+    Cmd(Cmd),
+    /// Something handled in place (a prepared snapshot stream).
+    Nothing,
+}
+
+/// A storage error the node cannot go on after: logged, handed up as text.
+fn fatal(e: WalError) -> String {
+    tracing::error!(error = %e, "fatal storage error; stopping the node");
+    e.to_string()
+}
 
 /// The health manager, metrics and fault switch a controller reports to.
 pub struct Observability {
@@ -159,26 +181,24 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut built = self.replication.take_receiver();
-        let fatal = |e: WalError| {
-            tracing::error!(error = %e, "fatal storage error; stopping the node");
-            e.to_string()
-        };
         self.after_turn().map_err(fatal)?;
         loop {
-            tokio::select! {
-                done = self.persistence.next_done() => self.persisted(done).map_err(fatal)?,
-                _ = ticker.tick() => self.on_tick(),
+            let ev = tokio::select! {
+                done = self.persistence.next_done() => Event::Persisted(done),
+                _ = ticker.tick() => Event::Tick,
                 Some(b) = built.recv() => {
                     for env in self.replication.built(b) {
                         self.send_snapshot(env);
                     }
+                    Event::Nothing
                 }
-                Some(env) = raft_rx.recv() => self.step(env),
+                Some(env) = raft_rx.recv() => Event::Peer(env),
                 cmd = rx.recv() => match cmd {
-                    Some(c) => self.handle(c),
+                    Some(c) => Event::Cmd(c),
                     None => break,
                 },
-            }
+            };
+            self.on_event(ev).map_err(fatal)?;
             // Peer messages first: they carry acks that answer waiting writes.
             while let Ok(env) = raft_rx.try_recv() {
                 self.step(env);
@@ -189,19 +209,44 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.after_turn() {
-                self.waiters.fail_all(ApiError::Storage(e.to_string()));
-                return Err(fatal(e));
-            }
-            if self.shutdown_done() {
+            if self.end_turn()? {
                 break;
             }
         }
+        self.stopped();
+        Ok(())
+    }
+
+    /// The first half of a loop turn: the event it woke up for. The test driver
+    /// (`testdrive`) feeds events through here too, so it runs this very code.
+    pub(crate) fn on_event(&mut self, ev: Event<S>) -> Result<(), WalError> {
+        match ev {
+            Event::Persisted(done) => self.persisted(done)?,
+            Event::Tick => self.on_tick(),
+            Event::Peer(env) => self.step(env),
+            Event::Cmd(c) => self.handle(c),
+            Event::Nothing => {}
+        }
+        Ok(())
+    }
+
+    /// The second half of a loop turn: carry out the core's `Ready` and answer
+    /// what can be answered. `Ok(true)`: the shutdown is done, stop. `Err`: a
+    /// fatal storage error (every waiting request was failed).
+    pub(crate) fn end_turn(&mut self) -> Result<bool, String> {
+        if let Err(e) = self.after_turn() {
+            self.waiters.fail_all(ApiError::Storage(e.to_string()));
+            return Err(fatal(e));
+        }
+        Ok(self.shutdown_done())
+    }
+
+    /// The loop ended: every waiting request is answered, the shutdown acknowledged.
+    fn stopped(&mut self) {
         self.waiters.fail_all(ApiError::ShuttingDown);
         if let Some((_, reply)) = self.shutdown.take() {
             let _ = reply.send(());
         }
-        Ok(())
     }
 
     /// A peer message into the core; messages from strangers are noted (the core
