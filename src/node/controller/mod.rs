@@ -47,7 +47,9 @@ use tokio::time::Instant;
 /// Commands handled per loop turn at most (bounds latency of ticks).
 const MAX_BATCH: usize = 4096;
 
-/// What a loop turn woke up for (see `Controller::run`).
+/// What a loop turn woke up for (see `Controller::run`). Lives on the stack for
+/// one turn only, so its size does not matter (no box per persistence job).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Event<S> {
     /// The persistence job finished.
     Persisted(Persisted<S>),
