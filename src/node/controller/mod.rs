@@ -4,11 +4,14 @@
 //! events between them; each manager keeps its state private and is handed the
 //! core when it needs it. Everything reaches the controller through one bounded
 //! channel; handlers never touch consensus state. Its fields are private: only
-//! its child modules (`commands`, `persist`, `observe`) see them.
+//! its child modules (`commands`, `persist`, `observe`; in tests `testdrive`
+//! and `tests`) see them.
 //!
 //! One loop turn: take one event (tick or command), drain what else is queued
 //! (batching: many writes become one WAL write, one fsync, one append per peer),
 //! then carry out the core's `Ready` in order: persist, send, apply, answer.
+//! A turn is `on_event` then `end_turn`; `run` only waits for the events, so the
+//! deterministic tests (`testdrive`, `tests`) feed events to the same code.
 //!
 //! Invariants:
 //! - nothing leaves the node before the hard state and entries it depends on are

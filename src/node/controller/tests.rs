@@ -241,7 +241,11 @@ async fn a_leader_crashing_before_its_fsync_loses_nothing_it_acknowledged() {
         ),
         "the process died without answering"
     );
-    assert!(c.nodes["a"].disk.durable().last_index < acked.index + 1);
+    assert_eq!(
+        c.nodes["a"].disk.durable().last_index,
+        acked.index,
+        "a's copy of m2 was never durable"
+    );
     c.elect("b").await;
     assert!(durable_on_majority(&c, acked.index, acked.term));
     let b = c.nodes["b"].raft();
