@@ -176,12 +176,17 @@ async fn a_ready_the_full_disk_refused_is_retried_and_acknowledged_only_once_dur
         matches!(answer(&mut refused), Some(Err(ApiError::Storage(_)))),
         "writes are refused while the disk is full"
     );
+    let before = c.log.len();
     c.node("a").tick();
     c.run(10).await;
     assert!(
         c.nodes["a"].ctl.persistence.stalled(),
         "not retried before its time"
     );
+    let beats = sent_by(&c.log[before..], "a", |e| {
+        matches!(e.msg, Message::Heartbeat { .. })
+    });
+    assert!(!beats.is_empty(), "heartbeats go on while the disk is full");
     tokio::time::advance(Duration::from_millis(250)).await;
     c.node("a").tick();
     c.run(50).await;
@@ -323,4 +328,25 @@ async fn a_vote_synced_but_not_sent_before_a_crash_is_kept() {
             && !to_c.is_empty(),
         "b voted twice in term {term}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_below_majority_is_answered_on_durable_acks_before_it_commits() {
+    let mut c = Cluster::start(&["a", "b", "c"]);
+    c.elect("a").await;
+    c.node("b").disk.hold();
+    c.node("c").disk.hold();
+    c.node("a").disk.hold();
+    let mut one = write(&mut c, "a", "m1", WriteConcern::Count(1));
+    let index = c.nodes["a"].raft().last_index();
+    c.run(50).await;
+    assert!(answer(&mut one).is_none(), "no copy is durable yet");
+    c.node("a").disk.release();
+    c.run(50).await;
+    let res = answer(&mut one)
+        .expect("a's own durable copy is the one ack")
+        .unwrap();
+    assert_eq!((res.index, res.acks, res.committed), (index, 1, false));
+    assert!(c.nodes["a"].raft().commit_index() < index);
+    assert_eq!(c.nodes["a"].disk.durable().last_index, index);
 }
