@@ -21,7 +21,8 @@
 //! - `controller` → the managers, `interface`, `waiters`, `old_reads`, `faults`
 //!   (never the other way round);
 //!   its children `commands`, `persist`, `observe` are impl blocks of it (they
-//!   see its private fields; nothing outside the controller does);
+//!   see its private fields; nothing outside the controller does), and so are
+//!   its test-only children `testdrive` (a deterministic driver) and `tests`;
 //! - `handle` (with its child `follow`) → `interface`; `faults` → `interface`;
 //! - `runtime` → everything above (it wires a node together).
 //!

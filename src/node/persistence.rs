@@ -16,7 +16,10 @@
 //! (moved onto a blocking thread and back), so the controller never blocks on a
 //! write or an fsync. The controller decides what to persist and what follows
 //! (see `controller::persist`); this manager only runs the jobs and keeps
-//! their bookkeeping.
+//! their bookkeeping. The rule of a `Ready`'s order (what leaves before its
+//! fsync, whether it needs the disk, whether an fsync) is three pure functions
+//! here (`early_messages`, `needs_disk`, `needs_fsync`), which the seeded
+//! simulator's driver (`tests/common`) calls too.
 //!
 //! Invariants:
 //! - at most one job runs at a time, so Readies reach the disk in order;
@@ -28,7 +31,7 @@
 //!   after each durable `Ready`).
 
 use super::faults::Faults;
-use crate::core::{NodeId, Ready, Snapshot, SnapshotMeta};
+use crate::core::{Envelope, NodeId, Ready, Snapshot, SnapshotMeta};
 use crate::msgstore::SyncHandle;
 use crate::wal::{LogStore, WalError};
 use bytes::Bytes;
@@ -83,8 +86,8 @@ pub struct Persistence<S> {
     snapshot_install: Option<(Snapshot, std::time::Instant)>,
 }
 
-/// What [`Persistence::next_event`] gives the controller.
-pub enum Event<S> {
+/// What [`Persistence::next_finished`] gives the controller.
+pub enum Finished<S> {
     Done(Box<Persisted<S>>),
     Synced(SyncedSnapshot),
 }
@@ -175,12 +178,7 @@ impl<S: LogStore + 'static> Persistence<S> {
     /// Persist `rd`'s durable part on a blocking thread.
     pub fn start(&mut self, rd: Ready, faults: Faults) {
         let mut store = self.store.take().expect("store is home when no job runs");
-        let synced = &self.synced_term_vote;
-        let new_term_vote = rd
-            .hard_state
-            .as_ref()
-            .is_some_and(|h| (h.term, &h.vote) != (synced.0, &synced.1));
-        let need_sync = !rd.entries.is_empty() || new_term_vote;
+        let need_sync = needs_fsync(&rd, &self.synced_term_vote);
         self.job = Some(tokio::task::spawn_blocking(move || {
             let result = write_durable(&mut store, &rd, need_sync, &faults);
             Persisted {
@@ -213,7 +211,7 @@ impl<S: LogStore + 'static> Persistence<S> {
 
     /// The next job to finish or snapshot sync to complete (never completes
     /// when neither runs).
-    pub async fn next_event(&mut self) -> Event<S> {
+    pub async fn next_finished(&mut self) -> Finished<S> {
         let job = async {
             match &mut self.job {
                 Some(h) => h.await,
@@ -227,12 +225,12 @@ impl<S: LogStore + 'static> Persistence<S> {
             }
         };
         let event = tokio::select! {
-            r = job => Event::Done(Box::new(r.expect("persistence task panicked"))),
-            r = sync => Event::Synced(r.expect("snapshot sync task panicked")),
+            r = job => Finished::Done(Box::new(r.expect("persistence task panicked"))),
+            r = sync => Finished::Synced(r.expect("snapshot sync task panicked")),
         };
         match &event {
-            Event::Done(_) => self.job = None,
-            Event::Synced(_) => self.snapshot_sync = None,
+            Finished::Done(_) => self.job = None,
+            Finished::Synced(_) => self.snapshot_sync = None,
         }
         event
     }
@@ -319,15 +317,41 @@ impl<S: LogStore + 'static> Persistence<S> {
     }
 }
 
+// ---- the rule of a `Ready`'s order (shared with the seeded simulator) --------
+//
+// `controller::persist` and the simulator's driver (`tests/common`) both carry
+// out a `Ready` by these three functions, so the ordering the simulation checks
+// is the node's own.
+
+/// Take out of `rd` the messages that may leave before it is durable (those
+/// that do not `Message::needs_durability`: heartbeats, a leader's appends,
+/// pre-votes); the rest leave only after its durable part (`needs_disk`).
+pub fn early_messages(rd: &mut Ready) -> Vec<Envelope> {
+    rd.messages
+        .extract_if(.., |m| !m.msg.needs_durability())
+        .collect()
+}
+
 /// Does `rd` have anything for the disk?
 pub fn needs_disk(rd: &Ready) -> bool {
     rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some()
 }
 
-/// The blocking part: write and fsync. Returns how long the fsync took.
-/// `need_sync` is false when only the commit index changed: it is written but
-/// rides along with the next fsync (a lost commit index is relearned from the
-/// leader; the entries it points at were synced before it was).
+/// Must persisting `rd` end in an fsync? Yes for entries or a term or vote other
+/// than `synced` (the last durable ones); no when only the commit index changed
+/// (or a snapshot came, which `install_snapshot` made durable itself): the
+/// commit index is written and rides along with the next fsync (a lost commit
+/// index is relearned from the leader; what it points at was durable before it).
+pub fn needs_fsync(rd: &Ready, synced: &(u64, Option<NodeId>)) -> bool {
+    let new_term_vote = rd
+        .hard_state
+        .as_ref()
+        .is_some_and(|h| (h.term, &h.vote) != (synced.0, &synced.1));
+    !rd.entries.is_empty() || new_term_vote
+}
+
+/// The blocking part: write and fsync (unless `need_sync` is false, see
+/// [`needs_fsync`]). Returns how long the fsync took.
 fn write_durable<S: LogStore>(
     store: &mut S,
     rd: &Ready,
@@ -362,7 +386,7 @@ fn write_durable<S: LogStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Entry, EntryPayload, HardState};
+    use crate::core::{Entry, EntryPayload, HardState, Message};
     use crate::wal::MemStore;
 
     fn hard_state(term: u64, vote: Option<&str>, commit: u64) -> Ready {
@@ -379,7 +403,7 @@ mod tests {
     async fn run(p: &mut Persistence<MemStore>, rd: Ready, faults: Faults) -> Done {
         p.start(rd, faults);
         assert!(p.busy());
-        let Event::Done(done) = p.next_event().await else {
+        let Finished::Done(done) = p.next_finished().await else {
             panic!("no snapshot sync runs");
         };
         let done = p.finished(*done);
@@ -405,6 +429,50 @@ mod tests {
         }];
         let done = run(&mut p, rd, Faults::default()).await;
         assert!(matches!(done.result, Ok(Some(_))), "entries are synced");
+    }
+
+    #[test]
+    fn only_messages_that_need_no_durability_leave_early() {
+        let env = |msg| crate::core::Envelope {
+            from: "a".into(),
+            to: "b".into(),
+            term: 2,
+            msg,
+        };
+        let append_resp = Message::AppendResp {
+            success: true,
+            index: 3,
+            hint_index: 0,
+            hint_term: 0,
+            repairing: false,
+            incarnation: 0,
+        };
+        let append = Message::Append {
+            prev_index: 2,
+            prev_term: 1,
+            entries: Vec::new(),
+            commit: 2,
+        };
+        let heartbeat = Message::Heartbeat { commit: 2, ctx: 0 };
+        let vote_resp = Message::VoteResp { granted: true };
+        let mut rd = hard_state(2, Some("b"), 2);
+        rd.messages = [&heartbeat, &vote_resp, &append, &append_resp]
+            .map(|m| env(m.clone()))
+            .to_vec();
+        let early: Vec<Message> = early_messages(&mut rd).into_iter().map(|e| e.msg).collect();
+        assert_eq!(early, vec![heartbeat, append]);
+        let held: Vec<Message> = rd.messages.into_iter().map(|e| e.msg).collect();
+        assert_eq!(
+            held,
+            vec![vote_resp, append_resp],
+            "they wait for the fsync"
+        );
+        let rd = hard_state(2, Some("b"), 2);
+        assert!(needs_disk(&rd) && needs_fsync(&rd, &(1, None)));
+        assert!(
+            !needs_fsync(&rd, &(2, Some("b".into()))),
+            "only the commit moved"
+        );
     }
 
     #[tokio::test]
@@ -444,9 +512,9 @@ mod tests {
         assert!(p.busy() && p.snapshotting(), "both at once");
         let (mut done, mut synced) = (None, None);
         while done.is_none() || synced.is_none() {
-            match p.next_event().await {
-                Event::Done(d) => done = Some(p.finished(*d)),
-                Event::Synced(s) => synced = Some(s),
+            match p.next_finished().await {
+                Finished::Done(d) => done = Some(p.finished(*d)),
+                Finished::Synced(s) => synced = Some(s),
             }
         }
         assert!(
@@ -464,7 +532,7 @@ mod tests {
         assert!(!p.snapshotting(), "a superseded snapshot is dropped");
 
         p.start_snapshot(meta(5), data.clone(), messages.sync_handle().unwrap());
-        let Event::Synced(s) = p.next_event().await else {
+        let Finished::Synced(s) = p.next_finished().await else {
             panic!("only a sync runs");
         };
         p.queue_install(s);
@@ -478,7 +546,7 @@ mod tests {
         assert!(p.take_stalled_if_due().is_some());
         assert!(p.start_install_if_idle(0));
         assert!(p.busy());
-        let Event::Done(d) = p.next_event().await else {
+        let Finished::Done(d) = p.next_finished().await else {
             panic!("only the install runs");
         };
         let done = p.finished(*d);

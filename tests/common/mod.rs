@@ -12,6 +12,14 @@
 //! is a pure function of its seed. The checker (`check.rs`) runs on every storage
 //! append, every apply, every new leader, and after every step (`check_all`).
 //!
+//! In async mode the decisions of a `Ready`'s order are the node's own, not a copy:
+//! `raftlog::node::persistence::{early_messages, needs_disk, needs_fsync}` (what
+//! leaves before the fsync, whether the disk is needed, whether it ends in an
+//! fsync: not when only the commit index moved, which then stays unsynced until
+//! the next fsync and a crash may lose it). The controller's own handling around
+//! them (the job, the stalled retry, the waiters) is tested on the real controller
+//! in `node::controller::tests`; this driver keeps its own loop.
+//!
 //! The driver also checks the durability rules where they matter, on what leaves a
 //! node: a vote request or a granted vote is sent only once that term and vote are
 //! synced (or a later term is), an append answer only claims synced entries, and a
@@ -31,6 +39,7 @@ use raftlog::core::{
     Entry, EntryPayload, Envelope, HardState, Member, Membership, Message, NodeId, ProposeError,
     RaftConfig, RaftNode, Ready, Role, Snapshot, SnapshotMeta,
 };
+use raftlog::node::persistence;
 use raftlog::state_machine::Command;
 use raftlog::wal::{LogStore, MemStore};
 use rand::{rngs::SmallRng, seq::SliceRandom, Rng, SeedableRng};
@@ -53,7 +62,8 @@ pub struct Opts {
     /// 0: never.
     pub snapshot_every: u64,
     /// Persist like the node controller: one `Ready` at a time on a background job
-    /// that completes 0..=`persist_delay_max` ticks later, early messages at once.
+    /// that completes 0..=`persist_delay_max` ticks later, early messages at once,
+    /// no sync when only the commit index changed (`node::persistence`).
     pub async_persist: bool,
     pub persist_delay_max: u64,
     /// Async mode: the chance that a persistence job carrying a new vote ends in a
@@ -216,6 +226,9 @@ pub struct Job {
     pub rd: Ready,
     pub done_at: u64,
     pub crash: Option<usize>,
+    /// It ends in a sync (`persistence::needs_fsync`; async mode: not when only
+    /// the commit index changed).
+    pub fsync: bool,
 }
 
 impl Node {
@@ -773,22 +786,27 @@ impl Cluster {
             let mut rd = r.ready();
             if !self.opts.async_persist {
                 if self.write_ready(id, &rd) {
-                    self.finish_ready(id, rd);
+                    self.finish_ready(id, rd, true);
                 }
                 continue;
             }
-            let early: Vec<Envelope> = rd
-                .messages
-                .extract_if(.., |m| !m.msg.needs_durability())
-                .collect();
-            for env in early {
+            // The node's own rule (`node::persistence`): what leaves at once,
+            // what needs the disk, whether that ends in an fsync.
+            for env in persistence::early_messages(&mut rd) {
                 self.send_env(id, env);
             }
-            let needs_disk =
-                rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some();
-            if !needs_disk {
+            let synced = &self.nodes[id].synced_hs;
+            let fsync = persistence::needs_fsync(&rd, &(synced.term, synced.vote.clone()));
+            if !fsync {
+                if let Some(hs) = &rd.hard_state {
+                    let commit = hs.commit;
+                    self.tr
+                        .note(|| format!("{id}: commit {commit} written, no fsync"));
+                }
+            }
+            if !persistence::needs_disk(&rd) {
                 if self.write_ready(id, &rd) {
-                    self.finish_ready(id, rd);
+                    self.finish_ready(id, rd, fsync);
                 }
                 continue;
             }
@@ -797,7 +815,13 @@ impl Cluster {
             }
             let done_at = self.now + self.rng.gen_range(0..=self.opts.persist_delay_max);
             let crash = self.crash_in_persist(id, &rd);
-            self.nodes.get_mut(id).unwrap().job = Some(Job { rd, done_at, crash });
+            let job = Job {
+                rd,
+                done_at,
+                crash,
+                fsync,
+            };
+            self.nodes.get_mut(id).unwrap().job = Some(job);
         }
         self.update_acks(id);
     }
@@ -826,7 +850,7 @@ impl Cluster {
             self.crash_keep(id, keep);
             return;
         }
-        self.finish_ready(id, job.rd);
+        self.finish_ready(id, job.rd, job.fsync);
         self.drive(id);
     }
 
@@ -853,7 +877,9 @@ impl Cluster {
         if !self.rng.gen_bool(p) {
             return None;
         }
-        let writes = rd.entries.len().min(1) + rd.hard_state.is_some() as usize;
+        // Every unsynced write: this job's, and commit indexes written without
+        // a sync before it (`persistence::needs_fsync`).
+        let writes = node.store.pending_ops();
         Some(self.rng.gen_range(0..=writes))
     }
 
@@ -945,13 +971,16 @@ impl Cluster {
         true
     }
 
-    /// The rest of a `Ready` once its writes are durable: `on_persisted`, messages,
-    /// apply, reads, and maybe a snapshot of the state machine.
-    fn finish_ready(&mut self, id: &str, rd: Ready) {
+    /// The rest of a `Ready` once its writes are durable (synced, or with
+    /// `fsync` false written to ride along with the next sync): `on_persisted`,
+    /// messages, apply, reads, and maybe a snapshot of the state machine.
+    fn finish_ready(&mut self, id: &str, rd: Ready, fsync: bool) {
         let node = self.nodes.get_mut(id).unwrap();
-        node.store.sync().unwrap();
-        if let Some(hs) = &rd.hard_state {
-            node.synced_hs = hs.clone();
+        if fsync {
+            node.store.sync().unwrap();
+            if let Some(hs) = &rd.hard_state {
+                node.synced_hs = hs.clone();
+            }
         }
         let raft = node.raft.as_mut().unwrap();
         if let Some(last) = rd.entries.last() {

@@ -4,11 +4,14 @@
 //! events between them; each manager keeps its state private and is handed the
 //! core when it needs it. Everything reaches the controller through one bounded
 //! channel; handlers never touch consensus state. Its fields are private: only
-//! its child modules (`commands`, `persist`, `observe`) see them.
+//! its child modules (`commands`, `persist`, `observe`; in tests `testdrive`
+//! and `tests`) see them.
 //!
 //! One loop turn: take one event (tick or command), drain what else is queued
 //! (batching: many writes become one WAL write, one fsync, one append per peer),
 //! then carry out the core's `Ready` in order: persist, send, apply, answer.
+//! A turn is `on_event` then `end_turn`; `run` only waits for the events, so the
+//! deterministic tests (`testdrive`, `tests`) feed events to the same code.
 //!
 //! Invariants:
 //! - nothing leaves the node before the hard state and entries it depends on are
@@ -20,12 +23,16 @@
 
 use crate::node::cluster::{self, Cluster};
 use crate::node::interface::*;
-use crate::node::persistence::{Event, Persistence};
+use crate::node::persistence::{Finished, Persisted, Persistence, SyncedSnapshot};
 use crate::node::replication::Replication;
 use crate::node::waiters::{ReadReply, ReadWaiter, Waiters};
 mod commands;
 mod observe;
 mod persist;
+#[cfg(test)]
+mod testdrive;
+#[cfg(test)]
+mod tests;
 
 use crate::api::*;
 use crate::core::*;
@@ -42,6 +49,37 @@ use tokio::time::Instant;
 
 /// Commands handled per loop turn at most (bounds latency of ticks).
 const MAX_BATCH: usize = 4096;
+
+/// What a loop turn woke up for (see `Controller::run`). Lives on the stack for
+/// one turn only, so its size does not matter (no box per persistence job).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Event<S> {
+    /// The persistence job finished.
+    Persisted(Persisted<S>),
+    /// A local snapshot's message-store sync finished.
+    SnapshotSynced(SyncedSnapshot),
+    Tick,
+    /// A message from a peer.
+    Peer(Envelope),
+    Cmd(Cmd),
+    /// Something handled in place (a prepared snapshot stream).
+    Nothing,
+}
+
+impl<S> From<Finished<S>> for Event<S> {
+    fn from(f: Finished<S>) -> Self {
+        match f {
+            Finished::Done(done) => Event::Persisted(*done),
+            Finished::Synced(s) => Event::SnapshotSynced(s),
+        }
+    }
+}
+
+/// A storage error the node cannot go on after: logged, handed up as text.
+fn fatal(e: WalError) -> String {
+    tracing::error!(error = %e, "fatal storage error; stopping the node");
+    e.to_string()
+}
 
 /// The health manager, metrics and fault switch a controller reports to.
 pub struct Observability {
@@ -159,29 +197,24 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut built = self.replication.take_receiver();
-        let fatal = |e: WalError| {
-            tracing::error!(error = %e, "fatal storage error; stopping the node");
-            e.to_string()
-        };
         self.after_turn().map_err(fatal)?;
         loop {
-            tokio::select! {
-                ev = self.persistence.next_event() => match ev {
-                    Event::Done(done) => self.persisted(*done).map_err(fatal)?,
-                    Event::Synced(s) => self.snapshot_synced(s).map_err(fatal)?,
-                },
-                _ = ticker.tick() => self.on_tick(),
+            let ev = tokio::select! {
+                f = self.persistence.next_finished() => Event::from(f),
+                _ = ticker.tick() => Event::Tick,
                 Some(b) = built.recv() => {
                     for env in self.replication.built(b) {
                         self.send_snapshot(env);
                     }
+                    Event::Nothing
                 }
-                Some(env) = raft_rx.recv() => self.step(env),
+                Some(env) = raft_rx.recv() => Event::Peer(env),
                 cmd = rx.recv() => match cmd {
-                    Some(c) => self.handle(c),
+                    Some(c) => Event::Cmd(c),
                     None => break,
                 },
-            }
+            };
+            self.on_event(ev).map_err(fatal)?;
             // Peer messages first: they carry acks that answer waiting writes.
             while let Ok(env) = raft_rx.try_recv() {
                 self.step(env);
@@ -192,19 +225,45 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.after_turn() {
-                self.waiters.fail_all(ApiError::Storage(e.to_string()));
-                return Err(fatal(e));
-            }
-            if self.shutdown_done() {
+            if self.end_turn()? {
                 break;
             }
         }
+        self.stopped();
+        Ok(())
+    }
+
+    /// The first half of a loop turn: the event it woke up for. The test driver
+    /// (`testdrive`) feeds events through here too, so it runs this very code.
+    pub(crate) fn on_event(&mut self, ev: Event<S>) -> Result<(), WalError> {
+        match ev {
+            Event::Persisted(done) => self.persisted(done)?,
+            Event::SnapshotSynced(s) => self.snapshot_synced(s)?,
+            Event::Tick => self.on_tick(),
+            Event::Peer(env) => self.step(env),
+            Event::Cmd(c) => self.handle(c),
+            Event::Nothing => {}
+        }
+        Ok(())
+    }
+
+    /// The second half of a loop turn: carry out the core's `Ready` and answer
+    /// what can be answered. `Ok(true)`: the shutdown is done, stop. `Err`: a
+    /// fatal storage error (every waiting request was failed).
+    pub(crate) fn end_turn(&mut self) -> Result<bool, String> {
+        if let Err(e) = self.after_turn() {
+            self.waiters.fail_all(ApiError::Storage(e.to_string()));
+            return Err(fatal(e));
+        }
+        Ok(self.shutdown_done())
+    }
+
+    /// The loop ended: every waiting request is answered, the shutdown acknowledged.
+    fn stopped(&mut self) {
         self.waiters.fail_all(ApiError::ShuttingDown);
         if let Some((_, reply)) = self.shutdown.take() {
             let _ = reply.send(());
         }
-        Ok(())
     }
 
     /// A peer message into the core; messages from strangers are noted (the core

@@ -25,7 +25,7 @@ use super::Controller;
 use crate::api::ApiError;
 use crate::core::{Entry, Envelope, Message, Ready, SnapshotMeta};
 use crate::node::interface::Outbound;
-use crate::node::persistence::{needs_disk, Persisted, SyncedSnapshot};
+use crate::node::persistence::{early_messages, needs_disk, Persisted, SyncedSnapshot};
 use crate::wal::{LogStore, WalError};
 use std::time::Duration;
 
@@ -53,11 +53,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
         while self.raft.has_ready() {
             let mut rd = self.raft.ready();
-            let early: Vec<Envelope> = rd
-                .messages
-                .extract_if(.., |m| !m.msg.needs_durability())
-                .collect();
-            for env in early {
+            for env in early_messages(&mut rd) {
                 self.send_out(env);
             }
             if needs_disk(&rd) {
