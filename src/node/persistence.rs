@@ -86,9 +86,11 @@ pub struct Persistence<S> {
     snapshot_install: Option<(Snapshot, std::time::Instant)>,
 }
 
-/// What [`Persistence::next_finished`] gives the controller.
+/// What [`Persistence::next_finished`] gives the controller (for one loop
+/// turn, on the stack: its size does not matter, no box per job).
+#[allow(clippy::large_enum_variant)]
 pub enum Finished<S> {
-    Done(Box<Persisted<S>>),
+    Done(Persisted<S>),
     Synced(SyncedSnapshot),
 }
 
@@ -225,7 +227,7 @@ impl<S: LogStore + 'static> Persistence<S> {
             }
         };
         let event = tokio::select! {
-            r = job => Finished::Done(Box::new(r.expect("persistence task panicked"))),
+            r = job => Finished::Done(r.expect("persistence task panicked")),
             r = sync => Finished::Synced(r.expect("snapshot sync task panicked")),
         };
         match &event {
@@ -406,7 +408,7 @@ mod tests {
         let Finished::Done(done) = p.next_finished().await else {
             panic!("no snapshot sync runs");
         };
-        let done = p.finished(*done);
+        let done = p.finished(done);
         assert!(!p.busy(), "the store is home again");
         done
     }
@@ -513,7 +515,7 @@ mod tests {
         let (mut done, mut synced) = (None, None);
         while done.is_none() || synced.is_none() {
             match p.next_finished().await {
-                Finished::Done(d) => done = Some(p.finished(*d)),
+                Finished::Done(d) => done = Some(p.finished(d)),
                 Finished::Synced(s) => synced = Some(s),
             }
         }
@@ -549,7 +551,7 @@ mod tests {
         let Finished::Done(d) = p.next_finished().await else {
             panic!("only the install runs");
         };
-        let done = p.finished(*d);
+        let done = p.finished(d);
         assert!(matches!(done.result, Ok(None)));
         assert_eq!(done.taken.map(|(s, _)| s.meta.index), Some(5));
         assert!(!p.snapshotting() && !p.busy());

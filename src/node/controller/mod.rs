@@ -69,7 +69,7 @@ pub(crate) enum Event<S> {
 impl<S> From<Finished<S>> for Event<S> {
     fn from(f: Finished<S>) -> Self {
         match f {
-            Finished::Done(done) => Event::Persisted(*done),
+            Finished::Done(done) => Event::Persisted(done),
             Finished::Synced(s) => Event::SnapshotSynced(s),
         }
     }
