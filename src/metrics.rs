@@ -65,6 +65,7 @@ pub struct Metrics {
     pub first_offset: Gauge,
     pub next_offset: Gauge,
     pub log_bytes: Gauge,
+    pub store_backlog_bytes: Gauge,
     pub peer_match_index: Family<PeerLabels, Gauge>,
     pub peer_lag: Family<PeerLabels, Gauge>,
     pub peer_reachable: Family<PeerLabels, Gauge>,
@@ -113,6 +114,7 @@ impl Metrics {
             first_offset: Gauge::default(),
             next_offset: Gauge::default(),
             log_bytes: Gauge::default(),
+            store_backlog_bytes: Gauge::default(),
             peer_match_index: Family::default(),
             peer_lag: Family::default(),
             peer_reachable: Family::default(),
@@ -218,6 +220,11 @@ impl Metrics {
             "log_bytes",
             "Bytes of the message store on this node",
             m.log_bytes.clone(),
+        );
+        r.register(
+            "message_store_backlog_bytes",
+            "Bytes of applied messages held in memory until the message store's writer has them in its files",
+            m.store_backlog_bytes.clone(),
         );
         r.register(
             "peer_match_index",

@@ -305,6 +305,13 @@ impl MessageStore {
         self.backlog_bytes
     }
 
+    /// [`MessageStore::backlog_bytes`] after catching up with what the writer
+    /// wrote since the store last looked (for metrics, when nothing is appended).
+    pub fn current_backlog_bytes(&mut self) -> usize {
+        self.observe();
+        self.backlog_bytes
+    }
+
     /// The writer is behind by more than `bytes`, or its queue had no room
     /// for the last messages.
     pub fn behind(&self, bytes: usize) -> bool {

@@ -197,6 +197,13 @@ impl StateMachine {
         self.messages.bytes()
     }
 
+    /// Bytes applied but not yet in the message store's files (held in memory
+    /// meanwhile; a leader refuses writes past [`msgstore::REFUSE_BACKLOG`]),
+    /// as of the writer's progress now.
+    pub fn store_backlog_bytes(&mut self) -> usize {
+        self.messages.current_backlog_bytes()
+    }
+
     pub fn lookup_key(&self, key: &str) -> Option<Landed> {
         self.keys.get(key).copied()
     }

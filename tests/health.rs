@@ -2488,6 +2488,8 @@ fn stalled_message_store_writes_do_not_delay_heartbeats() {
 
     let mut lost_lead: Vec<String> = Vec::new();
     let mut acked_while_stalled = 0;
+    let backlog = |i: usize| scrape(&c, i).get0("raftlog_message_store_backlog_bytes", &[]);
+    let mut max_backlog = 0.0_f64;
     let t0 = Instant::now();
     let mut k = 0;
     while t0.elapsed() < Duration::from_millis(2 * STORE_STALL_MS) {
@@ -2501,6 +2503,7 @@ fn stalled_message_store_writes_do_not_delay_heartbeats() {
         if log_bytes(l) == Some(stalled_bytes) {
             acked_while_stalled += 1;
         }
+        max_backlog = max_backlog.max(backlog(l));
         match c.status(l) {
             Some(st) if st["role"] == "leader" && st["term"] == term0 => {}
             other => lost_lead.push(format!("{other:?}")),
@@ -2519,6 +2522,19 @@ fn stalled_message_store_writes_do_not_delay_heartbeats() {
     });
     found.check(lost_lead.is_empty(), || {
         format!("{lid} did not keep leading in term {term0}: {lost_lead:#?}")
+    });
+    // The metric shows what the leader holds for its writer, then nothing.
+    found.check(max_backlog >= STALL_FILLER as f64, || {
+        format!(
+            "raftlog_message_store_backlog_bytes on {lid} peaked at {max_backlog} during the stall"
+        )
+    });
+    let drained = wait_for_bounded(LONG, || backlog(l) == 0.0);
+    found.check(drained, || {
+        format!(
+            "raftlog_message_store_backlog_bytes on {lid} is {} after the stall",
+            backlog(l)
+        )
     });
     let elections_after = elections_started(&c, &all);
     found.check(elections_after == elections_before, || {

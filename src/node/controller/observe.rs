@@ -96,7 +96,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         }
     }
 
-    pub(crate) fn update_metrics(&self) {
+    pub(crate) fn update_metrics(&mut self) {
+        let backlog = self.sm.store_backlog_bytes();
+        self.metrics.store_backlog_bytes.set(backlog as i64);
         let m = &self.metrics;
         m.messages_dropped.set(self.out.dropped() as i64);
         let r = &self.raft;
