@@ -83,7 +83,7 @@ pub struct Persistence<S> {
     snapshot_sync: Option<JoinHandle<SyncedSnapshot>>,
     /// A local snapshot whose messages are durable, waiting for the store to be
     /// home for its WAL install (and when it was started).
-    snapshot_install: Option<(Snapshot, std::time::Instant)>,
+    snapshot_install: Option<(Snapshot, Instant)>,
 }
 
 /// What [`Persistence::next_finished`] gives the controller (for one loop
@@ -97,7 +97,7 @@ pub enum Finished<S> {
 /// A local snapshot after its message-store sync.
 pub struct SyncedSnapshot {
     pub snap: Snapshot,
-    started: std::time::Instant,
+    started: Instant,
     pub result: std::io::Result<()>,
 }
 
@@ -201,7 +201,7 @@ impl<S: LogStore + 'static> Persistence<S> {
     /// blocking thread; Readies keep being persisted meanwhile.
     pub fn start_snapshot(&mut self, meta: SnapshotMeta, data: Bytes, sync: SyncHandle) {
         self.snapshot_sync = Some(tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let result = sync.run();
             SyncedSnapshot {
                 snap: Snapshot { meta, data },

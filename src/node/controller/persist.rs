@@ -131,9 +131,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             return Ok(());
         }
         match s.result {
+            // Started by this turn's `drive_ready` (`end_turn`).
             Ok(()) => {
                 self.persistence.queue_install(s);
-                self.drive_ready()
+                Ok(())
             }
             Err(source) => {
                 let e = WalError::Io {
