@@ -407,9 +407,11 @@ fn write_timeout_gives_504_and_the_entry_commits_exactly_once() {
             .write_with(node, msg, w, query, None, REQUEST_TIMEOUT)
             .unwrap();
         r.assert_error(504, "write_timeout", msg);
+        // Fewer than 3: one voter is stopped. Zero is a right answer too when
+        // the timeout ends before even the leader's fsync (a loaded machine).
         let acks = err_u64(&r, "acks");
         assert!(
-            (1..3).contains(&acks),
+            acks < 3,
             "{msg}: acks {acks} of 3 with one follower stopped; {}",
             r.body
         );
