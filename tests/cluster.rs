@@ -1048,7 +1048,17 @@ fn concurrent_writers_on_every_node_give_identical_dense_logs() {
 
 #[test]
 fn sigterm_on_the_leader_exits_zero_and_another_node_leads() {
-    let c = Cluster::start(3);
+    // The default election timeout (1-2 s) rather than the harness's fast one:
+    // the transferee's campaign is durable only after its fsync, and an fsync of
+    // over a second on a loaded machine (seen in CI) outlasted a 0.5-1 s timeout,
+    // so the transferee fell back to a pre-vote and an election decided instead.
+    let c = Cluster::start_with_env(
+        3,
+        &[
+            ("RAFTLOG_RAFT__ELECTION_TIMEOUT_MIN_MS", "1000"),
+            ("RAFTLOG_RAFT__ELECTION_TIMEOUT_MAX_MS", "2000"),
+        ],
+    );
     let l = c.wait_leader();
     let r = c.write(l, "before-term", json!("all"));
     check_write(&r, 201, &json!("all"), 3, "before-term");
