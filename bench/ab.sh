@@ -3,6 +3,7 @@
 #
 #   A_BIN=/tmp/raftlog-before B_BIN=target/release/raftlog bench/ab.sh
 #   A_BIN=target/release/raftlog B_ENV="RAFTLOG_RUNTIME__WORKER_THREADS=1" bench/ab.sh
+#   A_BIN=target/release/raftlog B_NATS=1 BATCH=1000 CONCURRENCY="1 8" bench/ab.sh
 #
 # Starts two 3-node clusters on loopback (A: HTTP 24181-24183, gRPC 24171-24173;
 # B: HTTP 24281-24283, gRPC 24271-24273; temp data dirs), both up for the whole run,
@@ -20,6 +21,13 @@
 #   CONCURRENCY ("1 64 256") REPS (3) DURATION (5s) SIZE (100) BATCH (0: single
 #   writes; N: `POST /v1/messages/batch` of N messages each) RESULTS (output
 #   file; default bench/results/ab-<UTC time>.md) KEEP=1 keeps the temp dir.
+#   B_NATS=1: side B is NATS JetStream instead (Debian nats-server 2.9, 3 nodes via
+#   ../shared/bench/nats/cluster.sh, an R3 file stream), driven by bench/nats-batch
+#   (`jsbatch`): each client publishes BATCH messages asynchronously and waits for
+#   all their acks (stored on a quorum), the same unit as one raftlog batch at
+#   w=majority. 2.9 has no `sync_interval`: it runs with its default (fsync every
+#   2 minutes), so it is not fsyncing per ack as raftlog is. Needs BATCH >= 1;
+#   installs nats-server and Go (apt) when missing. SHARED_DIR: ../shared.
 # Output: a Markdown table of medians and B/A ratios, and every run, on stdout and
 # in $RESULTS.
 set -euo pipefail
@@ -29,6 +37,8 @@ A_BIN=${A_BIN:?set A_BIN to a raftlog binary}
 B_BIN=${B_BIN:-$A_BIN}
 A_ENV=${A_ENV:-}
 B_ENV=${B_ENV:-}
+B_NATS=${B_NATS:-0}
+SHARED=${SHARED_DIR:-$ROOT/../shared}
 LOADGEN=${LOADGEN:-$A_BIN}
 CONCURRENCY=${CONCURRENCY:-"1 64 256"}
 REPS=${REPS:-3}
@@ -56,6 +66,7 @@ cleanup() {
     kill -9 "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done
+  if [[ $B_NATS == 1 ]]; then NATS_BENCH_DIR=$WORK/nats "$SHARED/bench/nats/cluster.sh" stop >/dev/null 2>&1 || true; fi
   if [[ ${KEEP:-0} == 1 || $rc != 0 ]]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
   exit $rc
 }
@@ -65,6 +76,7 @@ trap 'exit 130' INT TERM
 # Each side runs from its own copy (named rlab-a / rlab-b, so that a job that kills
 # "raftlog" processes by name does not take these down).
 for s in a b; do
+  [[ $s == b && $B_NATS == 1 ]] && continue
   bin=$A_BIN
   [[ $s == b ]] && bin=$B_BIN
   [[ -x $bin ]] || die "$bin is not executable"
@@ -106,8 +118,40 @@ sys.exit(0 if s["role"] == "leader" and len(s["members"]) == 3 and all(m["voter"
   return 1
 }
 
+# NATS as side B: the tools, the cluster, one run of jsbatch.
+nats_tools() {
+  ((BATCH >= 1)) || die "B_NATS=1 needs BATCH >= 1 (asynchronous publishing in windows of BATCH)"
+  [[ -x $SHARED/bench/nats/cluster.sh ]] || die "$SHARED/bench/nats/cluster.sh not found (set SHARED_DIR)"
+  if ! command -v nats-server >/dev/null || ! command -v go >/dev/null || [[ ! -d /usr/share/gocode/src/github.com/nats-io/nats.go ]]; then
+    log "installing nats-server, golang-go and Debian's nats.go with apt"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server golang-go golang-github-nats-io-go-nats-dev >/dev/null
+  fi
+  (cd "$ROOT/bench/nats-batch" && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$WORK/gocache GOFLAGS='' \
+    go build -o "$WORK/bin/jsbatch" main.go) || die "building bench/nats-batch failed"
+}
+
+start_nats() {
+  NATS_BENCH_DIR=$WORK/nats "$SHARED/bench/nats/cluster.sh" start >&2
+  local p i=1
+  while read -r p; do PIDS["b$i"]=$p; i=$((i + 1)); done <"$WORK/nats/pids"
+}
+
+# run_nats C OUT: one jsbatch run; its result line as the JSON `raftlog bench` writes.
+run_nats() {
+  local c=$1 out=$2 conns=$(($1 < 8 ? $1 : 8))
+  "$WORK/bin/jsbatch" -urls nats://127.0.0.1:24221 -conns "$conns" -clients "$c" -batch "$BATCH" \
+    -duration "$DURATION" -size "$SIZE" 2>"$out.err" | python3 -c '
+import json, sys
+line = sys.stdin.read().split()
+kv = dict(f.split("=", 1) for f in line[1:] if "=" in f)
+print(json.dumps({"batch": int(kv["batch"]), "messages_per_sec": float(kv["msgs_per_sec"]),
+    "errors": int(kv["errors"]), "writes": {"count": int(kv["windows"]),
+    "latency_ms": {"p50": float(kv["p50_ms"]), "p99": float(kv["p99_ms"])}}}))' >"$out" || true
+}
+
 start_side() {
   local s=$1 i
+  if [[ $s == b && $B_NATS == 1 ]]; then start_nats; return; fi
   for i in 1 2 3; do
     start_node "$s" "$i"
     for _ in $(seq 1 600); do ready "$(http "$s" "$i")" && break; sleep 0.05; done
@@ -132,8 +176,12 @@ measure() {
   local pids="${PIDS[${s}1]} ${PIDS[${s}2]} ${PIDS[${s}3]}"
   # shellcheck disable=SC2086 # a list of pids
   before=$(cpu_ticks $pids)
-  "$LOADGEN" bench --json --quiet --addr "$(leader "$s")" -c "$c" -d "$DURATION" -s "$SIZE" \
-    --w majority --batch "$BATCH" >"$out" 2>"$out.err" || true
+  if [[ $s == b && $B_NATS == 1 ]]; then
+    run_nats "$c" "$out"
+  else
+    "$LOADGEN" bench --json --quiet --addr "$(leader "$s")" -c "$c" -d "$DURATION" -s "$SIZE" \
+      --w majority --batch "$BATCH" >"$out" 2>"$out.err" || true
+  fi
   # shellcheck disable=SC2086
   after=$(cpu_ticks $pids)
   python3 - "$out" "$s" "$c" "$rep" "$((after - before))" "$CLK_TCK" >>"$WORK/runs.tsv" <<'EOF'
@@ -182,7 +230,12 @@ print("Medians of the repetitions; CPU = utime+stime of the side's three node pr
 EOF
 }
 
-log "starting side A ($A_BIN${A_ENV:+, $A_ENV}) and side B ($B_BIN${B_ENV:+, $B_ENV})"
+B_DESC="$B_BIN${B_ENV:+, $B_ENV}"
+if [[ $B_NATS == 1 ]]; then
+  nats_tools
+  B_DESC="NATS JetStream $(nats-server --version | awk '{print $2}') (Debian), 3 nodes, R3 file stream, default sync (not per ack), bench/nats-batch async windows of $BATCH"
+fi
+log "starting side A ($A_BIN${A_ENV:+, $A_ENV}) and side B ($B_DESC)"
 start_side a
 start_side b
 : >"$WORK/runs.tsv"
@@ -206,7 +259,7 @@ done
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); DURATION=$DURATION REPS=$REPS CONCURRENCY=\"$CONCURRENCY\" SIZE=$SIZE BATCH=$BATCH; load average at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- machine: $(nproc) CPUs, $(uname -sr); 3-node clusters on loopback, default config, w=majority; load by \`$(basename "$LOADGEN") bench\` on the leader"
   echo "- A: $A_BIN${A_ENV:+ with $A_ENV}"
-  echo "- B: $B_BIN${B_ENV:+ with $B_ENV}"
+  echo "- B: $B_DESC"
   echo
   table
   echo
