@@ -144,7 +144,7 @@ run_nats() {
 import json, sys
 line = sys.stdin.read().split()
 kv = dict(f.split("=", 1) for f in line[1:] if "=" in f)
-print(json.dumps({"batch": int(kv["batch"]), "messages_per_sec": float(kv["msgs_per_sec"]),
+print(json.dumps({"batch": int(kv["batch"]), "messages_per_sec": float(kv["msgs_per_s"]),
     "errors": int(kv["errors"]), "writes": {"count": int(kv["windows"]),
     "latency_ms": {"p50": float(kv["p50_ms"]), "p99": float(kv["p99_ms"])}}}))' >"$out" || true
 }

@@ -33,10 +33,13 @@ func main() {
 
 	jss := make([]nats.JetStreamContext, *conns)
 	ncs := make([]*nats.Conn, *conns)
+	// Room for every window of the clients sharing a connection: the limit
+	// must never be what stops a window (it would stall, then fail).
+	perConn := (*clients + *conns - 1) / *conns
 	for i := range jss {
 		nc, err := nats.Connect(*urls)
 		die(err)
-		js, err := nc.JetStream(nats.PublishAsyncMaxPending(*batch * 2))
+		js, err := nc.JetStream(nats.PublishAsyncMaxPending(*batch * perConn * 2))
 		die(err)
 		ncs[i], jss[i] = nc, js
 	}
