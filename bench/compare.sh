@@ -26,6 +26,9 @@
 #   scripts/snapshot-memory.sh runs it.
 #
 # Environment: DURATION (10s) REPS (3) CONCURRENCY ("1 16 64 256") SIZE (100)
+#   OPS ("write read": what compare measures) BACKGROUND (a command run beside
+#   both systems for the whole compare, e.g. "stress-ng --cpu 1": the loaded-machine
+#   comparison; stopped at the end)
 #   SCALE_SIZES ("100 1024 16384 262144") RESTART_COUNTS ("10000 100000")
 #   BIG_LOG_MIB (512: the log written in 64 KiB messages for RSS, restart and
 #   new-member catch-up; 0 skips it) BIG_SNAPSHOT_EVERY (4096: snapshot.every_entries
@@ -51,6 +54,7 @@ DURATION=${DURATION:-10s}
 REPS=${REPS:-3}
 CONCURRENCY=${CONCURRENCY:-"1 16 64 256"}
 SIZE=${SIZE:-100}
+OPS=${OPS:-"write read"}
 SCALE_SIZES=${SCALE_SIZES:-"100 1024 16384 262144"}
 RESTART_COUNTS=${RESTART_COUNTS:-"10000 100000"}
 BIG_LOG_MIB=${BIG_LOG_MIB:-512}
@@ -64,6 +68,7 @@ export ETCD_BENCH_DIR=$WORK/etcd
 CLK_TCK=$(getconf CLK_TCK)
 RL_PIDS=()
 ETCD_UP=0
+BG_PID=
 
 log() { echo "[$(date +%T)] $*" >&2; }
 die() {
@@ -88,6 +93,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   stop_raftlog
+  if [[ -n $BG_PID ]]; then kill -- -"$BG_PID" 2>/dev/null || kill "$BG_PID" 2>/dev/null || true; fi
   if [[ $ETCD_UP == 1 ]]; then "$ETCD_SH" stop >/dev/null 2>&1 || true; fi
   if [[ ${KEEP:-0} == 1 || $rc != 0 ]]; then
     log "logs and data kept in $WORK"
@@ -311,6 +317,7 @@ setup_text() {
   if [[ $MODE != scale ]]; then
     echo "- etcd: $(etcd --version | head -1 | sed 's/etcd Version: //') (Debian etcd-server), 3 members via $(basename "$ETCD_SH"), default flags (fsync on every commit batch)"
     echo "- load generator: $(oha --version), HTTP/1.1 keep-alive, one connection per client, -w (requests in flight at the deadline finish)"
+    if [[ -n ${BACKGROUND:-} ]]; then echo "- background load beside both systems for the whole run: \`$BACKGROUND\`"; fi
   fi
 }
 
@@ -339,7 +346,7 @@ do_compare() {
   : >"$WORK/runs.tsv"
 
   local op c rep sys order
-  for op in write read; do
+  for op in $OPS; do
     if [[ $op == read ]]; then
       RL_READ_FROM=$(curl -s -X POST -H 'content-type: application/json' -d "$RL_WRITE_BODY" \
         "http://$RL_LEADER/v1/messages?w=majority" | python3 -c 'import json,sys; print(json.load(sys.stdin)["offset"])')
@@ -580,6 +587,19 @@ mkdir -p "$(dirname "$RESULTS")"
   setup_text
   echo
 } >"$WORK/header.md"
+# The background load (BACKGROUND) runs in its own process group, so that the
+# cleanup stops it with every child it started.
+if [[ -n ${BACKGROUND:-} ]]; then
+  if [[ ${BACKGROUND%% *} == stress-ng ]] && ! command -v stress-ng >/dev/null; then
+    log "installing stress-ng with apt"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stress-ng >/dev/null
+  fi
+  command -v "${BACKGROUND%% *}" >/dev/null || die "BACKGROUND: ${BACKGROUND%% *} not found"
+  # shellcheck disable=SC2086 # a command line
+  setsid $BACKGROUND >"$WORK/background.log" 2>&1 &
+  BG_PID=$!
+  log "background load: $BACKGROUND (pid $BG_PID)"
+fi
 case $MODE in
   compare) do_compare ;;
   scale) do_scale ;;
