@@ -100,14 +100,6 @@ impl<O: Outbound + Sync> Outbound for FaultyOutbound<O> {
         self.inner.set_peers(peers)
     }
 
-    fn direct_sender(&self) -> Option<crate::node::interface::DirectSend> {
-        let out = FaultyOutbound {
-            inner: self.inner.clone(),
-            faults: self.faults.clone(),
-        };
-        Some(Arc::new(move |env| out.send(env)))
-    }
-
     fn dropped(&self) -> u64 {
         self.inner.dropped()
     }

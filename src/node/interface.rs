@@ -14,19 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// A handle that sends a message from another thread (see
-/// [`Outbound::direct_sender`]).
-pub type DirectSend = Arc<dyn Fn(Envelope) + Send + Sync>;
-
 /// Where the controller sends Raft messages (the transport, or a test double).
 pub trait Outbound: Send + 'static {
     fn send(&self, env: Envelope);
-    /// A sender the persistence job can use the moment its fsync returns (the
-    /// answers a `Ready` held back leave without waking the controller first).
-    /// `None`: they leave from the controller, as every other message does.
-    fn direct_sender(&self) -> Option<DirectSend> {
-        None
-    }
     /// A `Snapshot` message whose bytes `source` streams (its `data` unused).
     fn send_snapshot(&self, env: Envelope, source: Arc<dyn crate::transport::SnapshotSource>);
     /// Messages dropped so far (full queues, unknown peers), for metrics.

@@ -23,9 +23,6 @@
 //!
 //! Invariants:
 //! - at most one job runs at a time, so Readies reach the disk in order;
-//! - a job sends messages itself only after its write and fsync succeeded, and
-//!   only those `direct_messages` allows (no new term or vote, no snapshot);
-//!   on an error they stay in the Ready;
 //! - an fsync is skipped only when nothing but the commit index changed (a lost
 //!   commit index is relearned from the leader);
 //! - the hard-state file is rewritten whenever the durable term or vote, the
@@ -34,7 +31,6 @@
 //!   after each durable `Ready`).
 
 use super::faults::Faults;
-use super::interface::DirectSend;
 use crate::core::{Envelope, NodeId, Ready, Snapshot, SnapshotMeta};
 use crate::msgstore::SyncHandle;
 use crate::wal::{LogStore, WalError};
@@ -55,8 +51,6 @@ pub struct Persisted<S> {
     result: Result<Option<Duration>, WalError>,
     /// A snapshot this node took of its own state machine, now durable.
     taken: Option<(Snapshot, Duration)>,
-    /// Messages the job sent itself once the Ready was durable (`direct_messages`).
-    sent: Vec<Envelope>,
 }
 
 /// What a finished job gives back to the controller.
@@ -66,8 +60,6 @@ pub struct Done {
     pub result: Result<Option<Duration>, WalError>,
     /// A local snapshot now durable, and how long taking it took.
     pub taken: Option<(Snapshot, Duration)>,
-    /// Messages of `rd` already sent by the job (for the controller's books).
-    pub sent: Vec<Envelope>,
 }
 
 pub struct Persistence<S> {
@@ -92,8 +84,6 @@ pub struct Persistence<S> {
     /// A local snapshot whose messages are durable, waiting for the store to be
     /// home for its WAL install (and when it was started).
     snapshot_install: Option<(Snapshot, Instant)>,
-    /// Where a job sends the messages its Ready held back (`None`: the controller does).
-    direct: Option<DirectSend>,
 }
 
 /// What [`Persistence::next_finished`] gives the controller (for one loop
@@ -126,13 +116,7 @@ impl<S: LogStore + 'static> Persistence<S> {
             repair_started: None,
             snapshot_sync: None,
             snapshot_install: None,
-            direct: None,
         }
-    }
-
-    /// Jobs send the messages a durable Ready held back through `direct`.
-    pub fn send_directly(&mut self, direct: Option<DirectSend>) {
-        self.direct = direct;
     }
 
     /// Keep the hard-state file in `dir`.
@@ -190,39 +174,20 @@ impl<S: LogStore + 'static> Persistence<S> {
             rd: p.rd,
             result: p.result,
             taken: p.taken,
-            sent: p.sent,
         }
     }
 
-    /// Persist `rd`'s durable part on a blocking thread. With a direct sender
-    /// ([`Persistence::send_directly`]), the
-    /// messages [`direct_messages`] allows leave from that thread the moment
-    /// the fsync returns (a follower's append answers: one wake-up less per
-    /// write); on an error they stay in the Ready, for the controller.
-    pub fn start(&mut self, mut rd: Ready, faults: Faults) {
+    /// Persist `rd`'s durable part on a blocking thread.
+    pub fn start(&mut self, rd: Ready, faults: Faults) {
         let mut store = self.store.take().expect("store is home when no job runs");
         let need_sync = needs_fsync(&rd, &self.synced_term_vote);
-        let direct = self.direct.clone();
-        let direct = direct.map(|d| (d, direct_messages(&mut rd, &self.synced_term_vote)));
         self.job = Some(tokio::task::spawn_blocking(move || {
             let result = write_durable(&mut store, &rd, need_sync, &faults);
-            let mut sent = Vec::new();
-            if let Some((send, msgs)) = direct {
-                if result.is_ok() {
-                    for env in &msgs {
-                        send(env.clone());
-                    }
-                    sent = msgs;
-                } else {
-                    rd.messages.splice(0..0, msgs);
-                }
-            }
             Persisted {
                 store,
                 rd,
                 result,
                 taken: None,
-                sent,
             }
         }));
     }
@@ -307,7 +272,6 @@ impl<S: LogStore + 'static> Persistence<S> {
                 rd: Ready::default(),
                 result,
                 taken,
-                sent: Vec::new(),
             }
         }));
         true
@@ -370,27 +334,6 @@ pub fn early_messages(rd: &mut Ready) -> Vec<Envelope> {
         .collect()
 }
 
-/// Take out of `rd` (already without its [`early_messages`]) the messages the
-/// persistence job may send itself once `rd` is durable, before the controller
-/// hears of it: all of them, unless `rd` changes the term or vote (a new one
-/// must be in the hard-state file first, which the controller writes) or
-/// installs a snapshot (its messages move into place first); never a
-/// `Snapshot` message (it streams through the controller).
-pub fn direct_messages(rd: &mut Ready, synced: &(u64, Option<NodeId>)) -> Vec<Envelope> {
-    let new_term_vote = rd
-        .hard_state
-        .as_ref()
-        .is_some_and(|h| (h.term, &h.vote) != (synced.0, &synced.1));
-    let snapshot_msg = rd
-        .messages
-        .iter()
-        .any(|m| matches!(m.msg, crate::core::Message::Snapshot { .. }));
-    if new_term_vote || rd.snapshot.is_some() || snapshot_msg {
-        return Vec::new();
-    }
-    std::mem::take(&mut rd.messages)
-}
-
 /// Does `rd` have anything for the disk?
 pub fn needs_disk(rd: &Ready) -> bool {
     rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some()
@@ -447,7 +390,6 @@ mod tests {
     use super::*;
     use crate::core::{Entry, EntryPayload, HardState, Message};
     use crate::wal::MemStore;
-    use std::sync::Arc;
 
     fn hard_state(term: u64, vote: Option<&str>, commit: u64) -> Ready {
         Ready {
@@ -533,66 +475,6 @@ mod tests {
             !needs_fsync(&rd, &(2, Some("b".into()))),
             "only the commit moved"
         );
-    }
-
-    fn append_resp(index: u64) -> crate::core::Envelope {
-        crate::core::Envelope {
-            from: "a".into(),
-            to: "b".into(),
-            term: 1,
-            msg: Message::AppendResp {
-                success: true,
-                index,
-                hint_index: 0,
-                hint_term: 0,
-                repairing: false,
-                incarnation: 0,
-            },
-        }
-    }
-
-    /// A Ready with one entry at `index` and its append answer held back.
-    fn append_ready(index: u64, vote: Option<&str>) -> Ready {
-        let mut rd = hard_state(1, vote, 0);
-        rd.entries = vec![Entry {
-            index,
-            term: 1,
-            payload: EntryPayload::Noop,
-        }];
-        rd.messages = vec![append_resp(index)];
-        rd
-    }
-
-    #[tokio::test]
-    async fn a_job_sends_held_answers_itself_only_after_its_fsync_and_never_a_new_vote() {
-        let mut p = Persistence::new(MemStore::new(), (1, Some("a".into())));
-        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = sent.clone();
-        p.send_directly(Some(Arc::new(move |env| log.lock().unwrap().push(env))));
-
-        // The same term and vote: the job sends the answer once durable.
-        let done = run(&mut p, append_ready(1, Some("a")), Faults::default()).await;
-        assert!(matches!(done.result, Ok(Some(_))));
-        assert_eq!(sent.lock().unwrap().len(), 1, "sent by the job");
-        assert_eq!(done.sent.len(), 1, "and reported for the books");
-        assert!(done.rd.messages.is_empty(), "not sent twice");
-
-        // A failed fsync: nothing leaves; the answer stays with the Ready.
-        let fail = Faults {
-            fsync_fail: true,
-            ..Faults::default()
-        };
-        let done = run(&mut p, append_ready(2, Some("a")), fail).await;
-        assert!(done.result.is_err());
-        assert_eq!(sent.lock().unwrap().len(), 1, "nothing more sent");
-        assert!(done.sent.is_empty());
-        assert_eq!(done.rd.messages, vec![append_resp(2)]);
-
-        // A new vote must reach the hard-state file first: the controller sends.
-        let done = run(&mut p, append_ready(2, Some("c")), Faults::default()).await;
-        assert!(matches!(done.result, Ok(Some(_))));
-        assert_eq!(sent.lock().unwrap().len(), 1, "held for the controller");
-        assert_eq!(done.rd.messages, vec![append_resp(2)]);
     }
 
     #[tokio::test]

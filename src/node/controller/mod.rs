@@ -148,11 +148,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             // Whatever the store holds was applied from the log, which replays.
             None => sm.reset()?,
         }
-        let mut persistence = Persistence::new(store, synced_term_vote);
-        persistence.send_directly(out.direct_sender());
         Ok(Controller {
             raft,
-            persistence,
+            persistence: Persistence::new(store, synced_term_vote),
             replication: Replication::new(latest_snapshot),
             sm,
             out,

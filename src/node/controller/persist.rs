@@ -17,10 +17,6 @@
 //!   meanwhile went further (the WAL never goes back to an older snapshot);
 //! - a new term or vote is also in the hard-state file (`crate::hardstate`)
 //!   before any message of its `Ready` leaves, so a damaged WAL cannot take it;
-//! - a `Ready` that changes neither (a follower's appends, the common case)
-//!   has its held messages sent by the persistence job itself the moment the
-//!   fsync returns (`persistence::direct_messages`): the append answer does not
-//!   wait for the controller to wake up first; the controller only notes them;
 //! - committed entries are applied only after their `Ready` is durable;
 //! - a full disk keeps the `Ready` and retries it; any other storage error stops
 //!   the node.
@@ -101,9 +97,6 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             self.replication.taken(snap);
             self.metrics.snapshots.inc();
             self.metrics.snapshot_seconds.observe(took.as_secs_f64());
-        }
-        for env in &done.sent {
-            self.sending(env);
         }
         match done.result {
             Ok(fsync) => {

@@ -237,10 +237,6 @@ impl Outbound for Wire {
         self.send(env);
     }
     fn set_peers(&self, _: BTreeMap<String, String>) {}
-    fn direct_sender(&self) -> Option<crate::node::interface::DirectSend> {
-        let w = self.clone();
-        Some(Arc::new(move |env| w.send(env)))
-    }
 }
 
 /// The settings of a controller under test: in-memory messages, no snapshots,
