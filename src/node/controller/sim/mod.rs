@@ -59,10 +59,15 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// Seeds run by default (about 0.1 s each in a debug build).
-const DEFAULT_SEEDS: u64 = 60;
+mod checks;
+mod faults;
+
+/// Seeds run by default (about 0.15 s each in a debug build).
+const DEFAULT_SEEDS: u64 = 100;
 /// Chaos steps per seed.
 const CHAOS_STEPS: usize = 1500;
+/// Steps of a storm, and of a calm.
+const PHASE_STEPS: usize = 250;
 /// Rounds the heal-and-converge phase may take.
 const LIVENESS_ROUNDS: usize = 400;
 /// The controller's tick (`testdrive::config`).
@@ -153,6 +158,9 @@ pub struct Sim {
     writes: u64,
     max_net: usize,
     led: usize,
+    /// A calm phase: no drops, duplicates, crashes, slow disks, partitions
+    /// or refused syncs (heals and restarts go on).
+    calm: bool,
     /// Append answers that left after their term (see `check_durable`).
     stale: usize,
     /// `NODE_SIM_TRACE` set: every step is printed.
@@ -162,7 +170,7 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(seed: u64) -> Sim {
-        let n = if seed % 2 == 0 { 3 } else { 5 };
+        let n = if seed.is_multiple_of(2) { 3 } else { 5 };
         let ids: Vec<String> = ["a", "b", "c", "d", "e"][..n]
             .iter()
             .map(|s| s.to_string())
@@ -190,6 +198,7 @@ impl Sim {
             max_net: 0,
             led: 0,
             stale: 0,
+            calm: false,
             verbose: std::env::var_os("NODE_SIM_TRACE").is_some(),
             trace: DefaultHasher::new(),
         }
@@ -197,7 +206,9 @@ impl Sim {
 
     /// The whole run; returns its trace hash (same seed, same hash).
     pub async fn run(mut self) -> u64 {
-        for _ in 0..CHAOS_STEPS {
+        for i in 0..CHAOS_STEPS {
+            // Storms and calms in turn: a calm lets leaders form and commit.
+            self.calm = (i / PHASE_STEPS) % 2 == 1;
             self.step().await;
             self.after_step();
         }
@@ -242,8 +253,12 @@ impl Sim {
     }
 
     async fn step(&mut self) {
-        let roll = self.rng.below(1000);
+        let mut roll = self.rng.below(1000);
         self.note(roll);
+        let fault = matches!(roll, 450..=479 | 900..=909 | 938..=941);
+        if self.calm && fault {
+            roll = 0;
+        }
         match roll {
             0..=449 => self.deliver_one(),
             450..=464 => self.drop_one(),
@@ -289,176 +304,6 @@ impl Sim {
         }
     }
 
-    fn deliver_one(&mut self) {
-        if self.c.net.is_empty() {
-            return;
-        }
-        let env = self.c.net.remove(self.rng.below(self.c.net.len()));
-        self.deliver(env);
-    }
-
-    /// Deliver `env` unless its destination is down or cut off from its sender.
-    fn deliver(&mut self, env: Envelope) {
-        let cut = self.cut.contains(&(env.from.clone(), env.to.clone()));
-        self.note((fingerprint(&env), cut));
-        if cut {
-            return;
-        }
-        if let Some(node) = self.c.nodes.get_mut(&env.to) {
-            node.deliver(env);
-        }
-    }
-
-    fn drop_one(&mut self) {
-        if !self.c.net.is_empty() {
-            let env = self.c.net.remove(self.rng.below(self.c.net.len()));
-            self.note(fingerprint(&env));
-        }
-    }
-
-    fn duplicate_one(&mut self) {
-        if !self.c.net.is_empty() {
-            let env = self.c.net[self.rng.below(self.c.net.len())].clone();
-            self.c.net.push(env);
-        }
-    }
-
-    async fn tick_one(&mut self) {
-        tokio::time::advance(TICK).await;
-        if let Some(id) = self.pick_up() {
-            self.note(&id);
-            self.c.node(&id).tick();
-        }
-    }
-
-    /// Let a node's job finish (perhaps refused for lack of space).
-    async fn finish_one(&mut self) {
-        let ready: Vec<String> = self
-            .c
-            .nodes
-            .iter()
-            .filter(|(id, n)| n.persisting() && !self.slow.contains(*id))
-            .map(|(id, _)| id.clone())
-            .collect();
-        if ready.is_empty() {
-            return;
-        }
-        let id = ready[self.rng.below(ready.len())].clone();
-        let refuse = self.rng.chance(10);
-        self.note((&id, refuse));
-        let node = self.c.node(&id);
-        if refuse {
-            node.disk.refuse_syncs(1);
-        }
-        finish(node).await;
-    }
-
-    fn toggle_slow(&mut self) {
-        let id = self.ids[self.rng.below(self.ids.len())].clone();
-        if !self.slow.remove(&id) {
-            self.slow.insert(id);
-        }
-    }
-
-    /// Crash a node, at a point of its persistence the seed picks.
-    async fn crash_one(&mut self) {
-        let Some(id) = self.pick_up() else { return };
-        let point = if self.c.nodes[&id].persisting() {
-            [CrashPoint::Now, CrashPoint::AfterSync, CrashPoint::MidTurn][self.rng.below(3)]
-        } else {
-            CrashPoint::Now
-        };
-        self.note((&id, format!("{point:?}")));
-        let node = self.c.node(&id);
-        match point {
-            CrashPoint::Now => {}
-            CrashPoint::AfterSync => drop(finished(node).await),
-            CrashPoint::MidTurn => {
-                let f = finished(node).await;
-                node.ctl
-                    .on_event(Event::from(f))
-                    .expect("fatal storage error");
-            }
-        }
-        // What the dying turn sent did leave.
-        self.collect();
-        let old = self.c.nodes.remove(&id).expect("up");
-        let disk = old.disk.crash();
-        drop(old);
-        self.down.insert(id, disk);
-    }
-
-    fn restart_one(&mut self) {
-        let down: Vec<String> = self.down.keys().cloned().collect();
-        if down.is_empty() {
-            return;
-        }
-        let id = down[self.rng.below(down.len())].clone();
-        self.restart(&id);
-    }
-
-    fn restart(&mut self, id: &str) {
-        let disk = self.down.remove(id).expect("down");
-        disk.hold();
-        self.starts += 1;
-        let seed = self.seed * 1000 + self.starts;
-        self.note((id, seed));
-        let node = Node::start_seeded(id, disk, seed);
-        self.c.nodes.insert(id.to_string(), node);
-    }
-
-    /// Cut a random minority off from the rest.
-    fn partition(&mut self) {
-        self.cut.clear();
-        let n = self.ids.len();
-        let size = 1 + self.rng.below(n / 2);
-        let mut side = BTreeSet::new();
-        while side.len() < size {
-            side.insert(self.ids[self.rng.below(n)].clone());
-        }
-        for a in &side {
-            for b in self.ids.iter().filter(|b| !side.contains(*b)) {
-                self.cut.insert((a.clone(), b.clone()));
-                self.cut.insert((b.clone(), a.clone()));
-            }
-        }
-        self.note(&side);
-    }
-
-    /// A client write with a seeded concern, mostly to the leader.
-    fn client_write(&mut self) {
-        let leader = self.leader();
-        let id = match leader {
-            Some(l) if self.rng.chance(80) => l,
-            _ => match self.pick_up() {
-                Some(id) => id,
-                None => return,
-            },
-        };
-        let n = self.ids.len();
-        let (w, count) = match self.rng.below(4) {
-            0 => (WriteConcern::Count(1), 1),
-            1 => (WriteConcern::Count(2), 2),
-            2 => (WriteConcern::Majority, self.quorum()),
-            _ => (WriteConcern::All, n),
-        };
-        self.writes += 1;
-        let msg = format!("s{}-m{}", self.seed, self.writes);
-        self.note((&id, &msg, count));
-        let rx = self.write(&id, &msg, w);
-        self.pending.push(Pending { msg, w: count, rx });
-    }
-
-    fn write(&mut self, id: &str, msg: &str, w: WriteConcern) -> Reply {
-        let (reply, rx) = oneshot::channel();
-        let req = WriteRequest {
-            w: Some(w),
-            ..WriteRequest::single(msg)
-        };
-        self.c.node(id).cmd(Cmd::Write { req, reply });
-        rx
-    }
-
     /// The up node that leads in the highest term, if any.
     fn leader(&self) -> Option<String> {
         self.c
@@ -467,231 +312,6 @@ impl Sim {
             .filter(|(_, n)| n.raft().is_leader())
             .max_by_key(|(_, n)| n.raft().term())
             .map(|(id, _)| id.clone())
-    }
-
-    fn check_leaders(&mut self) {
-        for (id, n) in &self.c.nodes {
-            if !n.raft().is_leader() {
-                continue;
-            }
-            let term = n.raft().term();
-            let first = self.leaders.entry(term).or_insert_with(|| id.clone());
-            assert_eq!(
-                first,
-                id,
-                "seed {}: two leaders in term {term}{}",
-                self.seed,
-                rerun(self.seed)
-            );
-        }
-    }
-
-    /// No two nodes ever hold different entries at an index one of them committed.
-    fn check_committed(&mut self) {
-        for (id, n) in &self.c.nodes {
-            let r = n.raft();
-            let from = self.committed.keys().next_back().map_or(1, |i| i + 1);
-            for (i, e) in self.committed.range(..=r.commit_index()) {
-                let mine = r.entry(*i);
-                assert!(
-                    mine.is_none_or(|m| m == e),
-                    "seed {}: {id} holds {mine:?} at committed index {i}, not {e:?}{}",
-                    self.seed,
-                    rerun(self.seed)
-                );
-            }
-            for i in from..=r.commit_index() {
-                if let Some(e) = r.entry(i) {
-                    self.committed.insert(i, e.clone());
-                }
-            }
-        }
-    }
-
-    /// Take the answers given so far; a success must be durable where it says.
-    fn poll_writes(&mut self) {
-        let mut waiting = Vec::new();
-        for mut p in std::mem::take(&mut self.pending) {
-            match p.rx.try_recv() {
-                Ok(Ok(res)) => {
-                    self.note((&p.msg, res.index, res.term, res.offset, res.committed));
-                    self.check_acked(&p, &res);
-                    self.acked.push(Acked { msg: p.msg, res });
-                }
-                Ok(Err(e)) => self.note((&p.msg, e.to_string())),
-                Err(oneshot::error::TryRecvError::Empty) => waiting.push(p),
-                // The node died with the write: no answer is no promise.
-                Err(oneshot::error::TryRecvError::Closed) => self.note(&p.msg),
-            }
-        }
-        self.pending = waiting;
-    }
-
-    fn check_acked(&self, p: &Pending, res: &WriteResult) {
-        let need = if res.committed {
-            p.w.max(self.quorum())
-        } else {
-            1
-        };
-        let holding = self
-            .disks()
-            .filter(|d| {
-                d.durable()
-                    .entries
-                    .iter()
-                    .any(|e| e.index == res.index && e.term == res.term)
-            })
-            .count();
-        assert!(
-            holding >= need && res.acks >= p.w,
-            "seed {}: write {} answered {res:?} (w={}) but durable on {holding} disks, {need} needed{}",
-            self.seed,
-            p.msg,
-            p.w,
-            rerun(self.seed)
-        );
-    }
-
-    fn disks(&self) -> impl Iterator<Item = &Disk> {
-        self.c
-            .nodes
-            .values()
-            .map(|n| &n.disk)
-            .chain(self.down.values())
-    }
-
-    /// Heal everything, restart every node, and run fairly until a leader
-    /// commits a final write and every node has applied it.
-    async fn converge(&mut self) {
-        self.cut.clear();
-        self.slow.clear();
-        for id in self.down.keys().cloned().collect::<Vec<_>>() {
-            self.restart(&id);
-        }
-        for n in self.c.nodes.values() {
-            n.disk.refuse_syncs(0);
-        }
-        let mut last: Option<Pending> = None;
-        let mut final_index = None;
-        for _ in 0..LIVENESS_ROUNDS {
-            for env in std::mem::take(&mut self.c.net) {
-                self.deliver(env);
-            }
-            for n in self.c.nodes.values_mut() {
-                while n.persisting() {
-                    finish(n).await;
-                }
-            }
-            tokio::time::advance(TICK).await;
-            for n in self.c.nodes.values_mut() {
-                n.tick();
-            }
-            self.after_step();
-            if final_index.is_none() {
-                final_index = self.final_write(&mut last);
-            }
-            if final_index.is_some_and(|i| self.converged(i)) {
-                return;
-            }
-        }
-        panic!(
-            "seed {}: no convergence within {LIVENESS_ROUNDS} rounds after healing \
-             (leader {:?}, commit indexes {:?}){}",
-            self.seed,
-            self.leader(),
-            self.commit_indexes(),
-            rerun(self.seed)
-        );
-    }
-
-    /// Keep a final majority write going to the leader; its index once acknowledged.
-    fn final_write(&mut self, last: &mut Option<Pending>) -> Option<u64> {
-        if let Some(p) = last.as_mut() {
-            match p.rx.try_recv() {
-                Ok(Ok(res)) => {
-                    let p = last.take().expect("pending");
-                    self.check_acked(&p, &res);
-                    let index = res.index;
-                    self.acked.push(Acked { msg: p.msg, res });
-                    return Some(index);
-                }
-                Err(oneshot::error::TryRecvError::Empty) => return None,
-                _ => *last = None,
-            }
-        }
-        let leader = self.leader()?;
-        let msg = format!("s{}-final", self.seed);
-        let rx = self.write(&leader, &msg, WriteConcern::Majority);
-        *last = Some(Pending {
-            msg,
-            w: self.quorum(),
-            rx,
-        });
-        None
-    }
-
-    fn converged(&self, index: u64) -> bool {
-        let commits = self.commit_indexes();
-        let top = commits.values().max().copied().unwrap_or(0);
-        self.c.nodes.len() == self.ids.len()
-            && top >= index
-            && self
-                .c
-                .nodes
-                .values()
-                .all(|n| n.raft().commit_index() == top && n.applied_index() == top)
-    }
-
-    fn commit_indexes(&self) -> BTreeMap<String, u64> {
-        let c = self.c.nodes.iter();
-        c.map(|(id, n)| (id.clone(), n.raft().commit_index()))
-            .collect()
-    }
-
-    /// Every write acknowledged as committed is everywhere, where it was said
-    /// to be; the state machines agree.
-    fn check_final(&mut self) {
-        let seed = self.seed;
-        let mut machines = BTreeMap::new();
-        for (id, n) in &self.c.nodes {
-            let msgs = n.ctl.sm.read(0, usize::MAX).expect("in-memory read");
-            for a in self.acked.iter().filter(|a| a.res.committed) {
-                let e = n.raft().entry(a.res.index);
-                let same = e.is_some_and(|e| e.term == a.res.term && carries(e, &a.msg));
-                assert!(
-                    same,
-                    "seed {seed}: acknowledged write {a:?} is not at its index on {id} (holds {e:?}){}",
-                    rerun(seed)
-                );
-                let at = msgs.iter().find(|(o, _)| *o == a.res.offset);
-                assert!(
-                    at.is_some_and(|(_, m)| m[..] == *a.msg.as_bytes()),
-                    "seed {seed}: acknowledged write {a:?} is not at its offset on {id} (holds {at:?}){}",
-                    rerun(seed)
-                );
-            }
-            machines.insert(id.clone(), msgs);
-        }
-        let first = machines.values().next().expect("nodes");
-        for (id, m) in &machines {
-            assert!(
-                m == first,
-                "seed {seed}: {id}'s messages differ{}",
-                rerun(seed)
-            );
-        }
-        let summary: Vec<(String, u64, u64)> = self
-            .c
-            .nodes
-            .iter()
-            .map(|(id, n)| (id.clone(), n.raft().commit_index(), n.raft().term()))
-            .collect();
-        let acked: Vec<(u64, u64, u64)> = self
-            .acked
-            .iter()
-            .map(|a| (a.res.index, a.res.term, a.res.offset))
-            .collect();
-        self.note((summary, acked, first.len()));
     }
 }
 
