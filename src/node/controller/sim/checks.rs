@@ -48,24 +48,42 @@ impl Sim {
     pub(super) fn poll_writes(&mut self) {
         let mut waiting = Vec::new();
         for mut p in std::mem::take(&mut self.pending) {
-            match p.rx.try_recv() {
+            let failed = match p.rx.try_recv() {
                 Ok(Ok(res)) => {
-                    self.note((&p.msg, res.index, res.term, res.offset, res.committed));
-                    self.check_acked(&p, &res);
-                    self.acked.push(Acked { msg: p.msg, res });
+                    let r = (res.index, res.term, res.offset, res.committed);
+                    self.note((&p.ask.msg, r));
+                    self.check_acked(&p.ask, &res);
+                    self.acked.push(Acked {
+                        msg: p.ask.msg,
+                        res,
+                    });
+                    continue;
                 }
-                Ok(Err(e)) => self.note((&p.msg, e.to_string())),
-                Err(oneshot::error::TryRecvError::Empty) => waiting.push(p),
+                Ok(Err(e)) => e.to_string(),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    waiting.push(p);
+                    continue;
+                }
                 // The node died with the write: no answer is no promise.
-                Err(oneshot::error::TryRecvError::Closed) => self.note(&p.msg),
+                Err(oneshot::error::TryRecvError::Closed) => "closed".into(),
+            };
+            self.note((&p.ask.msg, failed));
+            if p.ask.keyed && p.ask.tries < MAX_TRIES {
+                self.retry.push(p.ask);
             }
         }
         self.pending = waiting;
     }
 
-    pub(super) fn check_acked(&self, p: &Pending, res: &WriteResult) {
+    /// A success must be true: committed when `w` >= majority; durable on as
+    /// many disks as it reports acks when committed (at least a majority), on
+    /// the leader's at least when answered early; acks >= `w` unless it is a
+    /// duplicate (a key applied before answers at once with its first write's
+    /// acks, whatever `w` the retry asks).
+    pub(super) fn check_acked(&self, p: &Ask, res: &WriteResult) {
+        let seed = self.seed;
         let need = if res.committed {
-            p.w.max(self.quorum())
+            res.acks.max(self.quorum())
         } else {
             1
         };
@@ -78,21 +96,16 @@ impl Sim {
                     .any(|e| e.index == res.index && e.term == res.term)
             })
             .count();
+        let (msg, w) = (&p.msg, p.w);
         assert!(
-            res.committed || p.w < self.quorum(),
-            "seed {}: write {} with w={} answered {res:?} before it committed{}",
-            self.seed,
-            p.msg,
-            p.w,
-            rerun(self.seed)
+            res.committed || w < self.quorum(),
+            "seed {seed}: write {msg} with w={w} answered {res:?} before it committed{}",
+            rerun(seed)
         );
         assert!(
-            holding >= need && res.acks >= p.w,
-            "seed {}: write {} answered {res:?} (w={}) but durable on {holding} disks, {need} needed{}",
-            self.seed,
-            p.msg,
-            p.w,
-            rerun(self.seed)
+            holding >= need && (res.acks >= w || res.duplicate),
+            "seed {seed}: write {msg} answered {res:?} (w={w}) but durable on {holding} disks, {need} needed{}",
+            rerun(seed)
         );
     }
 
@@ -154,9 +167,12 @@ impl Sim {
             match p.rx.try_recv() {
                 Ok(Ok(res)) => {
                     let p = last.take().expect("pending");
-                    self.check_acked(&p, &res);
+                    self.check_acked(&p.ask, &res);
                     let index = res.index;
-                    self.acked.push(Acked { msg: p.msg, res });
+                    self.acked.push(Acked {
+                        msg: p.ask.msg,
+                        res,
+                    });
                     return Some(index);
                 }
                 Err(oneshot::error::TryRecvError::Empty) => return None,
@@ -164,13 +180,17 @@ impl Sim {
             }
         }
         let leader = self.leader()?;
-        let msg = format!("s{}-final", self.seed);
-        let rx = self.write(&leader, &msg, WriteConcern::Majority);
-        *last = Some(Pending {
-            msg,
+        // Keyed: a first try that failed but landed is not appended twice.
+        let ask = Ask {
+            msg: format!("s{}-final", self.seed),
+            concern: WriteConcern::Majority,
             w: self.quorum(),
-            rx,
-        });
+            keyed: true,
+            timeout_ms: None,
+            tries: 1,
+        };
+        let rx = self.write(&leader, &ask);
+        *last = Some(Pending { ask, rx });
         None
     }
 
@@ -217,6 +237,14 @@ impl Sim {
             machines.insert(id.clone(), msgs);
         }
         let first = machines.values().next().expect("nodes");
+        let mut seen = BTreeSet::new();
+        for (offset, m) in first {
+            assert!(
+                seen.insert(m.clone()),
+                "seed {seed}: {m:?} appended twice (again at offset {offset}){}",
+                rerun(seed)
+            );
+        }
         for (id, m) in &machines {
             assert!(
                 m == first,

@@ -139,7 +139,8 @@ impl Sim {
         self.note(&side);
     }
 
-    /// A client write with a seeded concern, mostly to the leader.
+    /// A client write with a seeded concern, mostly to the leader; or a
+    /// failed keyed write sent again.
     pub(super) fn client_write(&mut self) {
         let leader = self.leader();
         let id = match leader {
@@ -149,25 +150,48 @@ impl Sim {
                 None => return,
             },
         };
+        let ask = if !self.retry.is_empty() && self.rng.chance(40) {
+            let mut ask = self.retry.remove(self.rng.below(self.retry.len()));
+            ask.tries += 1;
+            ask
+        } else {
+            self.new_ask()
+        };
+        self.note((&id, format!("{ask:?}")));
+        let rx = self.write(&id, &ask);
+        self.pending.push(Pending { ask, rx });
+    }
+
+    fn new_ask(&mut self) -> Ask {
         let n = self.ids.len();
-        let (w, count) = match self.rng.below(4) {
+        let (concern, w) = match self.rng.below(4) {
             0 => (WriteConcern::Count(1), 1),
             1 => (WriteConcern::Count(2), 2),
             2 => (WriteConcern::Majority, self.quorum()),
             _ => (WriteConcern::All, n),
         };
         self.writes += 1;
-        let msg = format!("s{}-m{}", self.seed, self.writes);
-        self.note((&id, &msg, count));
-        let rx = self.write(&id, &msg, w);
-        self.pending.push(Pending { msg, w: count, rx });
+        let timeout_ms = self
+            .rng
+            .chance(30)
+            .then(|| 100 + self.rng.below(1900) as u64);
+        Ask {
+            msg: format!("s{}-m{}", self.seed, self.writes),
+            concern,
+            w,
+            keyed: self.rng.chance(50),
+            timeout_ms,
+            tries: 1,
+        }
     }
 
-    pub(super) fn write(&mut self, id: &str, msg: &str, w: WriteConcern) -> Reply {
+    pub(super) fn write(&mut self, id: &str, ask: &Ask) -> Reply {
         let (reply, rx) = oneshot::channel();
         let req = WriteRequest {
-            w: Some(w),
-            ..WriteRequest::single(msg)
+            w: Some(ask.concern),
+            timeout_ms: ask.timeout_ms,
+            idempotency_key: ask.keyed.then(|| ask.msg.clone()),
+            ..WriteRequest::single(&ask.msg)
         };
         self.c.node(id).cmd(Cmd::Write { req, reply });
         rx
