@@ -52,10 +52,12 @@
 //! health manager's wall clock is kept out (no handover for an unhealthy
 //! disk).
 //!
-//! Proven on purpose-made bugs: sending a `Ready`'s held messages before its
-//! fsync fails seed 0 (`check_durable`); the leader counting its own copy
-//! before its fsync fails seed 0 (a w=1 success durable nowhere) and, with
-//! that check off, seed 312 (a committed entry overwritten). It found that an
+//! Proven on purpose-made bugs (not committed): sending a `Ready`'s held
+//! messages (or only its append answers) before its fsync fails seed 0
+//! (`check_durable`); the leader counting its own copy before its fsync fails
+//! seed 0 (a w=1 success durable nowhere), with that check off seed 84 (a
+//! committed entry overwritten), with that one off too seed 150 (no
+//! convergence after the heal). It found that an
 //! append answer queued while a `Ready` persists can leave after a truncation,
 //! in its older term (`testdrive::check_durable` says why that is harmless),
 //! and that a keyed write sent again once its key was applied is answered at
