@@ -409,7 +409,8 @@ impl Node {
 /// (`stale_append_answer`): the core queues answers while a `Ready` is being
 /// persisted, so an answer made in term T can leave with the next `Ready`,
 /// after a leader of a later term truncated the entries it names (the seeded
-/// simulation, `sim`, found this). It is harmless to safety: the sender held
+/// simulation, `sim`, found this; `tests::an_append_answer_outliving_a_truncation_*`
+/// makes it on purpose). It is harmless to safety: the sender held
 /// the entries (in memory) from the answer until the truncation, so it voted
 /// for no leader lacking them, and a node truncating them means the old
 /// leader never had a majority for them. Its `w` count for a write below

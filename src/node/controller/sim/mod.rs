@@ -197,7 +197,8 @@ pub struct Sim {
     /// A calm phase: no drops, duplicates, crashes, slow disks, partitions
     /// or refused syncs (heals and restarts go on).
     calm: bool,
-    /// Append answers that left after their term (see `check_durable`).
+    /// Successful append answers that left after their term naming more than
+    /// was durable (let through by `check_durable`, which says why).
     stale: usize,
     /// `NODE_SIM_TRACE` set: every step is printed.
     verbose: bool,
@@ -254,7 +255,7 @@ impl Sim {
         let committed = self.acked.iter().filter(|a| a.res.committed).count();
         eprintln!(
             "node sim seed {}: {} nodes, {} writes, {} acknowledged ({committed} committed), \
-             {} process starts, {} terms with a leader, final commit {:?}, net max {}, led {}, stale answers {}",
+             {} process starts, {} terms with a leader, final commit {:?}, net max {}, led {}, stale answers naming more than was durable {}",
             self.seed,
             self.ids.len(),
             self.writes,
@@ -335,7 +336,11 @@ impl Sim {
                     );
                 }
                 check_durable(&s);
-                self.stale += stale_append_answer(&s) as usize;
+                let claims_more = matches!(
+                    s.env.msg,
+                    Message::AppendResp { success: true, index, .. } if index > s.durable_last
+                );
+                self.stale += (claims_more && stale_append_answer(&s)) as usize;
                 self.c.net.push(s.env);
             }
         }
