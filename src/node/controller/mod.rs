@@ -30,6 +30,8 @@ mod commands;
 mod observe;
 mod persist;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod testdrive;
 #[cfg(test)]
 mod tests;

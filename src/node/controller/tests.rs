@@ -350,3 +350,62 @@ async fn a_write_below_majority_is_answered_on_durable_acks_before_it_commits() 
     assert!(c.nodes["a"].raft().commit_index() < index);
     assert_eq!(c.nodes["a"].disk.durable().last_index, index);
 }
+
+/// What `check_durable` lets through, made on purpose: an append answer the
+/// core queued while the follower's fsync ran, whose entry a leader of a later
+/// term truncated before the answer's `Ready` was durable, leaves in its old
+/// term naming an entry never durable. Nobody counts it: every node is past
+/// that term, and the new leader's view of the follower is its real log. (If
+/// the node stops sending such answers, this test and the exemption in
+/// `check_durable` go together.)
+#[tokio::test(start_paused = true)]
+async fn an_append_answer_outliving_a_truncation_leaves_in_its_old_term_and_counts_nowhere() {
+    let mut c = Cluster::start(&["a", "b", "c"]);
+    c.elect("a").await;
+    let t = c.nodes["a"].raft().term();
+    c.node("a").disk.hold();
+    c.node("b").disk.hold();
+    // Only b hears of m1 and m2; its fsync of m1 is held, so its answer for
+    // m2 waits in the core.
+    let _m1 = write(&mut c, "a", "m1", WriteConcern::Majority);
+    let i = c.nodes["a"].raft().last_index();
+    c.collect();
+    c.net.retain(|e| e.to == "b");
+    c.deliver();
+    assert!(c.nodes["b"].persisting());
+    let _m2 = write(&mut c, "a", "m2", WriteConcern::Majority);
+    c.collect();
+    c.net.retain(|e| e.to == "b");
+    c.deliver();
+    assert_eq!(c.nodes["b"].raft().last_index(), i + 1);
+    // a dies with neither entry durable; c, which never had them, wins the
+    // next term with a's vote and replaces b's entry at i.
+    c.restart("a");
+    c.elect("c").await;
+    let t2 = c.nodes["c"].raft().term();
+    assert!(t2 > t);
+    c.node("b").disk.release();
+    c.run(50).await;
+    let b_durable = c.nodes["b"].disk.durable();
+    assert_eq!(b_durable.hard_state.term, t2);
+    let stale = sent_by(&c.log, "b", |e| {
+        e.term == t
+            && matches!(e.msg, Message::AppendResp { success: true, index, .. } if index == i + 1)
+    });
+    assert!(
+        stale
+            .iter()
+            .any(|s| s.durable_last < i + 1 && s.durable_hs.term > t),
+        "b's queued answer for m2 left after the truncation, in term {t}"
+    );
+    assert!(
+        b_durable.entries.iter().all(|e| e.term != t || e.index < i),
+        "m1 and m2 are not on b's disk"
+    );
+    assert!(c.nodes.values().all(|n| n.raft().term() > t));
+    let matched = c.nodes["c"].raft().match_index("b").unwrap_or(0);
+    assert!(
+        matched <= b_durable.last_index,
+        "c counts only b's real log"
+    );
+}
