@@ -54,6 +54,7 @@ impl RaftNode {
 
     pub(crate) fn campaign(&mut self, transfer: bool) {
         self.term += 1;
+        self.drop_stale_answers();
         self.vote = Some(self.cfg.id.clone());
         self.state = RoleState::Candidate {
             votes: Votes::new(),

@@ -463,6 +463,20 @@ impl RaftNode {
             .is_some_and(|l| std::mem::take(&mut l.needs_broadcast))
     }
 
+    /// The term moved on: messages still queued from an older term that claim
+    /// durable state (append answers, votes; `Message::needs_durability`) are
+    /// dropped. They were made while an earlier `Ready` was being persisted
+    /// and would leave only after the next one is durable, by when a leader of
+    /// the new term may have truncated the entries an append answer names: the
+    /// node would claim entries it never made durable (a `w` below majority
+    /// would count a copy that does not exist). Dropping a message is always
+    /// safe in Raft; nobody in the new term counts an older term's answer.
+    pub(crate) fn drop_stale_answers(&mut self) {
+        let term = self.term;
+        self.msgs
+            .retain(|m| !(m.msg.needs_durability() && m.term < term));
+    }
+
     pub(crate) fn send(&mut self, to: &NodeId, msg: Message) {
         self.send_with_term(to, self.term, msg);
     }
@@ -512,6 +526,7 @@ impl RaftNode {
         if term > self.term {
             self.term = term;
             self.vote = None;
+            self.drop_stale_answers();
         }
         self.state = RoleState::Follower { leader };
         self.reset_election_timeout();
@@ -538,6 +553,40 @@ impl RaftNode {
 mod tests {
     use super::*;
     use crate::core::testutil::*;
+
+    /// An append answer still queued (its `Ready` not yet taken: the driver
+    /// was persisting the one before) when a later term's leader arrives is
+    /// dropped: by the time it could leave, that leader may have replaced the
+    /// entry it names. Heartbeat answers and the new term's messages stay.
+    #[test]
+    fn a_queued_answer_of_an_older_term_is_dropped_when_the_term_moves_on() {
+        let mut n = booted("n2", &["n1", "n2", "n3"]);
+        let append = Message::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![command(2, 2)],
+            commit: 1,
+        };
+        n.step(env("n1", "n2", 2, append));
+        assert!(n.msgs.iter().any(|e| e.term == 2
+            && matches!(
+                e.msg,
+                Message::AppendResp {
+                    success: true,
+                    index: 2,
+                    ..
+                }
+            )));
+        // n3 leads term 3 (elected without n2).
+        n.step(env("n3", "n2", 3, Message::Heartbeat { commit: 1, ctx: 0 }));
+        let rd = n.ready();
+        assert!(to(&rd, "n1").is_empty(), "{:?}", rd.messages);
+        assert!(
+            !rd.messages.is_empty() && rd.messages.iter().all(|e| e.term == 3),
+            "the heartbeat is answered in term 3: {:?}",
+            rd.messages
+        );
+    }
 
     #[test]
     fn a_ready_carries_the_hard_state_only_when_it_changed() {

@@ -404,17 +404,6 @@ impl Node {
 /// Fails the test if `s` claims what its sender's disk did not hold durably
 /// when it left: a vote request or a granted vote needs that term and vote
 /// durable (or a later term), a successful append answer its entries.
-///
-/// Except a successful append answer of an older term than the durable one
-/// (`stale_append_answer`): the core queues answers while a `Ready` is being
-/// persisted, so an answer made in term T can leave with the next `Ready`,
-/// after a leader of a later term truncated the entries it names (the seeded
-/// simulation, `sim`, found this; `tests::an_append_answer_outliving_a_truncation_*`
-/// makes it on purpose). It is harmless to safety: the sender held
-/// the entries (in memory) from the answer until the truncation, so it voted
-/// for no leader lacking them, and a node truncating them means the old
-/// leader never had a majority for them. Its `w` count for a write below
-/// majority can be one too many (SPEC counts only durable copies).
 pub fn check_durable(s: &Sent) {
     use crate::core::Message;
     let (env, hs) = (&s.env, &s.durable_hs);
@@ -438,7 +427,7 @@ pub fn check_durable(s: &Sent) {
             success: true,
             index,
             ..
-        } if !stale_append_answer(s) => assert!(
+        } => assert!(
             s.durable_last >= *index,
             "{} answered that it holds up to {index} with only {} durable",
             env.from,
@@ -446,12 +435,6 @@ pub fn check_durable(s: &Sent) {
         ),
         _ => {}
     }
-}
-
-/// An append answer made in a term older than its sender's durable term (see
-/// [`check_durable`]).
-pub fn stale_append_answer(s: &Sent) -> bool {
-    matches!(s.env.msg, crate::core::Message::AppendResp { .. }) && s.durable_hs.term > s.env.term
 }
 
 /// Voters `ids`, each a [`Node`], and the messages between them. Every message
