@@ -132,7 +132,6 @@ impl Rng {
 
 type Reply = oneshot::Receiver<Result<WriteResult, ApiError>>;
 
-/// A write waiting for its answer.
 /// A client's write: what it asks, and how often it asked.
 #[derive(Clone, Debug)]
 struct Ask {
@@ -201,8 +200,6 @@ pub struct Sim {
     /// A calm phase: no drops, duplicates, crashes, slow disks, partitions
     /// or refused syncs (heals and restarts go on).
     calm: bool,
-    /// Successful append answers that left after their term naming more than
-    /// was durable (let through by `check_durable`, which says why).
     /// `NODE_SIM_TRACE` set: every step is printed.
     verbose: bool,
     trace: DefaultHasher,
