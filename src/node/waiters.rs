@@ -108,14 +108,58 @@ pub struct Waiters {
     acks_view: Option<(u64, Vec<u64>)>,
     next_seq: u64,
     next_sweep: Option<Instant>,
-    pub reads: Vec<ReadWaiter>,
+    reads: Vec<ReadWaiter>,
     /// ReadIndex rounds in flight: ctx -> replies wanting the read index.
-    pub read_index: BTreeMap<u64, Vec<oneshot::Sender<Result<u64, ApiError>>>>,
+    read_index: BTreeMap<u64, Vec<ReadIndexReply>>,
     /// ReadIndex requests collected during this loop turn (one round for all).
-    pub read_index_batch: Vec<oneshot::Sender<Result<u64, ApiError>>>,
+    read_index_batch: Vec<ReadIndexReply>,
 }
 
+/// Where a linearizable read learns its read index.
+pub type ReadIndexReply = oneshot::Sender<Result<u64, ApiError>>;
+
 impl Waiters {
+    /// Park a read until its index is applied (or its long poll has data).
+    pub fn park_read(&mut self, r: ReadWaiter) {
+        self.reads.push(r);
+    }
+
+    /// Every parked read, to be looked at (those not answered are parked again).
+    pub fn take_reads(&mut self) -> Vec<ReadWaiter> {
+        std::mem::take(&mut self.reads)
+    }
+
+    /// A linearizable read wants the read index: it joins this turn's round.
+    pub fn queue_read_index(&mut self, reply: ReadIndexReply) {
+        self.read_index_batch.push(reply);
+    }
+
+    /// The reads that asked for a read index this turn (one round for all).
+    pub fn take_read_index_batch(&mut self) -> Vec<ReadIndexReply> {
+        std::mem::take(&mut self.read_index_batch)
+    }
+
+    /// A ReadIndex round `ctx` started for `batch`.
+    pub fn read_index_round(&mut self, ctx: u64, batch: Vec<ReadIndexReply>) {
+        self.read_index.insert(ctx, batch);
+    }
+
+    /// The rounds up to `ctx` are answered (rounds are answered in order):
+    /// their readers.
+    pub fn read_index_done(&mut self, ctx: u64) -> Vec<ReadIndexReply> {
+        let later = self.read_index.split_off(&ctx.saturating_add(1));
+        let done = std::mem::replace(&mut self.read_index, later);
+        done.into_values().flatten().collect()
+    }
+
+    /// Every reader of a round still in flight (leadership was lost).
+    pub fn take_read_index_rounds(&mut self) -> Vec<ReadIndexReply> {
+        std::mem::take(&mut self.read_index)
+            .into_values()
+            .flatten()
+            .collect()
+    }
+
     /// Park a write (new, or re-parked after apply); it is looked at in the next
     /// check, since its answer may already be due.
     pub fn add_write(&mut self, index: u64, w: WriteWaiter) {
@@ -262,6 +306,41 @@ mod tests {
     use std::time::Duration;
 
     type Rx = oneshot::Receiver<Result<WriteResult, ApiError>>;
+
+    #[test]
+    fn read_index_rounds_are_answered_in_order_and_the_rest_on_a_leader_loss() {
+        let mut ws = Waiters::default();
+        let mut rxs = Vec::new();
+        for _ in 0..4 {
+            let (tx, rx) = oneshot::channel();
+            ws.queue_read_index(tx);
+            rxs.push(rx);
+        }
+        let batch = ws.take_read_index_batch();
+        assert_eq!(batch.len(), 4);
+        assert!(ws.take_read_index_batch().is_empty(), "taken once");
+        let mut batch = batch.into_iter();
+        for ctx in 1..=3 {
+            let n = if ctx == 3 { 2 } else { 1 };
+            ws.read_index_round(ctx, batch.by_ref().take(n).collect());
+        }
+        // Round 2's answer answers round 1 too; round 3 stays.
+        let done = ws.read_index_done(2);
+        assert_eq!(done.len(), 2);
+        for r in done {
+            r.send(Ok(7)).unwrap();
+        }
+        assert_eq!(rxs[0].try_recv().unwrap().unwrap(), 7);
+        assert_eq!(rxs[1].try_recv().unwrap().unwrap(), 7);
+        assert!(rxs[2].try_recv().is_err(), "round 3 still waits");
+        assert!(ws.read_index_done(2).is_empty(), "answered once");
+        assert_eq!(
+            ws.take_read_index_rounds().len(),
+            2,
+            "round 3's two readers"
+        );
+        assert!(ws.take_read_index_rounds().is_empty());
+    }
 
     fn waiter(w: usize, offset: Option<u64>, deadline: Option<Instant>) -> (WriteWaiter, Rx) {
         let (reply, rx) = oneshot::channel();

@@ -29,7 +29,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 min_index,
                 reply,
             } => self.park_read(req, min_index, reply),
-            Cmd::ReadIndex { reply } => self.waiters.read_index_batch.push(reply),
+            Cmd::ReadIndex { reply } => self.waiters.queue_read_index(reply),
             Cmd::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -319,12 +319,12 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     /// Answer reads whose index is applied (and long polls that have data or expired).
     pub(crate) fn check_reads(&mut self) {
-        if self.waiters.reads.is_empty() {
+        let reads = self.waiters.take_reads();
+        if reads.is_empty() {
             return;
         }
         let now = Instant::now();
         let applied = self.sm.applied_index();
-        let reads = std::mem::take(&mut self.waiters.reads);
         for r in reads {
             if r.reply.is_closed() {
                 continue;
@@ -335,7 +335,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                         "read index not reached in time".into(),
                     )));
                 } else {
-                    self.waiters.reads.push(r);
+                    self.waiters.park_read(r);
                 }
                 continue;
             }
@@ -357,7 +357,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
                 }
             };
             if msgs.is_empty() && now < r.deadline {
-                self.waiters.reads.push(r);
+                self.waiters.park_read(r);
                 continue;
             }
             let next_offset = msgs
@@ -375,7 +375,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     /// (see `old_reads`), or parked until a slot is free.
     fn start_old_read(&mut self, r: ReadWaiter) {
         let Some(slot) = self.old_reads.slot() else {
-            self.waiters.reads.push(r);
+            self.waiters.park_read(r);
             return;
         };
         let next_if_empty = r.req.from.min(self.sm.next_offset());
@@ -400,15 +400,13 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
 
     /// One ReadIndex round for every linearizable read asked in this turn.
     pub(crate) fn flush_read_index_batch(&mut self) {
-        if self.waiters.read_index_batch.is_empty() {
+        let batch = self.waiters.take_read_index_batch();
+        if batch.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.waiters.read_index_batch);
         self.next_ctx += 1;
         match self.raft.read_index(self.next_ctx) {
-            Ok(()) => {
-                self.waiters.read_index.insert(self.next_ctx, batch);
-            }
+            Ok(()) => self.waiters.read_index_round(self.next_ctx, batch),
             Err(_) => {
                 for r in batch {
                     let _ = r.send(Err(self.not_leader()));
@@ -418,16 +416,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     }
 
     pub(crate) fn answer_read_index(&mut self, rs: ReadState) {
-        let done: Vec<u64> = self
-            .waiters
-            .read_index
-            .range(..=rs.ctx)
-            .map(|(c, _)| *c)
-            .collect();
-        for c in done {
-            for r in self.waiters.read_index.remove(&c).unwrap_or_default() {
-                let _ = r.send(Ok(rs.index));
-            }
+        for r in self.waiters.read_index_done(rs.ctx) {
+            let _ = r.send(Ok(rs.index));
         }
     }
 

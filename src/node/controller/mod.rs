@@ -475,10 +475,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     /// unknown; a forwarding follower re-sends it under its key); an applied one
     /// is committed but cannot count more acks here (504 with its offset).
     pub(crate) fn lost_leadership(&mut self) {
-        for (_, rs) in std::mem::take(&mut self.waiters.read_index) {
-            for r in rs {
-                let _ = r.send(Err(self.not_leader()));
-            }
+        for r in self.waiters.take_read_index_rounds() {
+            let _ = r.send(Err(self.not_leader()));
         }
         self.check_writes();
         let quorum = self.raft.membership().quorum();
@@ -553,7 +551,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             .clamp(1, self.cfg.max_read_limit);
         let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)).min(self.cfg.max_wait);
         let deadline = Instant::now() + wait;
-        self.waiters.reads.push(ReadWaiter {
+        self.waiters.park_read(ReadWaiter {
             req,
             limit,
             min_index,
