@@ -41,6 +41,8 @@
 //!   (temp + fsync + rename + dir fsync), appends a snapshot mark and syncs, and only
 //!   then deletes segments holding no live entry (oldest first, dir fsync after
 //!   each, so the survivors are always a suffix of the stream) and older snapshots;
+//!   `install_snapshot_leaving_garbage` forgets them and returns them, in that
+//!   order, for the node to delete on a thread of its own;
 //! - after an fsync error the store refuses every write (the page cache may have
 //!   dropped the data); reads go on;
 //! - a snapshot at or below the current snapshot index is ignored.
@@ -229,14 +231,16 @@ fn write_snapshot_file(snap_dir: &Path, snap: &Snapshot) -> Result<PathBuf, WalE
 }
 
 /// Removes every snapshot (or leftover temp) file except `keep`.
-fn remove_other_snapshots(snap_dir: &Path, keep: &Path) -> Result<(), WalError> {
+/// Snapshot and temp files in `snap_dir` other than `keep`.
+fn other_snapshots(snap_dir: &Path, keep: &Path) -> Result<Vec<PathBuf>, WalError> {
     let files = list(snap_dir, |n| {
         (n.ends_with(".snap") || n.ends_with(".tmp")).then_some(())
     })?;
-    for (_, path) in files.into_iter().filter(|(_, p)| p != keep) {
-        durable::remove_durable(&path).ctx(&path)?;
-    }
-    Ok(())
+    Ok(files
+        .into_iter()
+        .map(|(_, p)| p)
+        .filter(|p| p != keep)
+        .collect())
 }
 
 fn read_snapshot(path: &Path, index: u64, term: u64) -> Result<Snapshot, String> {
@@ -624,15 +628,15 @@ impl DiskStore {
         }
     }
 
-    /// Deletes segments before the one holding the first live entry.
-    fn remove_dead_segments(&mut self) -> Result<(), WalError> {
+    /// Forgets the segments before the one holding the first live entry and
+    /// returns their paths, oldest first (for the caller to delete in that
+    /// order, so the survivors are always a suffix of the stream).
+    fn take_dead_segments(&mut self) -> Vec<PathBuf> {
         let live_from = self.slots.front().map_or(self.active, |s| s.seg);
         let dead: Vec<u64> = self.segments.range(..live_from).map(|(k, _)| *k).collect();
-        for name in dead {
-            let seg = self.segments.remove(&name).expect("listed segment");
-            durable::remove_durable(&seg.path).ctx(&seg.path)?;
-        }
-        Ok(())
+        dead.into_iter()
+            .map(|name| self.segments.remove(&name).expect("listed segment").path)
+            .collect()
     }
 
     /// Reads and decodes the entries record a slot points into.
@@ -729,10 +733,20 @@ impl LogStore for DiskStore {
     }
 
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), WalError> {
+        for path in self.install_snapshot_leaving_garbage(snapshot)? {
+            durable::remove_durable(&path).ctx(&path)?;
+        }
+        Ok(())
+    }
+
+    fn install_snapshot_leaving_garbage(
+        &mut self,
+        snapshot: &Snapshot,
+    ) -> Result<Vec<PathBuf>, WalError> {
         self.check_failed()?;
         let (index, term) = (snapshot.meta.index, snapshot.meta.term);
         if index <= self.snapshot_index() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.sync()?;
         let path = write_snapshot_file(&self.dir.join(SNAP_DIR), snapshot)?;
@@ -742,8 +756,9 @@ impl LogStore for DiskStore {
         self.maybe_roll()?;
         codec::encode_snapshot_mark(&mut self.buf, &SnapshotMark { index, term, keep });
         self.sync()?;
-        self.remove_dead_segments()?;
-        remove_other_snapshots(&self.dir.join(SNAP_DIR), &path)
+        let mut garbage = self.take_dead_segments();
+        garbage.extend(other_snapshots(&self.dir.join(SNAP_DIR), &path)?);
+        Ok(garbage)
     }
 
     fn snapshot(&self) -> Option<Snapshot> {
@@ -817,6 +832,66 @@ mod durability_tests {
         let s = DiskStore::open(&dir, 256).unwrap();
         assert_eq!(s.last_index(), 40);
         assert_durable(tmp.path());
+    }
+}
+
+#[cfg(test)]
+mod garbage_tests {
+    use super::*;
+    use crate::wal::conformance::{entry, snapshot};
+
+    fn store_with_two_snapshots(dir: &Path) -> (DiskStore, Vec<PathBuf>) {
+        let mut s = DiskStore::open(dir, 256).unwrap();
+        for i in 1..=30 {
+            s.append(&[entry(i, 1)]).unwrap();
+            s.sync().unwrap();
+        }
+        s.install_snapshot(&snapshot(10, 1)).unwrap();
+        for i in 31..=60 {
+            s.append(&[entry(i, 1)]).unwrap();
+            s.sync().unwrap();
+        }
+        let garbage = s
+            .install_snapshot_leaving_garbage(&snapshot(55, 1))
+            .unwrap();
+        (s, garbage)
+    }
+
+    /// The dead files are returned oldest segment first, then the older
+    /// snapshot; they are still on disk, forgotten by the store; deleting
+    /// them in that order, or a crash before any of it, reopens the same log.
+    #[test]
+    fn an_install_leaves_its_dead_files_in_order_and_either_way_reopens_the_same() {
+        for delete in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("wal");
+            let (s, garbage) = store_with_two_snapshots(&dir);
+            let segs: Vec<&PathBuf> = garbage
+                .iter()
+                .filter(|p| p.starts_with(dir.join(WAL_DIR)))
+                .collect();
+            assert!(segs.len() >= 2, "several dead segments: {garbage:?}");
+            let mut sorted = segs.clone();
+            sorted.sort();
+            assert_eq!(segs, sorted, "oldest first");
+            let snap_of_10 = garbage.last().unwrap();
+            assert!(snap_of_10.starts_with(dir.join(SNAP_DIR)), "{garbage:?}");
+            assert!(garbage.iter().all(|p| p.exists()), "left for the caller");
+            let known: Vec<&PathBuf> = s.segments.values().map(|seg| &seg.path).collect();
+            assert!(
+                segs.iter().all(|p| !known.contains(p)),
+                "forgotten by the store"
+            );
+            drop(s);
+            if delete {
+                for p in &garbage {
+                    crate::durable::remove_durable(p).unwrap();
+                }
+            }
+            let s = DiskStore::open(&dir, 256).unwrap();
+            assert_eq!((s.snapshot_index(), s.last_index()), (55, 60));
+            assert_eq!(s.entries(56, 61).unwrap().len(), 5);
+        }
     }
 }
 

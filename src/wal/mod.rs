@@ -83,6 +83,18 @@ pub trait LogStore: Send {
     fn sync(&mut self) -> Result<(), WalError>;
     /// Durably store a snapshot and compact the log below it.
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), WalError>;
+    /// [`LogStore::install_snapshot`], leaving the files it made dead (older
+    /// segments and snapshots, oldest first) for the caller to remove with
+    /// [`crate::durable::remove_durable`], in that order, off the write path:
+    /// removing a 64 MiB segment and syncing its directory takes about 45 ms
+    /// on a slow disk. The store forgets them at once; a crash before they are
+    /// gone leaves what a crash inside `install_snapshot` leaves.
+    fn install_snapshot_leaving_garbage(
+        &mut self,
+        snapshot: &Snapshot,
+    ) -> Result<Vec<std::path::PathBuf>, WalError> {
+        self.install_snapshot(snapshot).map(|()| Vec::new())
+    }
     /// The latest durable snapshot.
     fn snapshot(&self) -> Option<Snapshot>;
     /// Entries in `lo..hi` (both must lie within the stored log).
