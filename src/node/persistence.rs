@@ -23,8 +23,9 @@
 //!
 //! Invariants:
 //! - at most one job runs at a time, so Readies reach the disk in order;
-//! - the files a local snapshot's install left dead are deleted by a thread of
-//!   their own, oldest first (`Garbage`), not inside the job;
+//! - the files a snapshot's install (local or received) left dead are deleted
+//!   by one thread of their own, in the order the installs left them, oldest
+//!   first (`Garbage`), not inside the job;
 //! - an fsync is skipped only when nothing but the commit index changed (a lost
 //!   commit index is relearned from the leader);
 //! - the hard-state file is rewritten whenever the durable term or vote, the
@@ -92,7 +93,7 @@ pub struct Persistence<S> {
     garbage: Option<Garbage>,
 }
 
-/// A thread of its own that deletes the files a snapshot install left dead,
+/// A thread of its own that deletes the files snapshot installs left dead,
 /// batch after batch in the order given (oldest first), so the WAL's
 /// segments on disk stay a suffix of its stream. Unlinking a 64 MiB segment
 /// and syncing its directory took about 45 ms here: inside the install job it
@@ -230,13 +231,14 @@ impl<S: LogStore + 'static> Persistence<S> {
         let mut store = self.store.take().expect("store is home when no job runs");
         let need_sync = needs_fsync(&rd, &self.synced_term_vote);
         self.job = Some(tokio::task::spawn_blocking(move || {
-            let result = write_durable(&mut store, &rd, need_sync, &faults);
+            let mut garbage = Vec::new();
+            let result = write_durable(&mut store, &rd, need_sync, &faults, &mut garbage);
             Persisted {
                 store,
                 rd,
                 result,
                 taken: None,
-                garbage: Vec::new(),
+                garbage,
             }
         }));
     }
@@ -407,14 +409,17 @@ pub fn needs_fsync(rd: &Ready, synced: &(u64, Option<NodeId>)) -> bool {
 
 /// The blocking part: write and fsync (unless `need_sync` is false, see
 /// [`needs_fsync`]). Returns how long the fsync took.
+/// A received snapshot's dead files go to `garbage` (deleted by the same
+/// thread as a local install's, after them: one order for all).
 fn write_durable<S: LogStore>(
     store: &mut S,
     rd: &Ready,
     need_sync: bool,
     faults: &Faults,
+    garbage: &mut Vec<PathBuf>,
 ) -> Result<Option<Duration>, WalError> {
     if let Some(s) = &rd.snapshot {
-        store.install_snapshot(s)?;
+        *garbage = store.install_snapshot_leaving_garbage(s)?;
     }
     if !rd.entries.is_empty() {
         store.append(&rd.entries)?;

@@ -230,7 +230,6 @@ fn write_snapshot_file(snap_dir: &Path, snap: &Snapshot) -> Result<PathBuf, WalE
     Ok(path)
 }
 
-/// Removes every snapshot (or leftover temp) file except `keep`.
 /// Snapshot and temp files in `snap_dir` other than `keep`.
 fn other_snapshots(snap_dir: &Path, keep: &Path) -> Result<Vec<PathBuf>, WalError> {
     let files = list(snap_dir, |n| {
