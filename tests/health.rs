@@ -1009,7 +1009,19 @@ fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
 #[test]
 fn slow_disks_everywhere_keep_the_leader_and_a_healthy_follower_takes_over() {
     let _machine = shared_machine();
-    let c = Cluster::start_with_env(3, &[FAULTS_ON]);
+    // Raft's timing rule: the election timeout well above a vote's round trip.
+    // With every voter's fsync at SLOW_FSYNC_MS, a granted vote can wait for two
+    // fsyncs (1.6 s); under the harness's 0.5-1 s timeout the healed candidate
+    // timed out before any answer came, term after term (CI: term 72, no
+    // leader for a minute). The default (1-2 s) is closer; twice it is safe.
+    let c = Cluster::start_with_env(
+        3,
+        &[
+            FAULTS_ON,
+            ("RAFTLOG_RAFT__ELECTION_TIMEOUT_MIN_MS", "2000"),
+            ("RAFTLOG_RAFT__ELECTION_TIMEOUT_MAX_MS", "4000"),
+        ],
+    );
     let found = Findings::default();
     let all: Vec<usize> = (0..3).collect();
     let l = c.wait_leader();
