@@ -45,6 +45,17 @@ const HANDOVER_BOUND: Duration = Duration::from_secs(30);
 
 /// Injected fsync latency: over the default `fsync_p99_max_ms` (500).
 const SLOW_FSYNC_MS: u64 = 800;
+/// Fault injection, and Raft's timing rule kept with disks that slow: the
+/// election timeout well above a vote's round trip. A granted vote on an
+/// SLOW_FSYNC_MS disk can wait for two fsyncs (1.6 s); under the harness's
+/// 0.5-1 s timeout a candidate (a transferee, a healed node) could time out
+/// before any answer came, term after term (CI: a transfer turned into an
+/// election; another run reached term 72 with no leader for a minute).
+const SLOW_DISK_ENV: [(&str, &str); 3] = [
+    FAULTS_ON,
+    ("RAFTLOG_RAFT__ELECTION_TIMEOUT_MIN_MS", "2000"),
+    ("RAFTLOG_RAFT__ELECTION_TIMEOUT_MAX_MS", "4000"),
+];
 
 /// Length of the saturated run of the heartbeat isolation test.
 const SATURATION_RUN: Duration = Duration::from_secs(30);
@@ -859,7 +870,7 @@ fn wait_voters_caught_up(c: &Cluster, leader: usize, nodes: &[usize], bound: Dur
 #[test]
 fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
     let _machine = shared_machine();
-    let c = Cluster::start_with_env(3, &[FAULTS_ON]);
+    let c = Cluster::start_with_env(3, &SLOW_DISK_ENV);
     let found = Findings::default();
     let all: Vec<usize> = (0..3).collect();
     let l = c.wait_leader();
@@ -1009,19 +1020,7 @@ fn slow_disk_leader_hands_leadership_over_and_is_healthy_again() {
 #[test]
 fn slow_disks_everywhere_keep_the_leader_and_a_healthy_follower_takes_over() {
     let _machine = shared_machine();
-    // Raft's timing rule: the election timeout well above a vote's round trip.
-    // With every voter's fsync at SLOW_FSYNC_MS, a granted vote can wait for two
-    // fsyncs (1.6 s); under the harness's 0.5-1 s timeout the healed candidate
-    // timed out before any answer came, term after term (CI: term 72, no
-    // leader for a minute). The default (1-2 s) is closer; twice it is safe.
-    let c = Cluster::start_with_env(
-        3,
-        &[
-            FAULTS_ON,
-            ("RAFTLOG_RAFT__ELECTION_TIMEOUT_MIN_MS", "2000"),
-            ("RAFTLOG_RAFT__ELECTION_TIMEOUT_MAX_MS", "4000"),
-        ],
-    );
+    let c = Cluster::start_with_env(3, &SLOW_DISK_ENV);
     let found = Findings::default();
     let all: Vec<usize> = (0..3).collect();
     let l = c.wait_leader();
