@@ -97,14 +97,22 @@ pub struct Persistence<S> {
 /// batch after batch in the order given (oldest first), so the WAL's
 /// segments on disk stay a suffix of its stream. Unlinking a 64 MiB segment
 /// and syncing its directory took about 45 ms here: inside the install job it
-/// held up every `Ready` behind it (the p99 of 64 KiB writes). After an error
-/// it deletes nothing more: what is left is removed by a later install after
-/// the next restart (the store lists it again).
-struct Garbage(std::sync::mpsc::Sender<Vec<PathBuf>>);
+/// held up every `Ready` behind it (the p99 of 64 KiB writes). Its queue is
+/// bounded (`GARBAGE_BATCHES`, one batch per install); after an error, or with
+/// the queue full (a disk hung for that many snapshots), nothing more is
+/// deleted, so no later file goes before an earlier one: what is left is
+/// removed by a later install after the next restart (the store lists it again).
+struct Garbage {
+    tx: std::sync::mpsc::SyncSender<Vec<PathBuf>>,
+    stopped: bool,
+}
+
+/// Installs whose dead files may wait for the garbage thread.
+const GARBAGE_BATCHES: usize = 16;
 
 impl Garbage {
     fn start() -> Garbage {
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<PathBuf>>();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<PathBuf>>(GARBAGE_BATCHES);
         let spawned = std::thread::Builder::new()
             .name("wal-garbage".into())
             .spawn(move || {
@@ -119,13 +127,26 @@ impl Garbage {
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the WAL garbage thread; dead files stay");
         }
-        Garbage(tx)
+        Garbage { tx, stopped: false }
     }
 
     /// Queue `paths` (oldest first) for deletion.
-    fn remove(&self, paths: Vec<PathBuf>) {
-        // A thread that stopped after an error leaves them (see above).
-        let _ = self.0.send(paths);
+    fn remove(&mut self, paths: Vec<PathBuf>) {
+        if self.stopped {
+            return;
+        }
+        match self.tx.try_send(paths) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    batches = GARBAGE_BATCHES,
+                    "dead WAL files are not being deleted (disk stalled?); leaving them until a restart"
+                );
+                self.stopped = true;
+            }
+            // The thread stopped after an error (logged there).
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => self.stopped = true,
+        }
     }
 }
 
@@ -533,6 +554,40 @@ mod tests {
             !needs_fsync(&rd, &(2, Some("b".into()))),
             "only the commit moved"
         );
+    }
+
+    /// Polls `done` for up to 10 s.
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Dead files go; after a failure the thread deletes nothing more (a
+    /// later file never goes before an earlier one), and the queue says so.
+    #[test]
+    fn the_garbage_thread_deletes_in_order_and_stops_at_the_first_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, b"x").unwrap();
+            p
+        };
+        let mut g = Garbage::start();
+        let (a, b) = (file("a"), file("b"));
+        g.remove(vec![a.clone(), b.clone()]);
+        eventually("a and b deleted", || !a.exists() && !b.exists());
+        // A directory that is gone: its sync fails, the thread stops.
+        let broken = dir.path().join("gone/c");
+        let d = file("d");
+        g.remove(vec![broken, d.clone()]);
+        eventually("the thread stopped", || {
+            g.remove(Vec::new());
+            g.stopped
+        });
+        assert!(d.exists(), "nothing after the failure is deleted");
     }
 
     #[tokio::test]
