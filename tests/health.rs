@@ -49,8 +49,11 @@ const SLOW_FSYNC_MS: u64 = 800;
 /// election timeout well above a vote's round trip. A granted vote on an
 /// SLOW_FSYNC_MS disk can wait for two fsyncs (1.6 s); under the harness's
 /// 0.5-1 s timeout a candidate (a transferee, a healed node) could time out
-/// before any answer came, term after term (CI: a transfer turned into an
-/// election; another run reached term 72 with no leader for a minute).
+/// before any answer came (CI: a transfer turned into an election; before the
+/// core backed its timeout off after failed candidacies, another run reached
+/// term 72 with no leader for a minute). The backoff ends such a livelock
+/// after a few terms, but these tests check a hand-over, which must not turn
+/// into an election.
 const SLOW_DISK_ENV: [(&str, &str); 3] = [
     FAULTS_ON,
     ("RAFTLOG_RAFT__ELECTION_TIMEOUT_MIN_MS", "2000"),

@@ -110,6 +110,7 @@ fn build(seed: u64, mode: TraceMode) -> (Cluster, Faults) {
         check_quorum: true,
         snapshot_every: r.gen_range(4..=30),
         async_persist: r.gen_bool(0.5),
+        persist_delay_min: 0,
         persist_delay_max: r.gen_range(0..=2),
         crash_in_vote_persist_p: 0.0,
         crash_in_leader_persist_p: 0.0,

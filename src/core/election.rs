@@ -30,6 +30,7 @@ impl RaftNode {
         let timeout = self.randomized_timeout * if self.degraded { 3 } else { 1 };
         let may_campaign = self.is_voter() && self.repair.is_none();
         if may_campaign && (alone || self.election_elapsed >= timeout) {
+            self.missed_elections = self.missed_elections.saturating_add(1);
             self.reset_election_timeout();
             if self.cfg.pre_vote {
                 self.campaign_pre();
@@ -156,6 +157,7 @@ impl RaftNode {
     fn become_leader(&mut self) {
         self.state = RoleState::Leader(LeaderState::default());
         self.election_elapsed = 0;
+        self.clear_election_backoff();
         self.sync_progress();
         self.note_role(Reason::WonElection);
         // Commit a no-op of our own term so earlier entries can commit (§5.4.2).
@@ -255,6 +257,58 @@ mod tests {
             degraded,
         };
         env(from, "n1", 2, msg)
+    }
+
+    /// Ticks from each campaign (a pre-vote sent) to the next, for `n` that
+    /// nobody answers, over `count` campaigns.
+    fn gaps_between_campaigns(n: &mut crate::core::RaftNode, count: usize) -> Vec<u64> {
+        let mut gaps = Vec::new();
+        let mut since = 0;
+        while gaps.len() < count {
+            n.tick();
+            since += 1;
+            let rd = persist(n);
+            if rd
+                .messages
+                .iter()
+                .any(|e| matches!(e.msg, Message::PreVote { .. }))
+            {
+                gaps.push(since);
+                since = 0;
+            }
+            assert!(since < 10_000, "no campaign");
+        }
+        gaps
+    }
+
+    /// Failed candidacies back off: the second timeout without a leader is
+    /// drawn from twice the range, then four and eight times, no further;
+    /// hearing a leader brings the plain range back. (Voters whose fsyncs
+    /// outlast the timeout kept a cluster without a leader for a minute
+    /// without this: every candidate gave up before its votes arrived.)
+    #[test]
+    fn failed_campaigns_back_off_the_election_timeout_until_a_leader_is_heard() {
+        let mut n = booted("n1", &["n1", "n2", "n3"]);
+        let (lo, hi) = (n.cfg.election_ticks_min, n.cfg.election_ticks_max);
+        let gaps = gaps_between_campaigns(&mut n, 7);
+        // gaps[0]: the first timeout; gaps[i]: drawn after the i-th campaign.
+        let factors = [1, 1, 2, 4, 8, 8, 8];
+        for (gap, f) in gaps.iter().zip(factors) {
+            assert!(
+                (lo * f..hi * f).contains(gap),
+                "gaps {gaps:?}: {gap} outside [{}, {})",
+                lo * f,
+                hi * f
+            );
+        }
+        // A leader of a later term is heard: back to the configured range.
+        n.step(env("n2", "n1", 5, Message::Heartbeat { commit: 1, ctx: 0 }));
+        persist(&mut n);
+        assert_eq!(n.missed_elections, 0);
+        assert!((lo..hi).contains(&n.randomized_timeout));
+        let gaps = gaps_between_campaigns(&mut n, 2);
+        assert!((lo..hi).contains(&gaps[0]), "{gaps:?}");
+        assert!((lo..hi).contains(&gaps[1]), "{gaps:?}");
     }
 
     #[test]

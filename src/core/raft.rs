@@ -11,6 +11,11 @@ use super::types::*;
 use bytes::Bytes;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
+/// The election timeout's backoff stops at `2^BACKOFF_MAX_SHIFT` times the
+/// configured range (8×: 8-16 s with the default 1-2 s), so a node whose
+/// candidacies keep failing still tries again within a bounded time.
+pub(crate) const BACKOFF_MAX_SHIFT: u32 = 3;
+
 /// Core tuning, in ticks (the driver decides how long a tick is).
 #[derive(Clone, Debug)]
 pub struct RaftConfig {
@@ -207,6 +212,11 @@ pub struct RaftNode {
     pub(crate) now: u64,
     pub(crate) election_elapsed: u64,
     pub(crate) randomized_timeout: u64,
+    /// Election timeouts that ran out since this node last had a leader (heard
+    /// one or was one). From the second on, each next timeout is drawn from a
+    /// range twice as long (`BACKOFF_MAX_SHIFT` caps it): see
+    /// [`RaftNode::reset_election_timeout`].
+    pub(crate) missed_elections: u32,
     /// Our disk is unhealthy: wait longer before campaigning (a healthy node
     /// should win instead).
     pub(crate) degraded: bool,
@@ -241,6 +251,7 @@ impl RaftNode {
             now: 0,
             election_elapsed: 0,
             randomized_timeout: 0,
+            missed_elections: 0,
             degraded: false,
             repair: None,
             msgs: Vec::new(),
@@ -500,6 +511,18 @@ impl RaftNode {
             .collect()
     }
 
+    /// Draw the next election timeout from `[min, max)`, scaled by the
+    /// backoff: ×1 until a second timeout runs out without a leader, then ×2,
+    /// ×4, up to ×`2^BACKOFF_MAX_SHIFT`, until a leader is heard again.
+    ///
+    /// Why: a candidacy needs the candidate's fsync of its term and vote and
+    /// then each voter's fsync of its vote. When those take longer than the
+    /// timeout (slow or loaded disks), every candidate gives up before its
+    /// votes arrive and starts a new term that costs the voters another
+    /// fsync, forever (seen in CI: term 72 and no leader for 60 s with 800 ms
+    /// fsyncs and 0.5-1 s timeouts). Doubling the wait after each failed
+    /// attempt outgrows any fixed disk latency within a few terms, and costs
+    /// nothing when the first election succeeds.
     pub(crate) fn reset_election_timeout(&mut self) {
         self.election_elapsed = 0;
         let (lo, hi) = (
@@ -508,7 +531,17 @@ impl RaftNode {
                 .election_ticks_max
                 .max(self.cfg.election_ticks_min + 1),
         );
-        self.randomized_timeout = self.rng.gen_range(lo..hi);
+        let shift = self
+            .missed_elections
+            .saturating_sub(1)
+            .min(BACKOFF_MAX_SHIFT);
+        self.randomized_timeout = self.rng.gen_range(lo..hi) << shift;
+    }
+
+    /// A leader is known again (followed, or this node): no backoff. So the
+    /// backoff is zero whenever a leader is known.
+    pub(crate) fn clear_election_backoff(&mut self) {
+        self.missed_elections = 0;
     }
 
     pub(crate) fn note_role(&mut self, reason: Reason) {
@@ -527,6 +560,9 @@ impl RaftNode {
             self.term = term;
             self.vote = None;
             self.drop_stale_answers();
+        }
+        if leader.is_some() {
+            self.clear_election_backoff();
         }
         self.state = RoleState::Follower { leader };
         self.reset_election_timeout();

@@ -62,9 +62,10 @@ pub struct Opts {
     /// 0: never.
     pub snapshot_every: u64,
     /// Persist like the node controller: one `Ready` at a time on a background job
-    /// that completes 0..=`persist_delay_max` ticks later, early messages at once,
+    /// that completes `persist_delay_min..=persist_delay_max` ticks later, early messages at once,
     /// no sync when only the commit index changed (`node::persistence`).
     pub async_persist: bool,
+    pub persist_delay_min: u64,
     pub persist_delay_max: u64,
     /// Async mode: the chance that a persistence job carrying a new vote ends in a
     /// crash instead of its sync (keeping a random prefix of its writes; its early
@@ -91,6 +92,7 @@ impl Default for Opts {
             check_quorum: true,
             snapshot_every: 0,
             async_persist: false,
+            persist_delay_min: 0,
             persist_delay_max: 0,
             crash_in_vote_persist_p: 0.0,
             crash_in_leader_persist_p: 0.0,
@@ -813,7 +815,8 @@ impl Cluster {
             if !self.write_ready(id, &rd) {
                 return;
             }
-            let done_at = self.now + self.rng.gen_range(0..=self.opts.persist_delay_max);
+            let (lo, hi) = (self.opts.persist_delay_min, self.opts.persist_delay_max);
+            let done_at = self.now + self.rng.gen_range(lo..=hi.max(lo));
             let crash = self.crash_in_persist(id, &rd);
             let job = Job {
                 rd,
