@@ -184,7 +184,7 @@ fn rogue_partitioned_node_rejoining_does_not_depose_the_leader() {
     run(&mut c, 400);
     let rogue = c.raft("n3").term();
     // Each failed candidacy is a new term; the backoff spaces them out
-    // (×2, ×4, then ×8 the 10-20 ticks), so about six in 400 ticks.
+    // (×2, then ×4 the 10-20 ticks), so about seven in 400 ticks.
     assert!(
         rogue > term + 3,
         "without pre-vote the rogue's term runs away"

@@ -282,7 +282,7 @@ mod tests {
     }
 
     /// Failed candidacies back off: the second timeout without a leader is
-    /// drawn from twice the range, then four and eight times, no further;
+    /// drawn from twice the range, then four times, no further;
     /// hearing a leader brings the plain range back. (Voters whose fsyncs
     /// outlast the timeout kept a cluster without a leader for a minute
     /// without this: every candidate gave up before its votes arrived.)
@@ -292,7 +292,7 @@ mod tests {
         let (lo, hi) = (n.cfg.election_ticks_min, n.cfg.election_ticks_max);
         let gaps = gaps_between_campaigns(&mut n, 7);
         // gaps[0]: the first timeout; gaps[i]: drawn after the i-th campaign.
-        let factors = [1, 1, 2, 4, 8, 8, 8];
+        let factors = [1, 1, 2, 4, 4, 4, 4];
         for (gap, f) in gaps.iter().zip(factors) {
             assert!(
                 (lo * f..hi * f).contains(gap),

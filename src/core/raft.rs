@@ -12,9 +12,11 @@ use bytes::Bytes;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
 /// The election timeout's backoff stops at `2^BACKOFF_MAX_SHIFT` times the
-/// configured range (8×: 8-16 s with the default 1-2 s), so a node whose
-/// candidacies keep failing still tries again within a bounded time.
-pub(crate) const BACKOFF_MAX_SHIFT: u32 = 3;
+/// configured range (4×: 4-8 s with the default 1-2 s), so a node whose
+/// candidacies keep failing still tries again within a bounded time, and a
+/// cluster that lost its quorum for a while (every voter backed off) elects
+/// again within a few seconds of getting it back.
+pub(crate) const BACKOFF_MAX_SHIFT: u32 = 2;
 
 /// Core tuning, in ticks (the driver decides how long a tick is).
 #[derive(Clone, Debug)]
@@ -513,7 +515,7 @@ impl RaftNode {
 
     /// Draw the next election timeout from `[min, max)`, scaled by the
     /// backoff: ×1 until a second timeout runs out without a leader, then ×2,
-    /// ×4, up to ×`2^BACKOFF_MAX_SHIFT`, until a leader is heard again.
+    /// then ×4 (`BACKOFF_MAX_SHIFT`), until a leader is heard again.
     ///
     /// Why: a candidacy needs the candidate's fsync of its term and vote and
     /// then each voter's fsync of its vote. When those take longer than the
