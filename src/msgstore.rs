@@ -622,6 +622,41 @@ impl MessageStore {
         Ok(out)
     }
 
+    /// `from..` (at most `limit`, nothing below `first`) as a read that runs
+    /// on another thread: the part below the cache from the files (all
+    /// written: `cache_first <= written`), the rest copied from the cache now.
+    ///
+    /// Why not a [`Reader`] alone: its files cover only what the writer has
+    /// written so far, and the newest messages may still be only in the cache.
+    /// A read that started below the cache then stopped where the writer was,
+    /// answering a linearizable read without messages acknowledged before it
+    /// (the nemesis caught one: a follower that had just installed a snapshot
+    /// returned the snapshot's messages and none of the entries it had
+    /// applied since).
+    pub fn detached_read(&mut self, from: u64, limit: usize) -> io::Result<DetachedRead> {
+        self.poll_failure();
+        let from = from.max(self.first);
+        let end = self.len.min(from.saturating_add(limit as u64)).max(from);
+        let on_disk = self.disk.is_some() && self.failed.is_none();
+        let files_end = if on_disk {
+            self.cache_first.clamp(from, end)
+        } else {
+            from
+        };
+        let tail = self.read(files_end, (end - files_end) as usize)?;
+        let files = if files_end > from {
+            Some(Reader::Files(self.segments()))
+        } else {
+            None
+        };
+        Ok(DetachedRead {
+            files,
+            from,
+            files_end,
+            tail,
+        })
+    }
+
     /// A view readable from another thread. From the files it covers what the
     /// writer has written: everything below `cache_first`, and everything a
     /// finished [`SyncHandle`] covered (so every snapshot's messages). Memory
@@ -708,6 +743,38 @@ impl MessageStore {
     /// Removes every message (a snapshot from the leader replaces the state).
     pub fn clear(&mut self) -> io::Result<()> {
         self.reset_at(0)
+    }
+}
+
+/// A read detached from the store ([`MessageStore::detached_read`]).
+pub struct DetachedRead {
+    /// The files, when the read starts below the cache.
+    files: Option<Reader>,
+    from: u64,
+    /// `from..files_end` comes from the files.
+    files_end: u64,
+    /// `files_end..`, copied from the cache.
+    tail: Vec<(u64, Bytes)>,
+}
+
+impl DetachedRead {
+    /// Reads the files part (blocking) and returns the whole answer. Files
+    /// that end before `files_end` are an error, never a shorter answer.
+    pub fn run(&self) -> io::Result<Vec<(u64, Bytes)>> {
+        let mut out = match &self.files {
+            Some(files) => files.read(self.from, (self.files_end - self.from) as usize)?,
+            None => Vec::new(),
+        };
+        let want = self.files_end - self.from;
+        if out.len() as u64 != want || out.first().is_some_and(|(o, _)| *o != self.from) {
+            return Err(io::Error::other(format!(
+                "message files hold {} of the {want} messages from offset {}",
+                out.len(),
+                self.from
+            )));
+        }
+        out.extend(self.tail.iter().cloned());
+        Ok(out)
     }
 }
 

@@ -479,6 +479,17 @@ impl StateMachine {
         snapshot::encode_manifest(&self.meta())
     }
 
+    /// A read of `from..` (at most `limit`) to run on another thread (see
+    /// [`crate::msgstore::MessageStore::detached_read`]).
+    pub fn detached_read(
+        &mut self,
+        from: u64,
+        limit: usize,
+    ) -> std::io::Result<crate::msgstore::DetachedRead> {
+        self.messages
+            .detached_read(from.max(self.first_offset()), limit)
+    }
+
     /// A reader of the messages below `count`, usable from another thread.
     pub fn reader(&mut self, count: u64) -> std::io::Result<Reader> {
         self.messages.reader(count)

@@ -491,3 +491,69 @@ fn a_stalled_writer_holds_up_no_append_and_loses_nothing() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// A read detached for another thread that starts below the cache answers up
+/// to its limit or the end, also while the newest messages are only in the
+/// cache (the writer behind): the part below the cache from the files, the
+/// rest copied from the cache. A reader of the files alone stops where the
+/// writer is; old reads used one, and the nemesis caught a linearizable read
+/// that lacked messages acknowledged before it.
+#[test]
+fn a_detached_read_below_the_cache_includes_what_the_writer_has_not_written() {
+    use std::sync::{Condvar, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, mut model) = filled(dir.path(), 16 << 10, 3000, 1000);
+    assert!(s.cache_first > 100, "3 MB do not fit the 1 MiB cache");
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let g = gate.clone();
+    s.set_write_delay(Arc::new(move || {
+        let (open, cond) = &*g;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = cond.wait(open).unwrap();
+        }
+        std::time::Duration::ZERO
+    }));
+    for i in 3000..3100 {
+        s.append(msg(i, 1000));
+        model.push(msg(i, 1000));
+        s.hand_over();
+    }
+    assert!(s.written() < s.len(), "the writer is held up");
+    let from = s.cache_first - 10;
+    assert!(s.reads_files(from));
+
+    let files_only = s.reader(s.len()).unwrap().read(from, usize::MAX).unwrap();
+    assert!(
+        (files_only.len() as u64) < s.len() - from,
+        "the files alone end where the writer is"
+    );
+    for (limit, want_end) in [(usize::MAX, s.len()), (5, from + 5), (50, from + 50)] {
+        let got = s.detached_read(from, limit).unwrap().run().unwrap();
+        let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            offsets,
+            (from..want_end).collect::<Vec<_>>(),
+            "limit {limit}"
+        );
+        for (o, m) in &got {
+            assert_eq!(m, &model[*o as usize]);
+        }
+    }
+    // From the cache on, or past the end: nothing from the files.
+    let at = s.cache_first + 3;
+    let got = s.detached_read(at, 4).unwrap().run().unwrap();
+    assert_eq!(
+        got.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        [at, at + 1, at + 2, at + 3]
+    );
+    assert!(s
+        .detached_read(s.len(), 10)
+        .unwrap()
+        .run()
+        .unwrap()
+        .is_empty());
+
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+}

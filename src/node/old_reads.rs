@@ -12,13 +12,15 @@
 //!   the other waiting reads and is tried again on the next controller turn, so
 //!   a stalled disk costs a bounded number of blocking threads;
 //! - a read is started only after the controller checked it (read index
-//!   applied, offset not trimmed); the files it reads are immutable up to the
-//!   store's length when the reader was taken, and a segment removed meanwhile
-//!   stays readable through the open file it holds.
+//!   applied, offset not trimmed); it answers with every message from its
+//!   offset up to its limit or the store's length when it was taken: the part
+//!   below the cache from the files (written, so immutable; a segment removed
+//!   meanwhile stays readable through the open file it holds), the newer part
+//!   copied from the cache by the controller (`msgstore::DetachedRead`).
 
 use super::waiters::{RawRead, ReadReply};
 use crate::api::ApiError;
-use crate::msgstore::Reader;
+use crate::msgstore::DetachedRead;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -41,9 +43,7 @@ impl Default for OldReads {
 
 /// One old read, ready to run.
 pub struct OldRead {
-    pub reader: Reader,
-    pub from: u64,
-    pub limit: usize,
+    pub read: DetachedRead,
     /// `next_offset` if nothing is read (cannot happen for a checked read, but
     /// the answer must not depend on that).
     pub next_if_empty: u64,
@@ -72,13 +72,13 @@ fn run(read: &OldRead) -> Result<RawRead, ApiError> {
     if !read.delay.is_zero() {
         std::thread::sleep(read.delay);
     }
-    match read.reader.read(read.from, read.limit) {
+    match read.read.run() {
         Ok(messages) => Ok(RawRead {
             next_offset: messages.last().map_or(read.next_if_empty, |(o, _)| o + 1),
             messages,
         }),
         Err(e) => {
-            tracing::error!(error = %e, from = read.from, "reading the message store failed");
+            tracing::error!(error = %e, "reading the message store failed");
             Err(ApiError::Storage(format!("read failed: {e}")))
         }
     }
@@ -91,11 +91,12 @@ mod tests {
     use tokio::sync::oneshot;
 
     fn read(from: u64, reply: ReadReply) -> OldRead {
-        let msgs = (0..10).map(|i| Bytes::from(format!("m{i}"))).collect();
+        let mut store = crate::msgstore::MessageStore::memory();
+        for i in 0..10 {
+            store.append(Bytes::from(format!("m{i}")));
+        }
         OldRead {
-            reader: Reader::Memory(0, msgs),
-            from,
-            limit: 3,
+            read: store.detached_read(from, 3).unwrap(),
             next_if_empty: 10,
             delay: Duration::ZERO,
             reply,

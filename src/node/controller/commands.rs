@@ -379,8 +379,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             return;
         };
         let next_if_empty = r.req.from.min(self.sm.next_offset());
-        let reader = match self.sm.reader(self.sm.next_offset()) {
-            Ok(reader) => reader,
+        let read = match self.sm.detached_read(r.req.from, r.limit) {
+            Ok(read) => read,
             Err(e) => return read_failed(r, &e),
         };
         let delay = self
@@ -388,9 +388,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             .as_ref()
             .map_or(0, |f| f.get().msgstore_read_delay_ms);
         let read = OldRead {
-            reader,
-            from: r.req.from,
-            limit: r.limit,
+            read,
             next_if_empty,
             delay: std::time::Duration::from_millis(delay),
             reply: r.reply,
