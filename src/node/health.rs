@@ -138,6 +138,11 @@ impl Health {
         }
     }
 
+    /// How long the last fsync took (`None`: none yet).
+    pub fn last_fsync(&self) -> Option<Duration> {
+        self.fsyncs.back().map(|(_, d)| *d)
+    }
+
     pub fn record_fsync(&mut self, took: Duration) {
         if self.fsyncs.len() == WINDOW {
             self.fsyncs.pop_front();

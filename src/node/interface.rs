@@ -100,6 +100,10 @@ pub struct ControllerConfig {
     pub max_cursors: u64,
     /// Where the state machine keeps its messages; `None` = in memory (tests).
     pub messages: Option<MessagesConfig>,
+    /// A follower persists a `Ready` of at most this many entry bytes on the
+    /// controller's own thread while its fsyncs are fast (see
+    /// `controller::persist`); 0: always on a blocking thread.
+    pub inline_persist_max_bytes: usize,
 }
 
 /// The message store's place and limits (see `msgstore`).

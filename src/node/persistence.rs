@@ -13,8 +13,10 @@
 //! equal to the snapshot time while the sync ran inside the job.
 //!
 //! The store lives here when no job runs and inside the job while one does
-//! (moved onto a blocking thread and back), so the controller never blocks on a
-//! write or an fsync. The controller decides what to persist and what follows
+//! (moved onto a blocking thread and back), so the controller does not block on
+//! a write or an fsync; except that a job may also run on the controller's
+//! thread ([`Persistence::run_inline`], a follower's small `Ready` on a fast
+//! disk), its result then taken the same way. The controller decides what to persist and what follows
 //! (see `controller::persist`); this manager only runs the jobs and keeps
 //! their bookkeeping. The rule of a `Ready`'s order (what leaves before its
 //! fsync, whether it needs the disk, whether an fsync) is three pure functions
@@ -70,7 +72,7 @@ pub struct Done {
 pub struct Persistence<S> {
     /// Home when no persistence job runs.
     store: Option<S>,
-    job: Option<JoinHandle<Persisted<S>>>,
+    job: Option<Job<S>>,
     /// A Ready that could not be persisted (disk full), retried from `retry_at`.
     stalled: Option<Ready>,
     /// When a stalled Ready (or a failed message store) is retried next.
@@ -148,6 +150,13 @@ impl Garbage {
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => self.stopped = true,
         }
     }
+}
+
+/// The persistence job in flight: on a blocking thread, or already done on
+/// the controller's own thread ([`Persistence::run_inline`]).
+enum Job<S> {
+    Running(JoinHandle<Persisted<S>>),
+    Done(Box<Persisted<S>>),
 }
 
 /// What [`Persistence::next_finished`] gives the controller (for one loop
@@ -251,7 +260,7 @@ impl<S: LogStore + 'static> Persistence<S> {
     pub fn start(&mut self, rd: Ready, faults: Faults) {
         let mut store = self.store.take().expect("store is home when no job runs");
         let need_sync = needs_fsync(&rd, &self.synced_term_vote);
-        self.job = Some(tokio::task::spawn_blocking(move || {
+        self.job = Some(Job::Running(tokio::task::spawn_blocking(move || {
             let mut garbage = Vec::new();
             let result = write_durable(&mut store, &rd, need_sync, &faults, &mut garbage);
             Persisted {
@@ -261,7 +270,25 @@ impl<S: LogStore + 'static> Persistence<S> {
                 taken: None,
                 garbage,
             }
-        }));
+        })));
+    }
+
+    /// Persist `rd`'s durable part here, on the controller's thread; the
+    /// result is taken like a job's ([`Persistence::next_finished`] returns it
+    /// at once), so the order of events is the same as with a blocking thread
+    /// that finished before anything else happened.
+    pub fn run_inline(&mut self, rd: Ready, faults: Faults) {
+        let mut store = self.store.take().expect("store is home when no job runs");
+        let need_sync = needs_fsync(&rd, &self.synced_term_vote);
+        let mut garbage = Vec::new();
+        let result = write_durable(&mut store, &rd, need_sync, &faults, &mut garbage);
+        self.job = Some(Job::Done(Box::new(Persisted {
+            store,
+            rd,
+            result,
+            taken: None,
+            garbage,
+        })));
     }
 
     /// A local snapshot is in either phase.
@@ -286,10 +313,16 @@ impl<S: LogStore + 'static> Persistence<S> {
     /// The next job to finish or snapshot sync to complete (never completes
     /// when neither runs).
     pub async fn next_finished(&mut self) -> Finished<S> {
+        if let Some(Job::Done(_)) = &self.job {
+            let Some(Job::Done(p)) = self.job.take() else {
+                unreachable!()
+            };
+            return Finished::Done(*p);
+        }
         let job = async {
             match &mut self.job {
-                Some(h) => h.await,
-                None => std::future::pending().await,
+                Some(Job::Running(h)) => h.await,
+                _ => std::future::pending().await,
             }
         };
         let sync = async {
@@ -336,7 +369,7 @@ impl<S: LogStore + 'static> Persistence<S> {
             return false;
         }
         let mut store = self.store.take().expect("store is home when no job runs");
-        self.job = Some(tokio::task::spawn_blocking(move || {
+        self.job = Some(Job::Running(tokio::task::spawn_blocking(move || {
             let (result, garbage) = match store.install_snapshot_leaving_garbage(&snap) {
                 Ok(g) => (Ok(None), g),
                 Err(e) => (Err(e), Vec::new()),
@@ -349,7 +382,7 @@ impl<S: LogStore + 'static> Persistence<S> {
                 taken,
                 garbage,
             }
-        }));
+        })));
         true
     }
 

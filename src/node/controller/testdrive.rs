@@ -256,6 +256,9 @@ pub fn config() -> ControllerConfig {
         retention: Default::default(),
         max_cursors: 10,
         messages: None,
+        // A held disk would block the test's thread: every job runs on a
+        // blocking thread unless a test turns this on.
+        inline_persist_max_bytes: 0,
     }
 }
 

@@ -79,6 +79,39 @@ async fn a_granted_vote_leaves_only_after_its_fsync() {
     assert_eq!((hs.term, hs.vote.as_deref()), (term, Some("a")));
 }
 
+/// A follower whose fsyncs are fast persists a small `Ready` on the
+/// controller's own thread: the fsync is done by the end of the turn that
+/// received the append, and the append's answer still leaves only after it,
+/// through the same result path as a blocking thread's job.
+#[tokio::test(start_paused = true)]
+async fn a_follower_persisting_inline_answers_after_its_fsync() {
+    let mut c = Cluster::start(&["a", "b", "c"]);
+    c.elect("a").await;
+    c.node("b").ctl.cfg.inline_persist_max_bytes = 64 << 10;
+    assert!(
+        c.nodes["b"].ctl.health.last_fsync().is_some(),
+        "b has synced"
+    );
+    let mut rx = write(&mut c, "a", "m1", WriteConcern::All);
+    let index = c.nodes["a"].raft().last_index();
+    let syncs = c.nodes["b"].disk.syncs();
+    c.collect();
+    c.deliver();
+    let b = &c.nodes["b"];
+    assert_eq!(b.disk.syncs(), syncs + 1, "synced within the turn");
+    assert!(b.persisting(), "its result is waiting to be taken");
+    c.collect();
+    assert!(
+        sent_by(&c.log, "b", is_append_resp_to(index)).is_empty(),
+        "nothing answered before the result was taken"
+    );
+    c.run(50).await;
+    let acks = sent_by(&c.log, "b", is_append_resp_to(index));
+    assert!(!acks.is_empty() && acks.iter().all(|s| s.durable_last >= index));
+    let res = answer(&mut rx).expect("answered").unwrap();
+    assert_eq!((res.index, res.acks), (index, 3));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_follower_answers_an_append_only_after_its_fsync() {
     let mut c = Cluster::start(&["a", "b", "c"]);
