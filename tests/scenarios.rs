@@ -1297,3 +1297,42 @@ fn an_answer_not_told_apart_from_the_current_process_would_lose_a_write() {
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("VIOLATION"), "{msg}");
 }
+
+/// Writes while n3 is cut off, enough for the leader to snapshot past n3's
+/// log; then the cut heals. Returns how many snapshots the leader sent and
+/// checks that n3 caught up.
+fn catch_up_after_a_snapshot(catchup_entries: u64) -> u64 {
+    let opts = Opts {
+        snapshot_every: 10,
+        catchup_entries,
+        ..Opts::default()
+    };
+    let mut c = cluster(&["n1", "n2", "n3"], opts, 11);
+    elect(&mut c, "n1");
+    run(&mut c, 5);
+    c.isolate("n3");
+    for _ in 0..4 {
+        write(&mut c, "n1", 3);
+        run(&mut c, 3);
+    }
+    let snap = c.raft("n1").snapshot_meta().index;
+    assert!(
+        snap > c.raft("n3").last_index(),
+        "the leader's snapshot ({snap}) is past n3's log"
+    );
+    c.heal();
+    run(&mut c, 100);
+    assert_eq!(c.nodes["n3"].sm.applied, c.nodes["n1"].sm.applied);
+    c.stats.snapshots_sent
+}
+
+/// A follower just behind the leader's snapshot point gets the entries it
+/// lacks from the leader's catch-up tail, not the whole snapshot; without a
+/// tail the same cut costs a snapshot.
+#[test]
+fn a_follower_just_behind_the_snapshot_point_catches_up_from_the_tail() {
+    header("catch-up tail: entries instead of a snapshot");
+    assert_eq!(catch_up_after_a_snapshot(20), 0, "caught up from the tail");
+    header("no catch-up tail: a snapshot");
+    assert!(catch_up_after_a_snapshot(0) >= 1, "a snapshot was sent");
+}

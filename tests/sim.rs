@@ -109,6 +109,7 @@ fn build(seed: u64, mode: TraceMode) -> (Cluster, Faults) {
         pre_vote: r.gen_bool(0.85),
         check_quorum: true,
         snapshot_every: r.gen_range(4..=30),
+        catchup_entries: *[0, 0, 2, 10].choose(r).unwrap(),
         async_persist: r.gen_bool(0.5),
         persist_delay_min: 0,
         persist_delay_max: r.gen_range(0..=2),

@@ -1,7 +1,18 @@
-//! The in-memory Raft log above the latest snapshot.
+//! The in-memory Raft log above the latest snapshot, plus a bounded tail of
+//! entries the snapshot already covers (the catch-up tail).
+//!
+//! Why the tail: a compaction used to drop every entry up to the snapshot, so
+//! a follower only one entry behind the leader's snapshot point (a restart, a
+//! short pause) was sent the whole snapshot, i.e. the whole message log, and
+//! the nemesis showed a just-deposed leader getting one that way. With the
+//! last `keep_entries` / `keep_bytes` of the covered entries kept (as etcd
+//! keeps 5,000), it gets the entries it lacks instead. The tail exists only in
+//! memory: storage compacts to the snapshot, so after a restart it is empty.
 //!
 //! Invariants:
-//! - `entries[i].index == snapshot.index + 1 + i` (dense, no holes);
+//! - `entries[i].index == offset + 1 + i` (dense, no holes), `offset <=
+//!   snapshot.index`; entries up to `snapshot.index` are the tail: committed,
+//!   applied, only ever read (sent to followers);
 //! - `applied <= committed` and `applied <= persisted`; committed entries are never
 //!   truncated (asserted);
 //! - `unstable_from` is the first index not yet handed to storage; entries below it
@@ -12,6 +23,9 @@ use super::types::{Entry, EntryPayload, Membership, Snapshot, SnapshotMeta};
 #[derive(Debug)]
 pub struct RaftLog {
     pub(crate) snapshot: SnapshotMeta,
+    /// The index before `entries[0]` and its term.
+    offset: u64,
+    offset_term: u64,
     entries: Vec<Entry>,
     pub(crate) committed: u64,
     pub(crate) applied: u64,
@@ -34,22 +48,20 @@ impl RaftLog {
             persisted: last,
             applied: snapshot.index,
             committed,
+            offset: snapshot.index,
+            offset_term: snapshot.term,
             snapshot,
             entries,
             pending_snapshot: None,
         }
     }
 
-    pub fn first_index(&self) -> u64 {
-        self.snapshot.index + 1
-    }
-
     pub fn last_index(&self) -> u64 {
-        self.snapshot.index + self.entries.len() as u64
+        self.offset + self.entries.len() as u64
     }
 
     pub fn last_term(&self) -> u64 {
-        self.entries.last().map_or(self.snapshot.term, |e| e.term)
+        self.entries.last().map_or(self.offset_term, |e| e.term)
     }
 
     /// Term of the entry at `index`; `None` when compacted away or beyond the end.
@@ -57,14 +69,18 @@ impl RaftLog {
         if index == self.snapshot.index {
             return Some(self.snapshot.term);
         }
+        if index == self.offset {
+            return Some(self.offset_term);
+        }
         self.entry(index).map(|e| e.term)
     }
 
+    /// The entry at `index`, also one of the catch-up tail.
     pub fn entry(&self, index: u64) -> Option<&Entry> {
-        if index <= self.snapshot.index {
+        if index <= self.offset {
             return None;
         }
-        self.entries.get((index - self.snapshot.index - 1) as usize)
+        self.entries.get((index - self.offset - 1) as usize)
     }
 
     pub fn matches(&self, index: u64, term: u64) -> bool {
@@ -111,7 +127,7 @@ impl RaftLog {
     }
 
     fn truncate_from(&mut self, index: u64) {
-        let keep = (index - self.snapshot.index - 1) as usize;
+        let keep = (index - self.offset - 1) as usize;
         self.entries.truncate(keep);
         self.unstable_from = self.unstable_from.min(index);
         self.persisted = self.persisted.min(index - 1);
@@ -190,8 +206,10 @@ impl RaftLog {
         self.committed.min(self.persisted) > self.applied
     }
 
-    /// The driver took a snapshot at `meta.index` (already applied): drop the prefix.
-    pub fn compact(&mut self, meta: SnapshotMeta) {
+    /// The driver took a snapshot at `meta.index` (already applied): drop the
+    /// prefix, except a catch-up tail of at most `keep_entries` entries and
+    /// `keep_bytes` bytes ending at `meta.index`.
+    pub fn compact(&mut self, meta: SnapshotMeta, keep_entries: u64, keep_bytes: usize) {
         if meta.index <= self.snapshot.index {
             return;
         }
@@ -200,9 +218,27 @@ impl RaftLog {
             self.matches(meta.index, meta.term),
             "snapshot term mismatch"
         );
-        let drop = (meta.index - self.snapshot.index) as usize;
-        self.entries.drain(..drop);
+        let mut offset = meta.index;
+        let mut bytes = 0;
+        while offset > self.offset && meta.index - offset < keep_entries {
+            let size = self.entry(offset).map_or(usize::MAX, Entry::size);
+            if size > keep_bytes - bytes {
+                break;
+            }
+            bytes += size;
+            offset -= 1;
+        }
+        if offset > self.offset {
+            self.offset_term = self.term(offset).expect("in the log");
+            self.entries.drain(..(offset - self.offset) as usize);
+            self.offset = offset;
+        }
         self.snapshot = meta;
+    }
+
+    /// Entries held that the snapshot already covers (the catch-up tail).
+    pub fn tail_len(&self) -> u64 {
+        self.snapshot.index - self.offset
     }
 
     /// Replace the whole log with a snapshot received from the leader.
@@ -210,6 +246,8 @@ impl RaftLog {
         let idx = snapshot.meta.index;
         assert!(idx > self.committed, "restoring an older snapshot");
         self.entries.clear();
+        self.offset = idx;
+        self.offset_term = snapshot.meta.term;
         self.snapshot = snapshot.meta.clone();
         self.committed = idx;
         self.applied = idx;
@@ -220,7 +258,12 @@ impl RaftLog {
 
     /// The membership in force: the last one in the log, else the snapshot's.
     pub fn membership(&self) -> (u64, Membership) {
-        for e in self.entries.iter().rev() {
+        let after_snapshot = self
+            .entries
+            .iter()
+            .rev()
+            .take_while(|e| e.index > self.snapshot.index);
+        for e in after_snapshot {
             if let EntryPayload::Membership(m) = &e.payload {
                 return (e.index, m.clone());
             }
@@ -320,6 +363,51 @@ mod tests {
         assert_eq!(l.find_conflict_by_term(6, 2), (4, 2));
         assert_eq!(l.find_conflict_by_term(9, 5), (6, 3));
         assert_eq!(l.find_conflict_by_term(6, 1), (1, 1));
+    }
+
+    fn snapshot_at(l: &RaftLog, index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index,
+            term: l.term(index).unwrap(),
+            membership: members(&["n1", "n2", "n3"], &[]),
+        }
+    }
+
+    /// A compaction keeps the last entries the snapshot covers (at most
+    /// `keep_entries`, about `keep_bytes`) readable, for followers just
+    /// behind the snapshot point; terms stay known down to the tail's start,
+    /// nothing below it, and the membership in force is still the snapshot's.
+    #[test]
+    fn compaction_keeps_a_bounded_catch_up_tail() {
+        // Entries 1..=11 (terms 1, then 2 from index 5), all committed and applied.
+        let mut l = log(&[1, 1, 1, 2, 2, 2, 2, 2, 2, 2], 11);
+        assert_eq!(l.take_committed().len(), 11);
+        l.compact(snapshot_at(&l, 8), 3, usize::MAX);
+        assert_eq!((l.snapshot.index, l.tail_len()), (8, 3));
+        assert_eq!(l.entry(5), None);
+        assert_eq!(l.term(5), Some(2), "the tail's previous term is known");
+        assert_eq!(l.term(4), None);
+        assert_eq!(l.entry(6), Some(&command(6, 2)));
+        assert_eq!(l.slice(6, 10, usize::MAX).len(), 6, "6..=11 can be sent");
+        assert_eq!((l.last_index(), l.last_term()), (11, 2));
+        assert_eq!(l.membership().0, 8, "the snapshot's, not an older entry's");
+        assert_eq!(
+            l.find_conflict_by_term(7, 1),
+            (4, 0),
+            "below the tail: unknown"
+        );
+
+        // The next compaction moves the tail; the byte bound cuts it shorter.
+        let one = command(10, 2).size();
+        l.compact(snapshot_at(&l, 10), 3, 2 * one);
+        assert_eq!((l.snapshot.index, l.tail_len()), (10, 2));
+        assert_eq!(l.entry(8), None);
+        assert_eq!(l.term(8), Some(2));
+        // No tail: exactly the old behaviour.
+        l.compact(snapshot_at(&l, 11), 0, usize::MAX);
+        assert_eq!((l.tail_len(), l.last_index(), l.last_term()), (0, 11, 2));
+        assert_eq!(l.entry(11), None);
+        assert_eq!(l.term(11), Some(2));
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Opts {
     /// Snapshot the state machine (and `compact`) every this many applied entries;
     /// 0: never.
     pub snapshot_every: u64,
+    /// The core's catch-up tail after a snapshot, in entries (0: none).
+    pub catchup_entries: u64,
     /// Persist like the node controller: one `Ready` at a time on a background job
     /// that completes `persist_delay_min..=persist_delay_max` ticks later, early messages at once,
     /// no sync when only the commit index changed (`node::persistence`).
@@ -91,6 +93,7 @@ impl Default for Opts {
             pre_vote: true,
             check_quorum: true,
             snapshot_every: 0,
+            catchup_entries: 0,
             async_persist: false,
             persist_delay_min: 0,
             persist_delay_max: 0,
@@ -113,6 +116,8 @@ impl Opts {
         c.max_inflight_bytes = self.max_inflight_bytes;
         c.pre_vote = self.pre_vote;
         c.check_quorum = self.check_quorum;
+        c.catchup_entries = self.catchup_entries;
+        c.catchup_bytes = 1 << 20;
         c
     }
 }
