@@ -181,12 +181,6 @@ pub struct RaftSection {
     pub max_inflight_bytes: u64,
 }
 
-/// The catch-up tail a node keeps after each snapshot (`core::log`): as many
-/// entries as etcd keeps, in at most 8 MiB (on top of `snapshot.every_bytes`
-/// of entries since the snapshot).
-const CATCHUP_ENTRIES: u64 = 5_000;
-const CATCHUP_BYTES: usize = 8 << 20;
-
 impl RaftSection {
     /// The consensus core's configuration for node `id` driven by a `tick`
     /// (durations become tick counts; the one place they are converted).
@@ -199,8 +193,6 @@ impl RaftSection {
         rc.max_append_entries = self.max_append_entries.max(1);
         rc.max_inflight_bytes = self.max_inflight_bytes as usize;
         rc.snapshot_retry_ticks = 30_000 / t;
-        rc.catchup_entries = CATCHUP_ENTRIES;
-        rc.catchup_bytes = CATCHUP_BYTES;
         rc
     }
 }

@@ -730,6 +730,38 @@ fn two_joiners_without_a_founder_never_elect_a_leader() {
     );
 }
 
+/// A follower killed just before the leader's snapshot point, and restarted
+/// after it, gets the entries it missed from the leader's catch-up tail (half
+/// a snapshot interval: 100 entries here), not a snapshot. (Killed, not
+/// paused: a paused one still gets the appends waiting in its socket.)
+#[test]
+fn a_follower_just_behind_the_snapshot_point_catches_up_without_a_snapshot() {
+    let every = ("RAFTLOG_SNAPSHOT__EVERY_ENTRIES", "200");
+    let c = Cluster::start_with_env(3, &[every]);
+    let l = c.wait_leader();
+    let f = c.others(l)[0];
+    let mut acked = bulk_write(&c, l, "before", 150, 100, 4);
+    c.wait_converged(&[0, 1, 2], acked.len());
+    let taken = c.metric(l, "raftlog_snapshots_total");
+    c.kill(f);
+    acked.extend(bulk_write(&c, l, "missed", 80, 100, 4));
+    wait_for(
+        "the leader's snapshot past the killed follower",
+        LONG,
+        || (c.metric(l, "raftlog_snapshots_total") > taken).then_some(()),
+    );
+    c.restart(f);
+    let log = c.wait_converged(&[0, 1, 2], acked.len());
+    check_acked(&log, &acked, "after the killed follower restarted");
+    assert_eq!(
+        c.metric(f, SNAPSHOTS_INSTALLED),
+        0.0,
+        "{} was 80 entries behind: it needed no snapshot; log tail:\n{}",
+        c.id(f),
+        tail(&c.info(f).log_path, 30)
+    );
+}
+
 /// A stopped follower misses hundreds of entries that the leader compacts away;
 /// on resume it installs a snapshot and converges. Then a brand-new node joins
 /// after compaction and gets everything.

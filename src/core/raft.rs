@@ -44,7 +44,8 @@ pub struct RaftConfig {
     /// The catch-up tail (`log`): entries a snapshot covers that stay in
     /// memory, so a follower just behind the snapshot point gets entries, not
     /// the whole snapshot. At most this many, and about this many bytes. 0 in
-    /// tests that check snapshot sending; nodes keep 5,000 / 8 MiB.
+    /// tests that check snapshot sending; nodes keep up to 5,000 / 8 MiB
+    /// (`node::runtime`).
     pub catchup_entries: u64,
     pub catchup_bytes: usize,
     /// This process start of the node, larger at every start (the driver keeps

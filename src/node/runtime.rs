@@ -63,6 +63,14 @@ fn controller_config(cfg: &Config, tick: Duration) -> ControllerConfig {
     }
 }
 
+/// The catch-up tail a node keeps after each snapshot (`core::log`): as many
+/// entries as etcd keeps, but at most half a snapshot interval
+/// (`snapshot.every_entries`), so a follower that missed more than that, or a
+/// new node, still gets a snapshot; in at most 8 MiB, on top of the entries
+/// since the snapshot (`snapshot.every_bytes`).
+const CATCHUP_ENTRIES: u64 = 5_000;
+const CATCHUP_BYTES: usize = 8 << 20;
+
 /// A follower's `Ready` up to this size is persisted on its controller's
 /// thread (while fsyncs are fast): one write of up to 64 KiB costs less than
 /// the two thread hand-offs it saves.
@@ -150,6 +158,8 @@ pub async fn run_until(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), S
     let rec = store.take_recovered();
     let snap_meta = rec.snapshot.map(|s| s.meta).unwrap_or_default();
     let mut rc = cfg.raft.core_config(&cfg.node_id, tick);
+    rc.catchup_entries = CATCHUP_ENTRIES.min(cfg.snapshot.every_entries / 2);
+    rc.catchup_bytes = CATCHUP_BYTES;
     // Durable before the node answers anyone (`crate::incarnation`).
     rc.incarnation = crate::incarnation::next(&cfg.data_dir)
         .map_err(|e| format!("data_dir: cannot write the incarnation file: {e}"))?;
