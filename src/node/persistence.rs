@@ -16,9 +16,9 @@
 //! (moved onto a blocking thread and back), so the controller does not block on
 //! a write or an fsync; except that a job may also run on the controller's
 //! thread ([`Persistence::run_inline`], a follower's small `Ready` on a fast
-//! disk), its result then taken the same way. The controller decides what to persist and what follows
-//! (see `controller::persist`); this manager only runs the jobs and keeps
-//! their bookkeeping. The rule of a `Ready`'s order (what leaves before its
+//! disk), its result then taken the same way. The controller decides what to
+//! persist and what follows (see `controller::persist`); this manager only runs
+//! the jobs and keeps their bookkeeping. The rule of a `Ready`'s order (what leaves before its
 //! fsync, whether it needs the disk, whether an fsync) is three pure functions
 //! here (`early_messages`, `needs_disk`, `needs_fsync`), which the seeded
 //! simulator's driver (`tests/common`) calls too.

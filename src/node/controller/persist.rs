@@ -82,7 +82,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     /// fsync), for a small `Ready` without a snapshot, and while the last
     /// fsync took at most `INLINE_FSYNC_MAX` (a disk that slows down costs
     /// one slow fsync here, then the blocking thread again). It saves the two
-    /// thread hand-offs of a job: 14 % of the CPU per write at one client
+    /// thread hand-offs of a job: 11-14 % of the CPU per write at one client
     /// (README, Performance). The result is taken exactly like a job's
     /// (`Persistence::run_inline`), so the order of events is unchanged.
     fn persist_inline(&self, rd: &Ready) -> bool {
