@@ -18,10 +18,10 @@
 //! thread ([`Persistence::run_inline`], a follower's small `Ready` on a fast
 //! disk), its result then taken the same way. The controller decides what to
 //! persist and what follows (see `controller::persist`); this manager only runs
-//! the jobs and keeps their bookkeeping. The rule of a `Ready`'s order (what leaves before its
-//! fsync, whether it needs the disk, whether an fsync) is three pure functions
-//! here (`early_messages`, `needs_disk`, `needs_fsync`), which the seeded
-//! simulator's driver (`tests/common`) calls too.
+//! the jobs and keeps their bookkeeping. The rule of a `Ready`'s order (what
+//! leaves before its fsync, whether it needs the disk, whether an fsync) is
+//! three pure functions here (`early_messages`, `needs_disk`, `needs_fsync`),
+//! which the seeded simulator's driver (`tests/common`) calls too.
 //!
 //! Invariants:
 //! - at most one job runs at a time, so Readies reach the disk in order;
