@@ -30,7 +30,12 @@ impl RaftNode {
         let timeout = self.randomized_timeout * if self.degraded { 3 } else { 1 };
         let may_campaign = self.is_voter() && self.repair.is_none();
         if may_campaign && (alone || self.election_elapsed >= timeout) {
-            self.missed_elections = self.missed_elections.saturating_add(1);
+            // Only a real candidacy that ran out counts: it cost the voters an
+            // fsync each. A pre-vote that ran out (refused by a voter still in
+            // its leader's lease, the usual first round of a failover) did not.
+            if matches!(self.state, RoleState::Candidate { .. }) {
+                self.missed_elections = self.missed_elections.saturating_add(1);
+            }
             self.reset_election_timeout();
             if self.cfg.pre_vote {
                 self.campaign_pre();
@@ -259,20 +264,20 @@ mod tests {
         env(from, "n1", 2, msg)
     }
 
-    /// Ticks from each campaign (a pre-vote sent) to the next, for `n` that
-    /// nobody answers, over `count` campaigns.
-    fn gaps_between_campaigns(n: &mut crate::core::RaftNode, count: usize) -> Vec<u64> {
+    /// Ticks from each campaign (`is_campaign`: a vote or pre-vote request
+    /// sent) to the next, for `n` that nobody answers, over `count` campaigns.
+    fn gaps_between_campaigns(
+        n: &mut crate::core::RaftNode,
+        count: usize,
+        is_campaign: fn(&Message) -> bool,
+    ) -> Vec<u64> {
         let mut gaps = Vec::new();
         let mut since = 0;
         while gaps.len() < count {
             n.tick();
             since += 1;
             let rd = persist(n);
-            if rd
-                .messages
-                .iter()
-                .any(|e| matches!(e.msg, Message::PreVote { .. }))
-            {
+            if rd.messages.iter().any(|e| is_campaign(&e.msg)) {
                 gaps.push(since);
                 since = 0;
             }
@@ -281,18 +286,35 @@ mod tests {
         gaps
     }
 
-    /// Failed candidacies back off: the second timeout without a leader is
-    /// drawn from twice the range, then four times, no further;
-    /// hearing a leader brings the plain range back. (Voters whose fsyncs
-    /// outlast the timeout kept a cluster without a leader for a minute
+    fn is_vote(m: &Message) -> bool {
+        matches!(m, Message::Vote { .. })
+    }
+
+    fn is_pre_vote(m: &Message) -> bool {
+        matches!(m, Message::PreVote { .. })
+    }
+
+    /// Failed candidacies back off: after the second vote round without a
+    /// leader the timeout is drawn from twice the range, then four times, no
+    /// further; hearing a leader brings the plain range back. (Voters whose
+    /// fsyncs outlast the timeout kept a cluster without a leader for a minute
     /// without this: every candidate gave up before its votes arrived.)
+    /// Pre-votes that run out do not count (they cost no fsync).
     #[test]
     fn failed_campaigns_back_off_the_election_timeout_until_a_leader_is_heard() {
         let mut n = booted("n1", &["n1", "n2", "n3"]);
         let (lo, hi) = (n.cfg.election_ticks_min, n.cfg.election_ticks_max);
-        let gaps = gaps_between_campaigns(&mut n, 7);
-        // gaps[0]: the first timeout; gaps[i]: drawn after the i-th campaign.
-        let factors = [1, 1, 2, 4, 4, 4, 4];
+        let plain = gaps_between_campaigns(&mut n, 6, is_pre_vote);
+        assert!(
+            plain.iter().all(|g| (lo..hi).contains(g)),
+            "pre-votes nobody answers: no backoff {plain:?}"
+        );
+        let mut n = booted("n1", &["n1", "n2", "n3"]);
+        n.cfg.pre_vote = false;
+        let gaps = gaps_between_campaigns(&mut n, 7, is_vote);
+        // gaps[0]: the first timeout; gaps[i]: drawn when the i-th timeout
+        // ran out (from the second on, each ended a failed vote round).
+        let factors = [1, 1, 1, 2, 4, 4, 4];
         for (gap, f) in gaps.iter().zip(factors) {
             assert!(
                 (lo * f..hi * f).contains(gap),
@@ -302,11 +324,17 @@ mod tests {
             );
         }
         // A leader of a later term is heard: back to the configured range.
-        n.step(env("n2", "n1", 5, Message::Heartbeat { commit: 1, ctx: 0 }));
+        let later = n.term + 1;
+        n.step(env(
+            "n2",
+            "n1",
+            later,
+            Message::Heartbeat { commit: 1, ctx: 0 },
+        ));
         persist(&mut n);
         assert_eq!(n.missed_elections, 0);
         assert!((lo..hi).contains(&n.randomized_timeout));
-        let gaps = gaps_between_campaigns(&mut n, 2);
+        let gaps = gaps_between_campaigns(&mut n, 2, is_vote);
         assert!((lo..hi).contains(&gaps[0]), "{gaps:?}");
         assert!((lo..hi).contains(&gaps[1]), "{gaps:?}");
     }

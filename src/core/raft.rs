@@ -223,10 +223,10 @@ pub struct RaftNode {
     pub(crate) now: u64,
     pub(crate) election_elapsed: u64,
     pub(crate) randomized_timeout: u64,
-    /// Election timeouts that ran out since this node last had a leader (heard
-    /// one or was one). From the second on, each next timeout is drawn from a
-    /// range twice as long (`BACKOFF_MAX_SHIFT` caps it): see
-    /// [`RaftNode::reset_election_timeout`].
+    /// Vote rounds (candidacies, not pre-votes) that ran out since this node
+    /// last had a leader (heard one or was one). From the second on, each next
+    /// timeout is drawn from a range twice as long (`BACKOFF_MAX_SHIFT` caps
+    /// it): see [`RaftNode::reset_election_timeout`].
     pub(crate) missed_elections: u32,
     /// Our disk is unhealthy: wait longer before campaigning (a healthy node
     /// should win instead).
@@ -524,8 +524,11 @@ impl RaftNode {
     }
 
     /// Draw the next election timeout from `[min, max)`, scaled by the
-    /// backoff: ×1 until a second timeout runs out without a leader, then ×2,
-    /// then ×4 (`BACKOFF_MAX_SHIFT`), until a leader is heard again.
+    /// backoff: ×1 until a second vote round runs out without a leader, then
+    /// ×2, then ×4 (`BACKOFF_MAX_SHIFT`), until a leader is heard again. A
+    /// pre-vote that runs out does not count: it costs no fsync, and the first
+    /// one of a failover is often refused by a voter still in its leader's
+    /// lease.
     ///
     /// Why: a candidacy needs the candidate's fsync of its term and vote and
     /// then each voter's fsync of its vote. When those take longer than the
