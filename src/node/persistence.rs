@@ -291,6 +291,11 @@ impl<S: LogStore + 'static> Persistence<S> {
         })));
     }
 
+    /// Does `rd` change the durable term or vote (an election's `Ready`)?
+    pub fn changes_term_or_vote(&self, rd: &Ready) -> bool {
+        new_term_or_vote(rd, &self.synced_term_vote)
+    }
+
     /// A local snapshot is in either phase.
     pub fn snapshotting(&self) -> bool {
         self.snapshot_sync.is_some() || self.snapshot_install.is_some()
@@ -454,11 +459,14 @@ pub fn needs_disk(rd: &Ready) -> bool {
 /// commit index is written and rides along with the next fsync (a lost commit
 /// index is relearned from the leader; what it points at was durable before it).
 pub fn needs_fsync(rd: &Ready, synced: &(u64, Option<NodeId>)) -> bool {
-    let new_term_vote = rd
-        .hard_state
+    !rd.entries.is_empty() || new_term_or_vote(rd, synced)
+}
+
+/// Does `rd` carry a term or vote other than `synced`?
+fn new_term_or_vote(rd: &Ready, synced: &(u64, Option<NodeId>)) -> bool {
+    rd.hard_state
         .as_ref()
-        .is_some_and(|h| (h.term, &h.vote) != (synced.0, &synced.1));
-    !rd.entries.is_empty() || new_term_vote
+        .is_some_and(|h| (h.term, &h.vote) != (synced.0, &synced.1))
 }
 
 /// The blocking part: write and fsync (unless `need_sync` is false, see
