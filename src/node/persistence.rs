@@ -93,6 +93,8 @@ pub struct Persistence<S> {
     snapshot_install: Option<(Snapshot, Instant)>,
     /// Deletes what local snapshot installs left dead (started at the first).
     garbage: Option<Garbage>,
+    /// The job in flight makes a new term or vote durable (an election's).
+    voting: bool,
 }
 
 /// A thread of its own that deletes the files snapshot installs left dead,
@@ -190,6 +192,7 @@ impl<S: LogStore + 'static> Persistence<S> {
             snapshot_sync: None,
             snapshot_install: None,
             garbage: None,
+            voting: false,
         }
     }
 
@@ -206,6 +209,11 @@ impl<S: LogStore + 'static> Persistence<S> {
     /// A job is running.
     pub fn busy(&self) -> bool {
         self.job.is_some()
+    }
+
+    /// A job is making a new term or vote durable.
+    pub fn persisting_vote(&self) -> bool {
+        self.job.is_some() && self.voting
     }
 
     /// A Ready waits for the disk to have room again.
@@ -241,6 +249,7 @@ impl<S: LogStore + 'static> Persistence<S> {
     /// term or vote is noted.
     pub fn finished(&mut self, p: Persisted<S>) -> Done {
         self.store = Some(p.store);
+        self.voting = false;
         if !p.garbage.is_empty() {
             self.garbage
                 .get_or_insert_with(Garbage::start)
@@ -258,6 +267,7 @@ impl<S: LogStore + 'static> Persistence<S> {
 
     /// Persist `rd`'s durable part on a blocking thread.
     pub fn start(&mut self, rd: Ready, faults: Faults) {
+        self.voting = self.changes_term_or_vote(&rd);
         let mut store = self.store.take().expect("store is home when no job runs");
         let need_sync = needs_fsync(&rd, &self.synced_term_vote);
         self.job = Some(Job::Running(tokio::task::spawn_blocking(move || {
@@ -278,6 +288,7 @@ impl<S: LogStore + 'static> Persistence<S> {
     /// at once), so the order of events is the same as with a blocking thread
     /// that finished before anything else happened.
     pub fn run_inline(&mut self, rd: Ready, faults: Faults) {
+        self.voting = false;
         let mut store = self.store.take().expect("store is home when no job runs");
         let need_sync = needs_fsync(&rd, &self.synced_term_vote);
         let mut garbage = Vec::new();

@@ -112,6 +112,46 @@ async fn a_follower_persisting_inline_answers_after_its_fsync() {
     assert_eq!((res.index, res.acks), (index, 3));
 }
 
+/// A candidate's election timer starts once its term and vote are durable:
+/// ticks while that fsync runs do not time the candidacy out (on a loaded CI
+/// disk the fsync alone outlasted the timeout, and the node gave up the
+/// candidacy before it could ask anyone). Once synced it wins.
+#[tokio::test(start_paused = true)]
+async fn a_candidate_does_not_time_out_while_its_vote_is_being_persisted() {
+    let mut c = Cluster::start(&["a", "b", "c"]);
+    c.node("a").disk.hold();
+    for _ in 0..50 {
+        if c.nodes["a"].raft().role() == crate::core::Role::Candidate {
+            break;
+        }
+        c.node("a").tick();
+        c.run(10).await;
+    }
+    assert_eq!(c.nodes["a"].raft().role(), crate::core::Role::Candidate);
+    assert!(
+        c.nodes["a"].persisting(),
+        "its term and vote are being synced"
+    );
+    let term = c.nodes["a"].raft().term();
+    for _ in 0..100 {
+        c.node("a").tick();
+        c.run(10).await;
+    }
+    let a = c.nodes["a"].raft();
+    assert_eq!(
+        (a.role(), a.term()),
+        (crate::core::Role::Candidate, term),
+        "the candidacy outlived 100 ticks of a held fsync"
+    );
+    c.node("a").disk.release();
+    c.run(50).await;
+    assert!(
+        c.nodes["a"].raft().is_leader(),
+        "a wins once its vote is durable"
+    );
+    assert_eq!(c.nodes["a"].raft().term(), term);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_follower_answers_an_append_only_after_its_fsync() {
     let mut c = Cluster::start(&["a", "b", "c"]);
