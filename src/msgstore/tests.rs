@@ -427,18 +427,13 @@ fn segments_of_earlier_versions_are_converted_on_open() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// A writer held up (its fault hook blocks until a gate opens) delays no
-/// append: the caller's queue fills, every message stays cached past the cache
-/// limit and readable, a trim lets go of nothing unwritten; once the writer
-/// goes on, a truncation is ordered after the queued appends and a sync covers
-/// everything appended before it, across a reopen.
-#[test]
-fn a_stalled_writer_holds_up_no_append_and_loses_nothing() {
-    use std::sync::{Condvar, Mutex};
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
-    let gate = Arc::new((Mutex::new(false), Condvar::new()));
-    let g = gate.clone();
+/// The writer of `s` waits (its fault hook blocks) until [`Gate::open`].
+fn hold_writer(s: &MessageStore) -> Gate {
+    let gate = Gate(Arc::new((
+        std::sync::Mutex::new(false),
+        std::sync::Condvar::new(),
+    )));
+    let g = gate.0.clone();
     s.set_write_delay(Arc::new(move || {
         let (open, cond) = &*g;
         let mut open = open.lock().unwrap();
@@ -447,6 +442,28 @@ fn a_stalled_writer_holds_up_no_append_and_loses_nothing() {
         }
         std::time::Duration::ZERO
     }));
+    gate
+}
+
+struct Gate(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    fn open(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+}
+
+/// A writer held up (its fault hook blocks until a gate opens) delays no
+/// append: the caller's queue fills, every message stays cached past the cache
+/// limit and readable, a trim lets go of nothing unwritten; once the writer
+/// goes on, a truncation is ordered after the queued appends and a sync covers
+/// everything appended before it, across a reopen.
+#[test]
+fn a_stalled_writer_holds_up_no_append_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
+    let gate = hold_writer(&s);
     let model: Vec<Bytes> = (0..3000).map(|i| msg(i, 1000)).collect();
     for m in &model {
         s.append(m.clone());
@@ -468,8 +485,7 @@ fn a_stalled_writer_holds_up_no_append_and_loses_nothing() {
     assert_eq!(s.cache_first, 0, "a trim keeps what the writer still needs");
     assert_eq!(s.read(0, 1).unwrap()[0].0, 1000);
 
-    *gate.0.lock().unwrap() = true;
-    gate.1.notify_all();
+    gate.open();
     s.truncate(2500).unwrap();
     let mut want = model[..2500].to_vec();
     for i in 2500..2600 {
@@ -500,20 +516,10 @@ fn a_stalled_writer_holds_up_no_append_and_loses_nothing() {
 /// that lacked messages acknowledged before it.
 #[test]
 fn a_detached_read_below_the_cache_includes_what_the_writer_has_not_written() {
-    use std::sync::{Condvar, Mutex};
     let dir = tempfile::tempdir().unwrap();
     let (mut s, mut model) = filled(dir.path(), 16 << 10, 3000, 1000);
     assert!(s.cache_first > 100, "3 MB do not fit the 1 MiB cache");
-    let gate = Arc::new((Mutex::new(false), Condvar::new()));
-    let g = gate.clone();
-    s.set_write_delay(Arc::new(move || {
-        let (open, cond) = &*g;
-        let mut open = open.lock().unwrap();
-        while !*open {
-            open = cond.wait(open).unwrap();
-        }
-        std::time::Duration::ZERO
-    }));
+    let gate = hold_writer(&s);
     for i in 3000..3100 {
         s.append(msg(i, 1000));
         model.push(msg(i, 1000));
@@ -554,6 +560,5 @@ fn a_detached_read_below_the_cache_includes_what_the_writer_has_not_written() {
         .unwrap()
         .is_empty());
 
-    *gate.0.lock().unwrap() = true;
-    gate.1.notify_all();
+    gate.open();
 }
