@@ -13,6 +13,7 @@
 //! - `node` depends on `core`, `wal`, `state_machine`, `api` and `transport`;
 //! - `http` depends on `api` and `node` (the fault switch), never on `transport`.
 
+pub mod alloc;
 pub mod api;
 pub mod backoff;
 pub mod bench;

@@ -15,6 +15,10 @@ use raftlog::bench::{self, BenchArgs};
 use raftlog::config::{self, Config, LogFormat, ServeArgs};
 use raftlog::dev::{self, DevArgs};
 
+/// mimalloc instead of glibc's malloc, tuned by `raftlog::alloc::tune` (why: there).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for an invalid configuration or command line.
 const EXIT_BAD_CONFIG: u8 = 2;
 
@@ -41,6 +45,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    raftlog::alloc::tune();
     let cli = Cli::parse();
     match cli.command {
         Command::Client(cmd) => run_client(cmd),
