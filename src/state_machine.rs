@@ -147,8 +147,11 @@ impl StateMachine {
         self.messages.repair()
     }
 
-    /// Hands messages the writer's full queue left behind to the message
-    /// store's writer (call it every tick; see `msgstore` on backpressure).
+    /// Hands what was appended since the last call to the message store's
+    /// writer, as far as its queue takes it (see `msgstore` on backpressure).
+    /// Applying does not: the controller calls this once per loop turn, after
+    /// everything the turn applied, and every tick, so a turn that applies a
+    /// hundred entries wakes the writer thread once, not a hundred times.
     pub fn hand_over(&mut self) {
         self.messages.hand_over();
     }
@@ -304,7 +307,6 @@ impl StateMachine {
         for m in a.messages {
             self.messages.append(m);
         }
-        self.messages.hand_over();
         if let Some(k) = a.key {
             self.remember(k, Landed::appended(next, e.index, e.term, count));
         }

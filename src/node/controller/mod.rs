@@ -281,6 +281,8 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn after_turn(&mut self) -> Result<(), WalError> {
         self.flush_read_index_batch();
         self.drive_ready()?;
+        // What this turn applied goes to the message store's writer in one go.
+        self.sm.hand_over();
         self.publish_applied();
         self.maybe_snapshot();
         self.sync_peers();
