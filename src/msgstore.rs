@@ -26,8 +26,9 @@
 //! queue order.
 //!
 //! Backpressure: when the queue is full, messages stay in the cache (no copy:
-//! the queue holds references to them) and are handed over at the next append
-//! or tick. Nothing on the controller waits for the writer: commits, applies,
+//! the queue holds references to them) and are handed over at the next call
+//! (the controller makes one per loop turn, after all the turn applied, and one
+//! per tick). Nothing on the controller waits for the writer: commits, applies,
 //! heartbeats and votes go on. The cost is memory: the cache holds everything
 //! the writer has not written. Two limits bound it: while the writer is behind
 //! by more than [`SNAPSHOT_BACKLOG`] bytes (or its queue is full) no local
