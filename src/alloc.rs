@@ -4,8 +4,9 @@
 //! malloc/free (chunk consolidation on free, `unlink_chunk`); with mimalloc,
 //! 100-byte writes cost 12-13 % less CPU each at 64 and 256 clients and went
 //! 11-12 % faster (README, Performance: "the allocator"). The price, measured:
-//! 64 KiB writes cost about 13 % more CPU, because mimalloc hands freed large
-//! blocks back to the kernel and faults them in again where glibc keeps them.
+//! 64 KiB writes cost about 13 % more CPU, most likely because mimalloc hands
+//! freed large blocks back to the kernel and faults them in again where glibc
+//! keeps them (the shorter the purge delay, the dearer).
 //! Its default keeps freed memory a second (`purge_delay`), which put a node's
 //! RSS at 180-200 MiB after a burst of 64 KiB messages (glibc: 117-142 MiB);
 //! [`tune`] returns it after 100 ms and commits arenas only as they are used,
