@@ -14,7 +14,7 @@
 //! (at once: 64 KiB writes 18 % dearer); mimalloc v2 kept large messages level
 //! only by holding 210-227 MiB per node.
 
-use std::os::raw::{c_int, c_long};
+use std::ffi::{c_int, c_long};
 
 /// Positions in mimalloc v3's `mi_option_e` (`mimalloc.h`); the crate does not
 /// name these two. `tests::the_option_numbers_name_the_options_meant` checks

@@ -261,9 +261,10 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.health.set_storage_error(Some(e.to_string()));
     }
 
-    /// Every tick: messages the message store's full queue left behind go to
-    /// its writer. A failed message store refuses writes (like a full WAL disk)
-    /// and is retried about once a second; reads go on from its cache.
+    /// Every tick: a failed message store refuses writes (like a full WAL
+    /// disk) and is retried about once a second; reads go on from its cache.
+    /// (`after_turn` hands messages over at the end of every turn; the call
+    /// here is for the writer's failure it polls, seen in this very tick.)
     pub(crate) fn repair_messages(&mut self) {
         self.sm.hand_over();
         let Some(e) = self.sm.failure().map(str::to_string) else {
