@@ -42,16 +42,50 @@ fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Start offsets of every record in a segment file.
-fn record_offsets(path: &Path) -> Vec<usize> {
+/// Start offsets of every record in a segment file, and where the last one
+/// ends (only zero bytes after it: the preallocated space, or nothing).
+fn records(path: &Path) -> (Vec<usize>, usize) {
     let data = bytes::Bytes::from(fs::read(path).unwrap());
     let mut out = Vec::new();
     let mut at = 0;
-    while let Some((_, next)) = codec::read_frame(&data, at).unwrap() {
-        out.push(at);
-        at = next;
+    loop {
+        match codec::read_frame(&data, at) {
+            Ok(Some((_, next))) => {
+                out.push(at);
+                at = next;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                assert!(data[at..].iter().all(|&b| b == 0), "{e:?} at {at}");
+                break;
+            }
+        }
     }
-    out
+    (out, at)
+}
+
+fn record_offsets(path: &Path) -> Vec<usize> {
+    records(path).0
+}
+
+/// Where the records of a segment file end.
+fn records_end(path: &Path) -> usize {
+    records(path).1
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+fn set_len(path: &Path, len: u64) {
+    let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_len(len).unwrap();
+}
+
+/// The records of `path` end at `end`, and the file is preallocated again.
+fn assert_cut_at(path: &Path, end: usize) {
+    assert_eq!(records_end(path), end, "records end at the last valid one");
+    assert_eq!(file_len(path), DEFAULT_SEGMENT_BYTES, "preallocated again");
 }
 
 fn flip_bit(path: &Path, offset: usize) {
@@ -154,22 +188,12 @@ fn torn_final_record_is_cut_and_earlier_entries_survive() {
     let dir = tempdir();
     let seg = three_batches(dir.path());
     let offsets = record_offsets(&seg);
-    let len = fs::metadata(&seg).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    set_len(&seg, records_end(&seg) as u64 - 3);
 
     let mut store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
     assert_eq!(store.recovered().entries, entries(1, 7, 1));
     assert_eq!(store.recovered().hard_state, hs(1, 0));
-    assert_eq!(
-        fs::metadata(&seg).unwrap().len(),
-        *offsets.last().unwrap() as u64,
-        "file cut to the last valid record"
-    );
+    assert_cut_at(&seg, *offsets.last().unwrap());
     store.append(&entries(7, 9, 2)).unwrap();
     store.sync().unwrap();
     let store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
@@ -180,20 +204,90 @@ fn torn_final_record_is_cut_and_earlier_entries_survive() {
     assert_eq!(store.recovered().entries, want);
 }
 
+/// The active segment is preallocated (its records followed by zeros); a
+/// reopen reads the zeros as the end of the stream, keeps them for the next
+/// appends, and does not count them as a torn tail.
 #[test]
-fn zero_filled_tail_is_cut() {
+fn a_zero_tail_in_the_last_segment_is_its_preallocated_space() {
     let dir = tempdir();
     let seg = three_batches(dir.path());
-    let len = fs::metadata(&seg).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(len + 4096)
-        .unwrap();
+    assert_eq!(file_len(&seg), DEFAULT_SEGMENT_BYTES, "preallocated");
+    let end = records_end(&seg);
+    let mut store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    assert_eq!(store.recovered().entries, entries(1, 10, 1));
+    assert_eq!(file_len(&seg), DEFAULT_SEGMENT_BYTES, "kept, not cut");
+    store.append(&entries(10, 12, 1)).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    assert!(records_end(&seg) > end, "appended inside the file");
+    assert_eq!(file_len(&seg), DEFAULT_SEGMENT_BYTES);
+    let store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    assert_eq!(store.recovered().entries, entries(1, 12, 1));
+}
+
+/// A segment written without preallocation (an older build, or one whose
+/// preallocation was cut with a torn tail) is preallocated when reopened.
+#[test]
+fn a_segment_without_its_zero_tail_is_preallocated_on_open() {
+    let dir = tempdir();
+    let seg = three_batches(dir.path());
+    let end = records_end(&seg);
+    set_len(&seg, end as u64);
     let store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
     assert_eq!(store.recovered().entries, entries(1, 10, 1));
-    assert_eq!(fs::metadata(&seg).unwrap().len(), len);
+    assert_cut_at(&seg, end);
+}
+
+/// A torn record written into the preallocated space (its first bytes landed,
+/// the rest is still zeros) is cut like any torn tail.
+#[test]
+fn a_torn_record_in_the_preallocated_space_is_cut() {
+    let dir = tempdir();
+    let seg = three_batches(dir.path());
+    let (offsets, end) = records(&seg);
+    let data = fs::read(&seg).unwrap();
+    let last = *offsets.last().unwrap();
+    let file = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(&data[last..last + 12], end as u64)
+        .unwrap();
+    drop(file);
+    let mut store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    assert_eq!(store.recovered().entries, entries(1, 10, 1));
+    assert_cut_at(&seg, end);
+    store.append(&entries(10, 11, 1)).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    assert_eq!(store.recovered().entries, entries(1, 11, 1));
+}
+
+/// Sealed segments are trimmed to their records when the next one starts;
+/// only the active one has a zero tail, and zeros after a sealed segment's
+/// records are corruption (the trim was synced before the next segment existed).
+#[test]
+fn sealed_segments_have_no_zero_tail_and_one_that_does_fails_open() {
+    let dir = tempdir();
+    let mut store = DiskStore::open(dir.path(), 512).unwrap();
+    for lo in (1..90).step_by(3) {
+        store.append(&entries(lo, lo + 3, 1)).unwrap();
+        store.sync().unwrap();
+    }
+    drop(store);
+    let segs = segments(dir.path());
+    assert!(segs.len() > 2, "512-byte segments must have rolled");
+    let (active, sealed) = segs.split_last().unwrap();
+    for seg in sealed {
+        assert_eq!(file_len(seg), records_end(seg) as u64, "{seg:?} trimmed");
+    }
+    // (A batch may run past the segment size before the next append rolls.)
+    assert!(
+        file_len(active) >= 512,
+        "the active segment is preallocated"
+    );
+    let end = file_len(&sealed[0]);
+    set_len(&sealed[0], end + 64);
+    assert_corrupt(DiskStore::open(dir.path(), 512), &sealed[0], end as usize);
 }
 
 #[test]
@@ -204,7 +298,7 @@ fn flipped_bit_in_last_record_is_cut() {
     flip_bit(&seg, last + 20);
     let store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
     assert_eq!(store.recovered().entries, entries(1, 7, 1));
-    assert_eq!(fs::metadata(&seg).unwrap().len(), last as u64);
+    assert_cut_at(&seg, last);
 }
 
 #[test]
@@ -519,10 +613,9 @@ fn crash_at_every_write_point(seed: u64) {
         apply(&mut oracle, call);
         states.push(oracle.crash_keep(oracle.pending_ops()).recovered().clone());
         if let Call::Sync = call {
-            let bytes = segments(dir.path())
-                .iter()
-                .map(|p| fs::metadata(p).unwrap().len() as usize)
-                .sum();
+            // Sealed segments end at their records; the active one's zero
+            // tail is not part of the stream.
+            let bytes = segments(dir.path()).iter().map(|p| records_end(p)).sum();
             synced.push((i + 1, bytes));
         }
     }

@@ -19,9 +19,22 @@
 //! records back from the files (or the buffer), guided by an in-memory index of one
 //! small `Slot` per entry, so memory does not grow with payload sizes.
 //!
+//! Preallocation: the active segment's file is extended to `segment_bytes` when
+//! it is created or reopened (sparse: `ftruncate`, one fsync), so an append
+//! writes inside the file's size and its `fdatasync` has no size change to commit
+//! to the file system's journal. On this machine's ext4 that takes 15-30 % off an
+//! fdatasync of a 180-byte append (`bench/fsync-append.py`, three writers at once
+//! as three nodes on one disk: p50 0.21-0.28 ms growing the file, 0.18-0.20 ms
+//! inside it; `fallocate` did no better than the sparse size, which also works
+//! on file systems without it, such as the power-loss tests' FUSE). A segment is
+//! trimmed to its records, and that trim synced, before the next one is
+//! created, so only the last segment ever has a zero tail (as etcd's WAL does).
+//!
 //! Recovery rules (`open`):
 //! - load the newest snapshot file that decodes (stray `*.tmp` files are removed);
 //! - replay every segment in order; hard state = the last hard-state record;
+//! - in the last segment, nothing but zero bytes after the last valid record is
+//!   its preallocated space: the end of the stream, kept for the next appends;
 //! - a bad record in the *last* segment with no valid record anywhere after it is
 //!   a torn tail: the file is truncated there, fsynced, and a warning logged;
 //! - a bad record followed by a valid one, a bad record in an earlier segment, or a
@@ -34,7 +47,8 @@
 //! Invariants:
 //! - every file and directory is created, renamed and removed through
 //!   [`crate::durable`] (parent fsynced before the call returns);
-//! - only the last segment is ever written; earlier ones are synced and sealed;
+//! - only the last segment is ever written; earlier ones are synced, trimmed to
+//!   their records and sealed (a zero tail in a sealed segment is corruption);
 //! - every segment begins with a hard-state record (the hard state in force when it
 //!   was started), so deleting older segments never loses term or vote;
 //! - `install_snapshot` syncs pending records, makes the snapshot file durable
@@ -169,7 +183,8 @@ fn segment_path(dir: &Path, name: u64) -> PathBuf {
 pub struct DiskUsage {
     /// Segment files.
     pub segments: usize,
-    /// Their total size in bytes.
+    /// Their total size in bytes (the active one's whole preallocated size,
+    /// most of it sparse).
     pub segment_bytes: u64,
 }
 
@@ -408,6 +423,8 @@ fn recover_segment(
     loop {
         match codec::read_frame(&data, at) {
             Ok(None) => break,
+            // The preallocated space after the last record.
+            Err(_) if is_last && data[at..].iter().all(|&b| b == 0) => break,
             Ok(Some((rec, next))) => {
                 let loc = Loc {
                     seg: name,
@@ -448,9 +465,10 @@ fn cut_tail(
             format!("{reason} (in a sealed segment)"),
         ));
     }
-    if let Some(p) =
-        (at + 1..data.len()).find(|&p| matches!(codec::read_frame(data, p), Ok(Some(_))))
-    {
+    // A valid frame starts with a non-zero length, so none starts in the zero
+    // bytes of the preallocated tail: the search ends at the last non-zero byte.
+    let end = data.iter().rposition(|&b| b != 0).map_or(at, |p| p + 1);
+    if let Some(p) = (at + 1..end).find(|&p| matches!(codec::read_frame(data, p), Ok(Some(_)))) {
         return Err(corrupt(
             path,
             at as u64,
@@ -458,7 +476,7 @@ fn cut_tail(
         ));
     }
     tracing::warn!(
-        path = %path.display(), offset = at, cut_bytes = data.len() - at, %reason,
+        path = %path.display(), offset = at, cut_bytes = end.max(at) - at, %reason,
         "cutting torn WAL tail"
     );
     file.set_len(at as u64).ctx(path)?;
@@ -477,9 +495,10 @@ fn create_dirs(dir: &Path) -> Result<(), WalError> {
     durable::sync_dir(dir).ctx(dir)
 }
 
-/// Creates segment `name`; its directory entry is durable before any record in
-/// it is synced (and so before any of them is reported durable).
-fn create_segment(dir: &Path, name: u64) -> Result<Segment, WalError> {
+/// Creates segment `name`, preallocated to `size` bytes; its directory entry is
+/// durable before any record in it is synced (and so before any of them is
+/// reported durable).
+fn create_segment(dir: &Path, name: u64, size: u64) -> Result<Segment, WalError> {
     let path = segment_path(dir, name);
     let opts = OpenOptions::new()
         .read(true)
@@ -487,11 +506,28 @@ fn create_segment(dir: &Path, name: u64) -> Result<Segment, WalError> {
         .create_new(true)
         .clone();
     let file = durable::create_file_durable(&path, &opts).ctx(&path)?;
-    Ok(Segment {
+    let seg = Segment {
         path,
         file,
         written: 0,
-    })
+    };
+    seg.resize(size)?;
+    Ok(seg)
+}
+
+impl Segment {
+    /// Sets the file's size to `size` (zeros past `written` when it grows, see
+    /// the module docs) and syncs it, so that the size is durable before any
+    /// record written inside it is reported durable.
+    fn resize(&self, size: u64) -> Result<(), WalError> {
+        debug_assert!(size >= self.written, "never cut into records");
+        let len = self.file.metadata().ctx(&self.path)?.len();
+        if len == size {
+            return Ok(());
+        }
+        self.file.set_len(size).ctx(&self.path)?;
+        self.file.sync_all().ctx(&self.path)
+    }
 }
 
 /// Writes `buf` at the end of `seg` and fdatasyncs. On error also says whether the
@@ -560,10 +596,14 @@ impl DiskStore {
         };
         match store.segments.get(&store.active) {
             None => store.start_segment(store.last_index() + 1)?,
-            Some(seg) if seg.written == 0 => {
-                codec::encode_hard_state(&mut store.buf, &store.hard_state)
+            Some(seg) => {
+                // Preallocated again (a torn tail was cut, or an older build
+                // wrote it); a full one is left as it is, the next append rolls.
+                seg.resize(segment_bytes.max(seg.file.metadata().ctx(&seg.path)?.len()))?;
+                if seg.written == 0 {
+                    codec::encode_hard_state(&mut store.buf, &store.hard_state)
+                }
             }
-            Some(_) => {}
         }
         Ok(store)
     }
@@ -594,7 +634,11 @@ impl DiskStore {
 
     /// Creates segment `name`, makes it active and starts it with the hard state.
     fn start_segment(&mut self, name: u64) -> Result<(), WalError> {
-        let seg = create_segment(&self.dir, name)?;
+        if let Some(sealed) = self.segments.get(&self.active) {
+            // Trimmed (and synced) first: a sealed segment has no zero tail.
+            sealed.resize(sealed.written)?;
+        }
+        let seg = create_segment(&self.dir, name, self.segment_bytes)?;
         self.segments.insert(name, seg);
         self.active = name;
         codec::encode_hard_state(&mut self.buf, &self.hard_state);
