@@ -119,6 +119,12 @@ pub struct StateMachine {
     install_dir: Option<std::path::PathBuf>,
 }
 
+/// Bytes waiting for the message store's writer at which a loop turn hands
+/// them over rather than leaving them to the next tick. Each hand-over wakes
+/// the writer's thread: at one client (a turn per write) that was 11 % of the
+/// CPU per write (README, Performance); a tick is 50 ms by default.
+pub const HAND_OVER_BYTES: usize = 64 << 10;
+
 impl StateMachine {
     /// A state machine keeping its messages in memory (tests).
     pub fn new(idempotency_window: usize) -> Self {
@@ -149,11 +155,21 @@ impl StateMachine {
 
     /// Hands what was appended since the last call to the message store's
     /// writer, as far as its queue takes it (see `msgstore` on backpressure).
-    /// Applying does not: the controller calls this once per loop turn, after
-    /// everything the turn applied, and every tick, so a turn that applies a
-    /// hundred entries wakes the writer thread once, not a hundred times.
+    /// Applying does not: the controller calls this every tick, and
+    /// [`StateMachine::hand_over_if_due`] after each loop turn, so the writer
+    /// thread is woken once for many entries, not once per entry.
     pub fn hand_over(&mut self) {
         self.messages.hand_over();
+    }
+
+    /// [`StateMachine::hand_over`] once at least [`HAND_OVER_BYTES`] wait for
+    /// the writer; the tick hands over the rest. Nothing waits for the writer
+    /// (reads come from the cache until it has written; a snapshot's manifest
+    /// hands everything over itself), so a small write does not have to wake it.
+    pub fn hand_over_if_due(&mut self) {
+        if self.messages.backlog_bytes() >= HAND_OVER_BYTES {
+            self.messages.hand_over();
+        }
     }
 
     /// The message store's writer is behind (by more than

@@ -476,6 +476,10 @@ fn a_stalled_writer_holds_up_no_append_and_loses_nothing() {
     );
     assert!(s.behind(0));
     assert!(
+        s.behind(usize::MAX),
+        "a full queue is behind whatever the bytes"
+    );
+    assert!(
         s.cache_bytes > 2 * MIN_CACHE,
         "nothing unwritten leaves the cache"
     );
@@ -561,4 +565,24 @@ fn a_detached_read_below_the_cache_includes_what_the_writer_has_not_written() {
         .is_empty());
 
     gate.open();
+}
+
+/// Messages the caller has not handed over yet (it waits for a tick, or for
+/// more of them) are not a writer behind: only a queue with no room, or more
+/// unwritten bytes than asked, hold up a snapshot.
+#[test]
+fn messages_not_yet_handed_over_are_not_a_writer_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = MessageStore::open(dir.path(), 16 << 10, 0).unwrap();
+    for i in 0..10 {
+        s.append(msg(i, 100));
+    }
+    assert!(s.handed < s.len(), "nothing handed over yet");
+    assert!(!s.behind(1 << 20));
+    assert!(s.behind(500), "more unwritten bytes than asked");
+    s.hand_over();
+    s.sync_handle().unwrap().run().unwrap();
+    assert_eq!(s.written(), 10);
+    assert_eq!(s.current_backlog_bytes(), 0);
+    assert!(!s.behind(0));
 }

@@ -281,8 +281,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
     fn after_turn(&mut self) -> Result<(), WalError> {
         self.flush_read_index_batch();
         self.drive_ready()?;
-        // What this turn applied goes to the message store's writer in one go.
-        self.sm.hand_over();
+        // What this turn applied goes to the message store's writer once
+        // enough waits (the tick's `repair_messages` hands over the rest).
+        self.sm.hand_over_if_due();
         self.publish_applied();
         self.maybe_snapshot();
         self.sync_peers();

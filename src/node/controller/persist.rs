@@ -261,10 +261,11 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.health.set_storage_error(Some(e.to_string()));
     }
 
-    /// Every tick: a failed message store refuses writes (like a full WAL
-    /// disk) and is retried about once a second; reads go on from its cache.
-    /// (`after_turn` hands messages over at the end of every turn; the call
-    /// here is for the writer's failure it polls, seen in this very tick.)
+    /// Every tick: what the turns left for the message store's writer is
+    /// handed over (`after_turn` does only once `HAND_OVER_BYTES` wait), and
+    /// the writer's failure polled; a failed message store refuses writes (like
+    /// a full WAL disk) and is retried about once a second; reads go on from
+    /// its cache.
     pub(crate) fn repair_messages(&mut self) {
         self.sm.hand_over();
         let Some(e) = self.sm.failure().map(str::to_string) else {
