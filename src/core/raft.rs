@@ -233,10 +233,6 @@ pub struct RaftNode {
     pub(crate) degraded: bool,
     /// Repairing after disk damage (see `repair`): no votes, not counted.
     pub(crate) repair: Option<super::repair::Repair>,
-    /// (term, index): the highest index this node answered an append with
-    /// success in that term (the answer made, maybe not yet sent); lets a
-    /// follower leave a bare commit notice unanswered (`on_append`).
-    pub(crate) answered: (u64, u64),
     // Outputs.
     pub(crate) msgs: Vec<Envelope>,
     pub(crate) read_states: Vec<ReadState>,
@@ -269,7 +265,6 @@ impl RaftNode {
             missed_elections: 0,
             degraded: false,
             repair: None,
-            answered: (0, 0),
             msgs: Vec::new(),
             read_states: Vec::new(),
             role_changes: Vec::new(),
@@ -642,68 +637,6 @@ mod tests {
             "the heartbeat is answered in term 3: {:?}",
             rd.messages
         );
-    }
-
-    fn append(prev_index: u64, entries: Vec<Entry>, commit: u64) -> Message {
-        Message::Append {
-            prev_index,
-            prev_term: if prev_index == 1 { 1 } else { 2 },
-            entries,
-            commit,
-        }
-    }
-
-    fn answers(rd: &Ready) -> Vec<(bool, u64)> {
-        rd.messages
-            .iter()
-            .filter_map(|e| match e.msg {
-                Message::AppendResp { success, index, .. } => Some((success, index)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// A follower that answered an entry leaves the leader's bare commit notice
-    /// for it unanswered (the leader learns nothing from a second answer); the
-    /// same notice again, teaching nothing new (a leader resending after a
-    /// heartbeat found this node behind: its answer was lost), is answered.
-    #[test]
-    fn a_bare_commit_notice_is_answered_only_when_it_teaches_nothing_new() {
-        let mut n = booted("n2", &["n1", "n2", "n3"]);
-        n.step(env("n1", "n2", 2, append(1, vec![command(2, 2)], 1)));
-        assert_eq!(answers(&persist(&mut n)), [(true, 2)]);
-        n.step(env("n1", "n2", 2, append(2, vec![], 2)));
-        let rd = persist(&mut n);
-        assert_eq!(rd.committed.len(), 1, "the notice commits entry 2");
-        assert_eq!(answers(&rd), [], "already answered through 2");
-        n.step(env("n1", "n2", 2, append(2, vec![], 2)));
-        assert_eq!(
-            answers(&persist(&mut n)),
-            [(true, 2)],
-            "a resend is answered"
-        );
-        // An append with entries is always answered, whatever it commits.
-        n.step(env("n1", "n2", 2, append(2, vec![command(3, 2)], 3)));
-        assert_eq!(answers(&persist(&mut n)), [(true, 3)]);
-    }
-
-    /// Answers of an earlier term do not count: a new leader's first commit
-    /// notice is answered. An answer made but still held for its fsync does
-    /// count: it leaves once the entries are durable.
-    #[test]
-    fn a_commit_notice_is_answered_when_this_term_has_no_answer_covering_it() {
-        let mut n = booted("n2", &["n1", "n2", "n3"]);
-        n.step(env("n1", "n2", 2, append(1, vec![command(2, 2)], 1)));
-        assert_eq!(answers(&persist(&mut n)), [(true, 2)]);
-        n.step(env("n3", "n2", 3, append(2, vec![], 2)));
-        assert_eq!(answers(&persist(&mut n)), [(true, 2)], "a new term");
-        // The notice arrives while the entry's answer waits for its fsync.
-        let mut m = booted("n2", &["n1", "n2", "n3"]);
-        m.step(env("n1", "n2", 2, append(1, vec![command(2, 2)], 1)));
-        m.step(env("n1", "n2", 2, append(2, vec![], 2)));
-        let rd = persist(&mut m);
-        assert_eq!(answers(&rd), [(true, 2)], "one answer, after the fsync");
-        assert_eq!(rd.committed.len(), 1, "applied after the same fsync");
     }
 
     #[test]

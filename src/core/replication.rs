@@ -142,24 +142,8 @@ impl RaftNode {
         {
             self.refresh_membership();
         }
-        let learned_commit = self.log.commit_to(commit.min(last_match));
-        if entries.is_empty() && learned_commit && self.answered_through(last_match) {
-            return; // a bare commit notice (see `answered_through`)
-        }
+        self.log.commit_to(commit.min(last_match));
         self.reply_append(from, true, last_match, 0, 0);
-    }
-
-    /// May a successful append that carried no entries but a new commit index
-    /// go unanswered? Yes when this node already answered success up to
-    /// `last_match` in this term (that answer is sent or held until durable)
-    /// and is not repairing (its answers carry that flag): the leader learns
-    /// nothing from a second answer. At one client the leader's commit notice
-    /// after each write was answered by both followers, 2 of the 8 messages of
-    /// a write. A notice that teaches nothing new (the leader resending after
-    /// a heartbeat found the follower behind: a lost answer) is answered, so a
-    /// lost answer still costs only a heartbeat.
-    fn answered_through(&self, last_match: u64) -> bool {
-        self.repair.is_none() && self.answered.0 == self.term && self.answered.1 >= last_match
     }
 
     fn reply_append(
@@ -181,14 +165,6 @@ impl RaftNode {
                 incarnation: self.cfg.incarnation,
             },
         );
-        if success {
-            let through = if self.answered.0 == self.term {
-                self.answered.1
-            } else {
-                0
-            };
-            self.answered = (self.term, through.max(index));
-        }
     }
 
     /// Follower side of a snapshot.
