@@ -121,7 +121,7 @@ pub struct StateMachine {
 
 /// Bytes waiting for the message store's writer at which a loop turn hands
 /// them over rather than leaving them to the next tick. Each hand-over wakes
-/// the writer's thread: at one client (a turn per write) that was 11 % of the
+/// the writer's thread: at one client (a turn per write) that was 5-9 % of the
 /// CPU per write (README, Performance); a tick is 50 ms by default.
 pub const HAND_OVER_BYTES: usize = 64 << 10;
 
