@@ -2,7 +2,7 @@
 //! store's behaviour under torn tails, flipped bits, roll-over, compaction and a
 //! crash at every byte of the written stream.
 
-use raftlog::core::types::{Entry, HardState};
+use raftlog::core::types::{Entry, EntryPayload, HardState};
 use raftlog::wal::codec;
 use raftlog::wal::conformance::{entries, run_suite, snapshot};
 use raftlog::wal::disk::DEFAULT_SEGMENT_BYTES;
@@ -223,6 +223,35 @@ fn a_zero_tail_in_the_last_segment_is_its_preallocated_space() {
     assert_eq!(file_len(&seg), DEFAULT_SEGMENT_BYTES);
     let store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
     assert_eq!(store.recovered().entries, entries(1, 12, 1));
+}
+
+/// Records that end in zero bytes (a command ending in zeros, a hard state
+/// with commit 0), last before the preallocated zeros, are recovered whole.
+#[test]
+fn last_records_ending_in_zero_bytes_survive_a_reopen() {
+    let dir = tempdir();
+    let mut store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    let e = Entry {
+        index: 1,
+        term: 1,
+        payload: EntryPayload::Command(bytes::Bytes::from_static(b"x\0\0\0\0\0\0\0\0")),
+    };
+    store.append(std::slice::from_ref(&e)).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let mut store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    assert_eq!(store.recovered().entries, vec![e.clone()]);
+    let h = HardState {
+        term: 5,
+        vote: None,
+        commit: 0,
+    };
+    store.set_hard_state(&h).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let store = DiskStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    assert_eq!(store.recovered().entries, vec![e]);
+    assert_eq!(store.recovered().hard_state, h);
 }
 
 /// A segment written without preallocation (an older build, or one whose

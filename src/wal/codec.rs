@@ -336,6 +336,22 @@ pub fn decode_record(payload: &Bytes) -> Result<Record, CodecError> {
     Ok(rec)
 }
 
+/// Where the chain of frames from offset 0 ends, judged by their lengths alone
+/// (no checksum, no decoding): at the first frame whose header is torn, whose
+/// length is zero or too large, or that runs past the end of `buf`. Every
+/// valid record of a segment lies before it.
+pub fn frames_end(buf: &[u8]) -> usize {
+    let mut at = 0;
+    while buf.len() - at >= FRAME_HEADER {
+        let len = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > MAX_PAYLOAD || len > buf.len() - at - FRAME_HEADER {
+            break;
+        }
+        at += FRAME_HEADER + len;
+    }
+    at
+}
+
 /// Reads the frame starting at `at`. `Ok(None)` means `at` is exactly the end of
 /// `buf`; `Ok(Some((record, next)))` gives the record and the offset after it.
 pub fn read_frame(buf: &Bytes, at: usize) -> Result<Option<(Record, usize)>, CodecError> {

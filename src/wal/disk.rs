@@ -418,13 +418,15 @@ fn recover_segment(
         .write(true)
         .open(&path)
         .ctx(&path)?;
-    let data = read_all(&mut file, &path)?;
+    let mut data = read_all(&mut file, &path)?;
+    if is_last {
+        // Its preallocated space goes: the records then end at its end.
+        data = without_zero_tail(data);
+    }
     let mut at = 0;
     loop {
         match codec::read_frame(&data, at) {
             Ok(None) => break,
-            // The preallocated space after the last record.
-            Err(_) if is_last && data[at..].iter().all(|&b| b == 0) => break,
             Ok(Some((rec, next))) => {
                 let loc = Loc {
                     seg: name,
@@ -447,6 +449,22 @@ fn recover_segment(
         file,
         written: at as u64,
     })
+}
+
+/// The last segment's `data` without its preallocated space (nothing but
+/// zero bytes after its chain of frames), in a buffer of its own size: the
+/// entries recovered from it are slices that keep the buffer alive until they
+/// are compacted, and a preallocated segment is `segment_bytes` long however
+/// little it holds (restarted nodes held 64 MiB more until their next
+/// snapshot). The cut follows the frames' lengths, never trailing zeros alone:
+/// a record may end in zero bytes. Anything else after the frames (a torn
+/// record) keeps the whole buffer for the torn-tail rules.
+fn without_zero_tail(data: Bytes) -> Bytes {
+    let end = codec::frames_end(&data);
+    if end == data.len() || data[end..].iter().any(|&b| b != 0) {
+        return data;
+    }
+    Bytes::copy_from_slice(&data[..end])
 }
 
 /// A bad record at `at`: a torn tail (cut it) or corruption (fail).
@@ -935,6 +953,54 @@ mod garbage_tests {
             assert_eq!((s.snapshot_index(), s.last_index()), (55, 60));
             assert_eq!(s.entries(56, 61).unwrap().len(), 5);
         }
+    }
+}
+
+#[cfg(test)]
+mod zero_tail_tests {
+    use super::*;
+    use crate::core::types::EntryPayload;
+
+    fn framed(payloads: &[&[u8]]) -> Vec<u8> {
+        let entries: Vec<Entry> = (1..=payloads.len() as u64)
+            .map(|i| Entry {
+                index: i,
+                term: 1,
+                payload: EntryPayload::Command(Bytes::copy_from_slice(payloads[i as usize - 1])),
+            })
+            .collect();
+        let mut out = Vec::new();
+        for e in &entries {
+            codec::encode_entries(&mut out, std::slice::from_ref(e)).unwrap();
+        }
+        out
+    }
+
+    /// The preallocated space is cut where the frames end, not at the last
+    /// non-zero byte: a record ending in zero bytes keeps them.
+    #[test]
+    fn the_zero_tail_is_cut_where_the_frames_end() {
+        let records = framed(&[b"a", b"ends in zeros\0\0\0\0\0\0\0\0"]);
+        let mut data = records.clone();
+        data.resize(records.len() + 4096, 0);
+        let kept = without_zero_tail(Bytes::from(data));
+        assert_eq!(kept, records, "both records whole, no zero tail");
+        assert_eq!(without_zero_tail(Bytes::from(records.clone())), records);
+        // A torn record after them (its header whole, its length reaching into
+        // the zeros): only zeros are ever dropped, the torn bytes stay for the
+        // torn-tail rules.
+        let mut torn = records.clone();
+        torn.extend_from_slice(&records[..10]);
+        let torn_end = torn.len();
+        torn.resize(torn_end + 4096, 0);
+        let kept = without_zero_tail(Bytes::from(torn.clone()));
+        assert!(kept.len() >= torn_end && kept.len() < torn.len());
+        assert_eq!(kept, torn[..kept.len()]);
+        // Garbage after the frames: nothing is dropped.
+        let mut junk = records.clone();
+        junk.extend_from_slice(&[0, 0, 0, 0, 7]);
+        junk.resize(junk.len() + 4096, 0);
+        assert_eq!(without_zero_tail(Bytes::from(junk.clone())), junk);
     }
 }
 
