@@ -42,6 +42,29 @@ pub fn tune() {
     }
 }
 
+/// How often [`start_collector`] has mimalloc carry out the purges it delayed.
+const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A thread that has mimalloc return freed memory whose purge delay passed.
+/// Why: mimalloc purges delayed memory only when an allocator call comes
+/// along after the delay; memory freed by a thread that then sleeps stays
+/// resident. A node restarted on a 64 MiB preallocated WAL segment held the
+/// 64 MiB read buffer of its recovery that way (RSS 98 against 47 MiB, still
+/// 10 s later; `MIMALLOC_PURGE_DELAY=0` gave 31). `mi_collect(false)` is the
+/// cheap, non-forcing collection: expired purges only.
+pub fn start_collector() {
+    let spawned = std::thread::Builder::new()
+        .name("mem-collect".into())
+        .spawn(|| loop {
+            std::thread::sleep(COLLECT_EVERY);
+            // SAFETY: mimalloc's collection entry point, safe from any thread.
+            unsafe { libmimalloc_sys::mi_collect(false) };
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the allocator's collector thread");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

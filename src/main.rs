@@ -71,6 +71,7 @@ fn serve_command(args: &ServeArgs) -> ExitCode {
         }
     };
     init_tracing(cfg.log.format);
+    raftlog::alloc::start_collector();
     run_async_with(cfg.runtime.worker_threads(), serve(cfg))
 }
 
