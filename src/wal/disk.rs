@@ -529,20 +529,30 @@ fn create_segment(dir: &Path, name: u64, size: u64) -> Result<Segment, WalError>
         file,
         written: 0,
     };
-    seg.resize(size)?;
+    seg.preallocate(size)?;
     Ok(seg)
 }
 
 impl Segment {
-    /// Sets the file's size to `size` (zeros past `written` when it grows, see
-    /// the module docs) and syncs it, so that the size is durable before any
-    /// record written inside it is reported durable.
-    fn resize(&self, size: u64) -> Result<(), WalError> {
-        debug_assert!(size >= self.written, "never cut into records");
-        let len = self.file.metadata().ctx(&self.path)?.len();
-        if len == size {
+    /// Grows the file to at least `size` bytes (zeros past `written`, see the
+    /// module docs); a file already that long is left as it is.
+    fn preallocate(&self, size: u64) -> Result<(), WalError> {
+        self.resize_if(size, |len| len < size)
+    }
+
+    /// Cuts the file back to its records (the sealing trim).
+    fn trim(&self) -> Result<(), WalError> {
+        self.resize_if(self.written, |len| len != self.written)
+    }
+
+    /// Sets the file's size to `size` when `needed(current size)`, and syncs
+    /// it, so that the size is durable before any record written inside it is
+    /// reported durable (and a trim before the next segment exists).
+    fn resize_if(&self, size: u64, needed: impl Fn(u64) -> bool) -> Result<(), WalError> {
+        if !needed(self.file.metadata().ctx(&self.path)?.len()) {
             return Ok(());
         }
+        debug_assert!(size >= self.written, "never cut into records");
         self.file.set_len(size).ctx(&self.path)?;
         self.file.sync_all().ctx(&self.path)
     }
@@ -617,7 +627,7 @@ impl DiskStore {
             Some(seg) => {
                 // Preallocated again (a torn tail was cut, or an older build
                 // wrote it); a full one is left as it is, the next append rolls.
-                seg.resize(segment_bytes.max(seg.file.metadata().ctx(&seg.path)?.len()))?;
+                seg.preallocate(segment_bytes)?;
                 if seg.written == 0 {
                     codec::encode_hard_state(&mut store.buf, &store.hard_state)
                 }
@@ -654,7 +664,7 @@ impl DiskStore {
     fn start_segment(&mut self, name: u64) -> Result<(), WalError> {
         if let Some(sealed) = self.segments.get(&self.active) {
             // Trimmed (and synced) first: a sealed segment has no zero tail.
-            sealed.resize(sealed.written)?;
+            sealed.trim()?;
         }
         let seg = create_segment(&self.dir, name, self.segment_bytes)?;
         self.segments.insert(name, seg);
