@@ -5,6 +5,8 @@
 use serde::Serialize;
 use std::future::Future;
 
+use crate::utf8::Utf8Bytes;
+
 /// How many voters must hold a write durably before the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteConcern {
@@ -15,10 +17,11 @@ pub enum WriteConcern {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteRequest {
-    /// The message of a single write (empty for a batch).
-    pub message: String,
+    /// The message of a single write (empty for a batch); shared, so that a
+    /// clone (a follower keeps one to forward) copies no message.
+    pub message: Utf8Bytes,
     /// `Some`: an atomic batch of these messages instead of `message`.
-    pub batch: Option<Vec<String>>,
+    pub batch: Option<Vec<Utf8Bytes>>,
     /// Land only if the log's next offset is exactly this when applied.
     pub if_next_offset: Option<u64>,
     /// `None`: the configured default.
@@ -51,7 +54,7 @@ pub enum LogOp {
 
 impl WriteRequest {
     /// A single unconditional write with the configured defaults.
-    pub fn single(message: impl Into<String>) -> Self {
+    pub fn single(message: impl Into<Utf8Bytes>) -> Self {
         WriteRequest {
             message: message.into(),
             batch: None,

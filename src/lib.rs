@@ -34,4 +34,5 @@ pub mod node;
 pub mod state_machine;
 pub mod tls;
 pub mod transport;
+pub mod utf8;
 pub mod wal;
