@@ -5,8 +5,6 @@
 use serde::Serialize;
 use std::future::Future;
 
-use crate::utf8::Utf8Bytes;
-
 /// How many voters must hold a write durably before the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteConcern {
@@ -17,11 +15,10 @@ pub enum WriteConcern {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteRequest {
-    /// The message of a single write (empty for a batch); shared, so that a
-    /// clone (a follower keeps one to forward) copies no message.
-    pub message: Utf8Bytes,
+    /// The message of a single write (empty for a batch).
+    pub message: String,
     /// `Some`: an atomic batch of these messages instead of `message`.
-    pub batch: Option<Vec<Utf8Bytes>>,
+    pub batch: Option<Vec<String>>,
     /// Land only if the log's next offset is exactly this when applied.
     pub if_next_offset: Option<u64>,
     /// `None`: the configured default.
@@ -54,7 +51,7 @@ pub enum LogOp {
 
 impl WriteRequest {
     /// A single unconditional write with the configured defaults.
-    pub fn single(message: impl Into<Utf8Bytes>) -> Self {
+    pub fn single(message: impl Into<String>) -> Self {
         WriteRequest {
             message: message.into(),
             batch: None,

@@ -34,5 +34,4 @@ pub mod node;
 pub mod state_machine;
 pub mod tls;
 pub mod transport;
-pub mod utf8;
 pub mod wal;

@@ -1,7 +1,7 @@
 //! The write path's request bodies, parsed straight from the bytes into what the
 //! handlers need (`message`, `messages`, `w`) with no `serde_json::Value` tree in
-//! between, and each message string a slice of the body's own bytes (no allocation,
-//! no copy; only a string with escapes is unescaped into a buffer of its own).
+//! between: one allocation per message string instead of a map, a key string and
+//! a value per field.
 //!
 //! Why this exact shape: the answers to bad bodies are part of the API, and they
 //! must stay what they were when the body was first parsed as a `Value` and then
@@ -18,14 +18,12 @@
 //! give exactly the errors, in exactly the order, of the `Value` code they replace;
 //! a batch stores no more than `max_messages` strings however long its list.
 
-use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
 
 use super::extract::{bad_w, invalid, parse_w_str};
 use crate::api::{ApiError, WriteConcern};
-use crate::utf8::Utf8Bytes;
 
 /// Implements every scalar `visit_*` a JSON deserializer calls, each answering
 /// `$v` (an expression that may use no argument).
@@ -75,12 +73,12 @@ pub struct BatchLimits {
 
 impl WriteBody {
     /// Parses `bytes`; only invalid JSON is an error here.
-    pub fn parse(bytes: &Bytes) -> Result<Self, ApiError> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
         parse_with(
             bytes,
             BodySeed {
                 name: "message",
-                field: TextSeed { src: bytes },
+                field: TextSeed,
             },
         )
     }
@@ -89,7 +87,7 @@ impl WriteBody {
     pub fn into_message(
         self,
         max_message_bytes: usize,
-    ) -> Result<(Utf8Bytes, Option<WriteConcern>), ApiError> {
+    ) -> Result<(String, Option<WriteConcern>), ApiError> {
         if self.not_object {
             return Err(not_an_object());
         }
@@ -110,11 +108,8 @@ impl WriteBody {
 impl BatchBody {
     /// Parses `bytes`, keeping at most `max_messages` strings; only invalid JSON
     /// is an error here.
-    pub fn parse(bytes: &Bytes, max_messages: usize) -> Result<Self, ApiError> {
-        let field = ListSeed {
-            max: max_messages,
-            text: TextSeed { src: bytes },
-        };
+    pub fn parse(bytes: &[u8], max_messages: usize) -> Result<Self, ApiError> {
+        let field = ListSeed { max: max_messages };
         parse_with(
             bytes,
             BodySeed {
@@ -128,7 +123,7 @@ impl BatchBody {
     pub fn into_batch(
         self,
         limits: BatchLimits,
-    ) -> Result<(Vec<Utf8Bytes>, Option<WriteConcern>), ApiError> {
+    ) -> Result<(Vec<String>, Option<WriteConcern>), ApiError> {
         if self.not_object {
             return Err(not_an_object());
         }
@@ -202,7 +197,7 @@ fn judge_w(w: Option<WField>) -> Result<Option<WriteConcern>, ApiError> {
 /// A field that should be a string: the string, or that it was something else.
 #[derive(Debug)]
 pub enum Text {
-    Str(Utf8Bytes),
+    Str(String),
     Other,
 }
 
@@ -227,7 +222,7 @@ pub enum List {
 #[derive(Debug, Default)]
 pub struct Items {
     /// The strings, while every element so far is one and up to the limit.
-    strings: Vec<Utf8Bytes>,
+    strings: Vec<String>,
     /// Elements in the list, strings or not.
     count: usize,
     first_not_string: Option<usize>,
@@ -317,6 +312,32 @@ impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for BodySeed<S> {
     scalars_are!(not_object());
 }
 
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text, E> {
+                Ok(Text::Str(s.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Text, E> {
+                Ok(Text::Str(s))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Text, A::Error> {
+                drain_seq(seq).map(|()| Text::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Text, A::Error> {
+                drain_map(map).map(|()| Text::Other)
+            }
+            scalars_are!(Text::Other);
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl<'de> Deserialize<'de> for WField {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -361,55 +382,31 @@ impl<'de> Deserialize<'de> for WField {
     }
 }
 
-/// Reads a [`Text`] (a seed, so that both routes' fields read alike): a string
-/// the parser borrowed from `src` (one without escapes) becomes a slice of `src`.
+/// Reads a [`Text`] (a seed, so that both routes' fields read alike).
 #[derive(Clone, Copy)]
-pub struct TextSeed<'a> {
-    src: &'a Bytes,
-}
+pub struct TextSeed;
 
-impl<'de> DeserializeSeed<'de> for TextSeed<'_> {
+impl<'de> DeserializeSeed<'de> for TextSeed {
     type Value = Text;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Text, D::Error> {
-        d.deserialize_any(self)
+        Text::deserialize(d)
     }
-}
-
-impl<'de> Visitor<'de> for TextSeed<'_> {
-    type Value = Text;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Text, E> {
-        Ok(Text::Str(Utf8Bytes::within(self.src, s)))
-    }
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Text, E> {
-        Ok(Text::Str(s.into()))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Text, A::Error> {
-        drain_seq(seq).map(|()| Text::Other)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Text, A::Error> {
-        drain_map(map).map(|()| Text::Other)
-    }
-    scalars_are!(Text::Other);
 }
 
 /// The `messages` list: strings kept up to `max` (then only counted).
 #[derive(Clone, Copy)]
-pub struct ListSeed<'a> {
+pub struct ListSeed {
     max: usize,
-    text: TextSeed<'a>,
 }
 
-impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+impl<'de> DeserializeSeed<'de> for ListSeed {
     type Value = List;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<List, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ListSeed<'_> {
+impl<'de> Visitor<'de> for ListSeed {
     type Value = List;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -421,7 +418,7 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
             strings: Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max)),
             ..Items::default()
         };
-        while let Some(t) = seq.next_element_seed(self.text)? {
+        while let Some(t) = seq.next_element::<Text>()? {
             let i = items.count;
             items.count += 1;
             match t {

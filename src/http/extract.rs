@@ -117,15 +117,15 @@ async fn read_body(
     limits: &HttpLimits,
     too_large: impl Fn() -> ApiError,
 ) -> Result<Bytes, ApiError> {
-    let declared = declared_length(req.headers());
-    if declared.is_some_and(|len| len > max) {
+    if declared_length(req.headers()).is_some_and(|len| len > max) {
         return Err(too_large());
     }
     let timeout = std::time::Duration::from_millis(limits.body_timeout_ms);
-    let body = read_limited(req.into_body(), max, declared.unwrap_or(0), &too_large);
-    tokio::time::timeout(timeout, body).await.map_err(|_| {
-        ApiError::RequestTimeout(format!("request body not received within {timeout:?}"))
-    })?
+    tokio::time::timeout(timeout, read_limited(req.into_body(), max, &too_large))
+        .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!("request body not received within {timeout:?}"))
+        })?
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<usize> {
@@ -140,13 +140,10 @@ fn too_large(limits: &HttpLimits) -> ApiError {
 
 /// Reads the body chunk by chunk, failing as soon as it grows past `max`. A body
 /// that arrives in one chunk (a small write usually does) is returned as that
-/// chunk, without a copy; only a second chunk starts a buffer, sized for the
-/// `declared` length (at most `max`, checked before) so that it is not grown
-/// and copied again chunk after chunk.
+/// chunk, without a copy; only a second chunk starts a buffer.
 async fn read_limited(
     body: Body,
     max: usize,
-    declared: usize,
     too_large: &impl Fn() -> ApiError,
 ) -> Result<Bytes, ApiError> {
     let mut stream = body.into_data_stream();
@@ -162,7 +159,7 @@ async fn read_limited(
             None if buf.is_empty() => first = Some(chunk),
             None => buf.extend_from_slice(&chunk),
             Some(f) => {
-                buf.reserve(declared.max(f.len() + chunk.len()));
+                buf.reserve(f.len() + chunk.len());
                 buf.extend_from_slice(&f);
                 buf.extend_from_slice(&chunk);
             }

@@ -124,7 +124,7 @@ fn write_options<N: NodeApi>(
         check_w(w, app.node.voter_count())?;
     }
     Ok(WriteRequest {
-        message: Default::default(),
+        message: String::new(),
         batch: None,
         if_next_offset: if_next_offset(headers)?,
         w,

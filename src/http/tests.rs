@@ -768,7 +768,7 @@ async fn a_batch_is_one_write_answered_with_its_first_offset_and_count() {
     assert_eq!(
         w,
         WriteRequest {
-            message: Default::default(),
+            message: String::new(),
             batch: Some(vec!["a".into(), "".into(), "bc".into()]),
             if_next_offset: Some(7),
             op: None,

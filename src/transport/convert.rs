@@ -306,12 +306,12 @@ impl From<&WriteRequest> for pb::WriteRequestPb {
             }),
         });
         pb::WriteRequestPb {
-            message: r.message.to_string(),
+            message: r.message.clone(),
             w,
             timeout_ms: r.timeout_ms,
             idempotency_key: r.idempotency_key.clone(),
             batch: r.batch.is_some(),
-            messages: r.batch.iter().flatten().map(|m| m.to_string()).collect(),
+            messages: r.batch.clone().unwrap_or_default(),
             if_next_offset: r.if_next_offset,
             op: r.op.as_ref().map(log_op_pb),
         }
@@ -334,10 +334,8 @@ impl TryFrom<pb::WriteRequestPb> for WriteRequest {
             return Err(invalid("messages", "given without batch"));
         }
         Ok(WriteRequest {
-            message: r.message.into(),
-            batch: r
-                .batch
-                .then(|| r.messages.into_iter().map(Into::into).collect()),
+            message: r.message,
+            batch: r.batch.then_some(r.messages),
             if_next_offset: r.if_next_offset,
             op: r.op.map(log_op).transpose()?,
             w,
@@ -818,8 +816,8 @@ mod tests {
                 req
             );
             let batch = WriteRequest {
-                message: Default::default(),
-                batch: Some(vec!["a".into(), "".into()]),
+                message: String::new(),
+                batch: Some(vec!["a".into(), String::new()]),
                 if_next_offset: Some(4),
                 ..req
             };

@@ -107,7 +107,7 @@ fn write_request(rng: &mut SmallRng) -> WriteRequest {
         _ => Some(WriteConcern::Count(gen::u64_edge(rng) as usize)),
     };
     WriteRequest {
-        message: gen::string(rng).into(),
+        message: gen::string(rng),
         batch: None,
         if_next_offset: None,
         op: None,
