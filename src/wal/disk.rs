@@ -68,7 +68,7 @@ use crate::durable;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -418,11 +418,12 @@ fn recover_segment(
         .write(true)
         .open(&path)
         .ctx(&path)?;
-    let mut data = read_all(&mut file, &path)?;
-    if is_last {
-        // Its preallocated space goes: the records then end at its end.
-        data = without_zero_tail(data);
-    }
+    let data = if is_last {
+        // Its preallocated space is left unread: the records end at its end.
+        read_last_segment(&mut file, &path, READ_CHUNK)?
+    } else {
+        read_all(&mut file, &path)?
+    };
     let mut at = 0;
     loop {
         match codec::read_frame(&data, at) {
@@ -451,20 +452,80 @@ fn recover_segment(
     })
 }
 
-/// The last segment's `data` without its preallocated space (nothing but
-/// zero bytes after its chain of frames), in a buffer of its own size: the
-/// entries recovered from it are slices that keep the buffer alive until they
-/// are compacted, and a preallocated segment is `segment_bytes` long however
-/// little it holds (restarted nodes held 64 MiB more until their next
-/// snapshot). The cut follows the frames' lengths, never trailing zeros alone:
-/// a record may end in zero bytes. Anything else after the frames (a torn
-/// record) keeps the whole buffer for the torn-tail rules.
-fn without_zero_tail(data: Bytes) -> Bytes {
-    let end = codec::frames_end(&data);
-    if end == data.len() || data[end..].iter().any(|&b| b != 0) {
-        return data;
+/// How much of the last segment is read at a time.
+const READ_CHUNK: usize = 1 << 20;
+
+/// The last segment's records without its preallocated space (nothing but zero
+/// bytes after its chain of frames), read `chunk` bytes at a time and kept in a
+/// buffer of their own size: the entries recovered from it are slices that keep
+/// the buffer alive until they are compacted, and a preallocated segment is
+/// `segment_bytes` long however little it holds. Reading it whole held 64 MiB
+/// for a moment at every restart, and for the node's life before the buffer
+/// was copied. The chain is followed by the frames' lengths
+/// ([`codec::frames_end`]), never cut at trailing zeros alone (a record may end
+/// in zero bytes); its zero tail is read through one chunk and checked. Anything
+/// else after the frames (a torn record) returns the whole file for the
+/// torn-tail rules.
+fn read_last_segment(file: &mut File, path: &Path, chunk: usize) -> Result<Bytes, WalError> {
+    let mut data = Vec::new();
+    let mut end = 0;
+    loop {
+        let got = read_more(file, path, &mut data, chunk)?;
+        end += codec::frames_end(&data[end..]);
+        if got == 0 || chain_ended(&data[end..]) {
+            break;
+        }
     }
-    Bytes::copy_from_slice(&data[..end])
+    if data[end..].iter().all(|&b| b == 0) && rest_is_zero(file, path, chunk)? {
+        data.truncate(end);
+        data.shrink_to_fit();
+        return Ok(Bytes::from(data));
+    }
+    // Not a zero tail: the rest of the file joins what was read.
+    file.seek(SeekFrom::Start(data.len() as u64)).ctx(path)?;
+    file.read_to_end(&mut data).ctx(path)?;
+    Ok(Bytes::from(data))
+}
+
+/// Appends up to `chunk` bytes of `file` to `data`; how many (0 at its end).
+fn read_more(
+    file: &mut File,
+    path: &Path,
+    data: &mut Vec<u8>,
+    chunk: usize,
+) -> Result<usize, WalError> {
+    let start = data.len();
+    data.resize(start + chunk, 0);
+    let got = loop {
+        match file.read(&mut data[start..]) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => break r.ctx(path)?,
+        }
+    };
+    data.truncate(start + got);
+    Ok(got)
+}
+
+/// Does the chain of frames end at the start of `rest` whatever follows it (a
+/// zero or impossible length), rather than only for want of bytes read?
+fn chain_ended(rest: &[u8]) -> bool {
+    rest.len() >= codec::FRAME_HEADER && {
+        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        len == 0 || len > codec::MAX_PAYLOAD
+    }
+}
+
+/// Is the rest of `file`, from its read position, zero bytes? Read one chunk at
+/// a time into one buffer.
+fn rest_is_zero(file: &mut File, path: &Path, chunk: usize) -> Result<bool, WalError> {
+    let mut buf = Vec::new();
+    while read_more(file, path, &mut buf, chunk)? > 0 {
+        if buf.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        buf.clear();
+    }
+    Ok(true)
 }
 
 /// A bad record at `at`: a torn tail (cut it) or corruption (fail).
@@ -986,16 +1047,45 @@ mod zero_tail_tests {
         out
     }
 
+    /// What the last segment's reader must give for the file `data`: the
+    /// whole file read, then the zero tail after the frames dropped (the code
+    /// before the chunked reader).
+    fn oracle(data: &[u8]) -> Vec<u8> {
+        let end = codec::frames_end(data);
+        if end == data.len() || data[end..].iter().any(|&b| b != 0) {
+            return data.to_vec();
+        }
+        data[..end].to_vec()
+    }
+
+    fn read_chunked(data: &[u8], chunk: usize) -> Bytes {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        fs::write(&path, data).unwrap();
+        let mut file = File::open(&path).unwrap();
+        read_last_segment(&mut file, &path, chunk).unwrap()
+    }
+
+    fn check(data: &[u8]) -> Bytes {
+        let want = oracle(data);
+        for chunk in [1, 3, 7, 8, 9, 64, 4096, READ_CHUNK] {
+            assert_eq!(read_chunked(data, chunk), want, "chunk {chunk}");
+        }
+        Bytes::from(want)
+    }
+
     /// The preallocated space is cut where the frames end, not at the last
-    /// non-zero byte: a record ending in zero bytes keeps them.
+    /// non-zero byte: a record ending in zero bytes keeps them. Every chunk
+    /// size reads what the whole file would.
     #[test]
     fn the_zero_tail_is_cut_where_the_frames_end() {
         let records = framed(&[b"a", b"ends in zeros\0\0\0\0\0\0\0\0"]);
         let mut data = records.clone();
         data.resize(records.len() + 4096, 0);
-        let kept = without_zero_tail(Bytes::from(data));
-        assert_eq!(kept, records, "both records whole, no zero tail");
-        assert_eq!(without_zero_tail(Bytes::from(records.clone())), records);
+        assert_eq!(check(&data), records, "both records whole, no zero tail");
+        assert_eq!(check(&records), records);
+        assert_eq!(check(&[]), Bytes::new());
+        assert_eq!(check(&[0; 100]), Bytes::new());
         // A torn record after them (its header whole, its length reaching into
         // the zeros): only zeros are ever dropped, the torn bytes stay for the
         // torn-tail rules.
@@ -1003,14 +1093,25 @@ mod zero_tail_tests {
         torn.extend_from_slice(&records[..10]);
         let torn_end = torn.len();
         torn.resize(torn_end + 4096, 0);
-        let kept = without_zero_tail(Bytes::from(torn.clone()));
+        let kept = check(&torn);
         assert!(kept.len() >= torn_end && kept.len() < torn.len());
-        assert_eq!(kept, torn[..kept.len()]);
-        // Garbage after the frames: nothing is dropped.
+        // A torn header whose length runs past the file, and one cut short.
+        let mut past = records.clone();
+        past.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        past.extend_from_slice(&[9; 20]);
+        assert_eq!(check(&past), past);
+        let short = [&records[..], &[5, 0, 0]].concat();
+        assert_eq!(check(&short), short);
+        // Garbage after the frames, at once or far into the zeros: nothing is
+        // dropped.
         let mut junk = records.clone();
         junk.extend_from_slice(&[0, 0, 0, 0, 7]);
         junk.resize(junk.len() + 4096, 0);
-        assert_eq!(without_zero_tail(Bytes::from(junk.clone())), junk);
+        assert_eq!(check(&junk), junk);
+        let mut late = data.clone();
+        late.push(1);
+        late.resize(late.len() + 100, 0);
+        assert_eq!(check(&late), late);
     }
 }
 
