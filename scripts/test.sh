@@ -100,6 +100,9 @@ if [ "$(id -u)" = 0 ]; then
   # The test itself fails loudly when FUSE or fusepy is still missing.
   POWERLOSS_PYTHON="$pl_python" timeout 900 \
     cargo test --test powerloss -- --ignored --nocapture --test-threads=1
+  # And a disk that really fills up (a 2 MiB tmpfs) under the WAL (tests/diskfull.rs).
+  echo "== a full disk (tmpfs) under the WAL"
+  timeout 300 cargo test --test diskfull -- --ignored --nocapture
 elif [ -n "${CI:-}" ]; then
   echo "power loss: FAILED: CI must run as root (the harness mounts FUSE file systems)" >&2
   exit 1

@@ -620,11 +620,18 @@ impl Segment {
 }
 
 /// Writes `buf` at the end of `seg` and fdatasyncs. On error also says whether the
-/// store must stop (the file may now hold unknown content).
-fn write_and_sync(seg: &mut Segment, buf: &[u8]) -> Result<(), (WalError, bool)> {
+/// store must stop (the file may now hold unknown content). A failed write (a
+/// full disk) is undone and the segment preallocated to `size` again, so the
+/// appends after it do not each grow the file until the next roll.
+fn write_and_sync(seg: &mut Segment, buf: &[u8], size: u64) -> Result<(), (WalError, bool)> {
     if let Err(e) = seg.file.write_all_at(buf, seg.written) {
         // Undo a partial write so no torn record sits before later ones.
         let fatal = seg.file.set_len(seg.written).is_err();
+        if !fatal {
+            if let Err(p) = seg.preallocate(size) {
+                tracing::warn!(error = %p, "WAL segment left unpreallocated after a failed write");
+            }
+        }
         return Err((io_err(&seg.path, e), fatal));
     }
     seg.file
@@ -850,7 +857,7 @@ impl LogStore for DiskStore {
             return Ok(());
         }
         let seg = self.segments.get_mut(&self.active).expect("active segment");
-        match write_and_sync(seg, &self.buf) {
+        match write_and_sync(seg, &self.buf, self.segment_bytes) {
             Ok(()) => {
                 self.buf.clear();
                 Ok(())
