@@ -100,7 +100,8 @@ if [ "$(id -u)" = 0 ]; then
   # The test itself fails loudly when FUSE or fusepy is still missing.
   POWERLOSS_PYTHON="$pl_python" timeout 900 \
     cargo test --test powerloss -- --ignored --nocapture --test-threads=1
-  # And a disk that really fills up (a 2 MiB tmpfs) under the WAL (tests/diskfull.rs).
+  # And disks that really fill up (small tmpfs mounts) under the WAL and under a
+  # 3-node cluster's follower, then leader (tests/diskfull.rs; about 10 s).
   echo "== a full disk (tmpfs) under the WAL"
   timeout 300 cargo test --test diskfull -- --ignored --nocapture
 elif [ -n "${CI:-}" ]; then
