@@ -243,7 +243,7 @@ async fn all_groups_arrive_in_order_both_ways() {
                 ctx: i,
                 repairing: false,
                 incarnation: 0,
-                degraded: false,
+                disk: raftlog::core::DiskState::Healthy,
             },
         ));
     }
@@ -272,7 +272,7 @@ async fn all_groups_arrive_in_order_both_ways() {
             ctx,
             repairing: false,
             incarnation: 0,
-            degraded: false,
+            disk: raftlog::core::DiskState::Healthy,
         })
         .collect();
     assert_eq!(back, want);

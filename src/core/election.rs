@@ -27,7 +27,8 @@ impl RaftNode {
         self.election_elapsed += 1;
         // The only voter need not wait for a timeout: nobody else can lead.
         let alone = self.membership.voter_count() == 1;
-        let timeout = self.randomized_timeout * if self.degraded { 3 } else { 1 };
+        let sick = self.disk != super::DiskState::Healthy;
+        let timeout = self.randomized_timeout * if sick { 3 } else { 1 };
         let may_campaign = self.is_voter() && self.repair.is_none();
         if may_campaign && (alone || self.election_elapsed >= timeout) {
             // Only a real candidacy that ran out counts: it cost the voters an
@@ -199,9 +200,9 @@ impl RaftNode {
         Ok(target)
     }
 
-    /// The voter to hand over to when none is named: one whose disk is
-    /// healthy before one whose is not, then the most caught up (then the
-    /// smallest id, so that the choice is deterministic).
+    /// The voter to hand over to when none is named: the one whose disk is
+    /// best (healthy, then degraded, then failing), then the most caught up
+    /// (then the smallest id, so that the choice is deterministic).
     fn best_transfer_target(&self) -> Option<NodeId> {
         let me = &self.cfg.id;
         self.membership
@@ -210,7 +211,7 @@ impl RaftNode {
             .max_by_key(|v| {
                 let p = self.state.progress(v);
                 (
-                    !p.is_some_and(|p| p.degraded),
+                    p.map_or(super::DiskState::Healthy, |p| p.disk),
                     p.map_or(0, |p| p.match_index),
                     std::cmp::Reverse((*v).clone()),
                 )
@@ -218,13 +219,21 @@ impl RaftNode {
             .cloned()
     }
 
-    /// Leader: a voter to hand over to whose disk is healthy, as its last
-    /// heartbeat answer said. A leader leaving because of its own disk hands
-    /// over only to such a voter: two nodes on sick disks would otherwise pass
-    /// leadership back and forth, each handover costing clients a failover.
-    pub fn healthy_transfer_target(&self) -> Option<NodeId> {
-        self.best_transfer_target()
-            .filter(|t| !self.state.progress(t).is_some_and(|p| p.degraded))
+    /// Leader: a voter to hand over to whose disk is better than ours (see
+    /// [`RaftNode::set_disk`]), as its last heartbeat answer said. A leader
+    /// leaving because of its own disk hands over only to such a voter: two
+    /// nodes on equally sick disks would otherwise pass leadership back and
+    /// forth, each handover costing clients a failover. A leader whose writes
+    /// fail does hand over to a voter whose disk is only slow or short of
+    /// space: that one can still take writes (the nodes of a cluster on small
+    /// disks are all under the free-space floor at once).
+    pub fn better_disk_transfer_target(&self) -> Option<NodeId> {
+        let disk = |t: &NodeId| {
+            self.state
+                .progress(t)
+                .map_or(super::DiskState::Healthy, |p| p.disk)
+        };
+        self.best_transfer_target().filter(|t| disk(t) > self.disk)
     }
 
     /// Send TimeoutNow once the transferee has our whole log, else catch it up.
@@ -246,6 +255,7 @@ mod tests {
     use crate::core::message::Message;
     use crate::core::raft::Role;
     use crate::core::testutil::*;
+    use crate::core::DiskState;
 
     fn answer(rd: &crate::core::Ready, to_id: &str) -> Option<bool> {
         to(rd, to_id).into_iter().find_map(|m| match m {
@@ -254,12 +264,12 @@ mod tests {
         })
     }
 
-    fn heartbeat_answer(from: &str, degraded: bool) -> crate::core::message::Envelope {
+    fn heartbeat_answer(from: &str, disk: DiskState) -> crate::core::message::Envelope {
         let msg = Message::HeartbeatResp {
             ctx: 0,
             repairing: false,
             incarnation: 0,
-            degraded,
+            disk,
         };
         env(from, "n1", 2, msg)
     }
@@ -342,18 +352,44 @@ mod tests {
     #[test]
     fn a_transfer_prefers_a_healthy_disk_and_a_sick_leader_finds_none_among_sick_peers() {
         let mut n = leader(&["n1", "n2", "n3"]);
+        n.set_disk(DiskState::Degraded);
         // Both caught up; n2 (smaller id) would be picked on ties.
-        assert_eq!(n.healthy_transfer_target().as_deref(), Some("n2"));
-        n.step(heartbeat_answer("n2", true));
-        assert_eq!(n.healthy_transfer_target().as_deref(), Some("n3"));
-        n.step(heartbeat_answer("n3", true));
-        assert_eq!(n.healthy_transfer_target(), None, "every peer is sick");
+        assert_eq!(n.better_disk_transfer_target().as_deref(), Some("n2"));
+        n.step(heartbeat_answer("n2", DiskState::Degraded));
+        assert_eq!(n.better_disk_transfer_target().as_deref(), Some("n3"));
+        n.step(heartbeat_answer("n3", DiskState::Degraded));
+        assert_eq!(n.better_disk_transfer_target(), None, "every peer is sick");
         // An operator's transfer still goes somewhere (the most caught up).
         assert_eq!(n.best_transfer_target().as_deref(), Some("n2"));
         // n3 heals: it is the target again, also when none is named.
-        n.step(heartbeat_answer("n3", false));
-        assert_eq!(n.healthy_transfer_target().as_deref(), Some("n3"));
+        n.step(heartbeat_answer("n3", DiskState::Healthy));
+        assert_eq!(n.better_disk_transfer_target().as_deref(), Some("n3"));
         assert_eq!(n.transfer_leadership(None).as_deref(), Ok("n3"));
+    }
+
+    /// A leader whose writes fail hands over to a voter whose disk is only
+    /// degraded (slow, or short of space: on small disks every node is under
+    /// the free-space floor at once), never to one whose writes fail too; a
+    /// degraded leader waits for a healthy voter.
+    #[test]
+    fn a_leader_whose_writes_fail_hands_over_to_a_merely_degraded_voter() {
+        let mut n = leader(&["n1", "n2", "n3"]);
+        n.step(heartbeat_answer("n2", DiskState::Failing));
+        n.step(heartbeat_answer("n3", DiskState::Degraded));
+        n.set_disk(DiskState::Degraded);
+        assert_eq!(
+            n.better_disk_transfer_target(),
+            None,
+            "no better disk than ours"
+        );
+        n.set_disk(DiskState::Failing);
+        assert_eq!(n.better_disk_transfer_target().as_deref(), Some("n3"));
+        n.step(heartbeat_answer("n3", DiskState::Failing));
+        assert_eq!(n.better_disk_transfer_target(), None, "every disk fails");
+        // The best disk first, before the most caught up.
+        n.step(heartbeat_answer("n2", DiskState::Degraded));
+        assert_eq!(n.better_disk_transfer_target().as_deref(), Some("n2"));
+        assert_eq!(n.best_transfer_target().as_deref(), Some("n2"));
     }
 
     #[test]

@@ -91,14 +91,14 @@ impl RaftNode {
         self.log.commit_to(commit.min(self.log.last_index()));
         let repairing = self.repair.is_some();
         let incarnation = self.cfg.incarnation;
-        let degraded = self.degraded;
+        let disk = self.disk;
         self.send(
             from,
             Message::HeartbeatResp {
                 ctx,
                 repairing,
                 incarnation,
-                degraded,
+                disk,
             },
         );
     }
@@ -108,7 +108,7 @@ impl RaftNode {
         from: &NodeId,
         ctx: u64,
         repairing: bool,
-        degraded: bool,
+        disk: super::DiskState,
     ) {
         if !self.is_leader() {
             return;
@@ -118,7 +118,7 @@ impl RaftNode {
         let Some(pr) = self.state.progress_mut(from) else {
             return;
         };
-        pr.degraded = degraded;
+        pr.disk = disk;
         pr.recent_active = true;
         pr.last_heard_tick = now;
         pr.probe_sent = false;

@@ -75,9 +75,9 @@ pub enum Message {
         /// The sender is repairing (see `repair`).
         repairing: bool,
         incarnation: u64,
-        /// The sender's disk is unhealthy ([`RaftNode::set_degraded`](super::RaftNode::set_degraded)):
-        /// a leader handing over because of its own disk does not pick it.
-        degraded: bool,
+        /// The sender's disk ([`RaftNode::set_disk`](super::RaftNode::set_disk)): a
+        /// leader handing over because of its own disk picks only a better one.
+        disk: super::DiskState,
     },
     /// The whole snapshot, sent when the follower needs a compacted prefix. The core
     /// emits it with empty `data`; the driver attaches the bytes of the snapshot
@@ -185,7 +185,7 @@ mod tests {
                     ctx: 0,
                     repairing: false,
                     incarnation: 0,
-                    degraded: false,
+                    disk: crate::core::DiskState::Healthy,
                 },
                 false,
             ),

@@ -33,8 +33,8 @@ pub struct Progress {
     /// The largest incarnation heard from the follower; answers of a smaller one
     /// come from an earlier process and are ignored (see `repair`).
     pub incarnation: u64,
-    /// The follower's last heartbeat answer said its disk is unhealthy.
-    pub degraded: bool,
+    /// The follower's disk, as its last heartbeat answer said.
+    pub disk: super::DiskState,
     /// `(last index, bytes)` per append in flight (Replicate state).
     inflight: VecDeque<(u64, usize)>,
     inflight_bytes: usize,
@@ -52,7 +52,7 @@ impl Progress {
             commit_sent: 0,
             repairing: false,
             incarnation: 0,
-            degraded: false,
+            disk: super::DiskState::Healthy,
             inflight: VecDeque::new(),
             inflight_bytes: 0,
         }

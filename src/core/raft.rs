@@ -228,9 +228,9 @@ pub struct RaftNode {
     /// timeout is drawn from a range twice as long (`BACKOFF_MAX_SHIFT` caps
     /// it): see [`RaftNode::reset_election_timeout`].
     pub(crate) missed_elections: u32,
-    /// Our disk is unhealthy: wait longer before campaigning (a healthy node
-    /// should win instead).
-    pub(crate) degraded: bool,
+    /// Our disk: unless healthy, wait longer before campaigning (a node with
+    /// a healthy disk should win instead).
+    pub(crate) disk: super::DiskState,
     /// Repairing after disk damage (see `repair`): no votes, not counted.
     pub(crate) repair: Option<super::repair::Repair>,
     // Outputs.
@@ -263,7 +263,7 @@ impl RaftNode {
             election_elapsed: 0,
             randomized_timeout: 0,
             missed_elections: 0,
-            degraded: false,
+            disk: super::DiskState::Healthy,
             repair: None,
             msgs: Vec::new(),
             read_states: Vec::new(),
@@ -328,10 +328,10 @@ impl RaftNode {
             commit: self.log.committed,
         }
     }
-    /// Mark this node's disk unhealthy (or healthy again). A degraded node waits
-    /// three election timeouts before campaigning.
-    pub fn set_degraded(&mut self, degraded: bool) {
-        self.degraded = degraded;
+    /// Say how this node's disk is doing. Unless healthy, the node waits three
+    /// election timeouts before campaigning, and its heartbeat answers say so.
+    pub fn set_disk(&mut self, disk: super::DiskState) {
+        self.disk = disk;
     }
     /// Is a leadership transfer in progress?
     pub fn transferring(&self) -> bool {
@@ -699,7 +699,7 @@ mod tests {
                 ctx: 5,
                 repairing: false,
                 incarnation: 0,
-                degraded: false,
+                disk: crate::core::DiskState::Healthy,
             }]
         );
         let rd = n.ready();

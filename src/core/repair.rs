@@ -217,7 +217,7 @@ mod tests {
                 ctx: 1,
                 repairing: true,
                 incarnation: 0,
-                degraded: false,
+                disk: crate::core::DiskState::Healthy,
             }]
         );
         let rest = Message::Append {
@@ -241,7 +241,7 @@ mod tests {
                 ctx: 2,
                 repairing: false,
                 incarnation: 0,
-                degraded: false,
+                disk: crate::core::DiskState::Healthy,
             }]
         );
     }
@@ -279,7 +279,7 @@ mod tests {
                 ctx: 0,
                 repairing: true,
                 incarnation: 0,
-                degraded: false,
+                disk: crate::core::DiskState::Healthy,
             },
         ));
         assert_eq!(n.match_index("n3"), Some(0));
@@ -335,7 +335,7 @@ mod tests {
             ctx: 0,
             repairing: false,
             incarnation: 1,
-            degraded: false,
+            disk: crate::core::DiskState::Healthy,
         };
         n.step(env("n3", "n1", term, late_beat));
         assert!(n.peer_repairing("n3"));

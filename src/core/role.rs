@@ -195,7 +195,7 @@ mod tests {
             ctx: 7,
             repairing: false,
             incarnation: 0,
-            degraded: false,
+            disk: crate::core::DiskState::Healthy,
         };
         n.step(env("n3", "n1", 3, late));
         assert!(persist(&mut n).read_states.is_empty());

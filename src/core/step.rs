@@ -117,10 +117,10 @@ impl RaftNode {
                 ctx,
                 repairing,
                 incarnation,
-                degraded,
+                disk,
             } => {
                 if self.note_peer_incarnation(&from, incarnation) {
-                    self.on_heartbeat_resp(&from, ctx, repairing, degraded)
+                    self.on_heartbeat_resp(&from, ctx, repairing, disk)
                 }
             }
             Message::Snapshot { snapshot } => {

@@ -49,6 +49,18 @@ impl Membership {
 }
 
 /// What an entry carries.
+/// How a node's disk is doing, worst first: a leader leaving because of its
+/// own disk hands over only to a voter whose disk is better than its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DiskState {
+    /// Writes fail (a full disk, I/O errors).
+    Failing,
+    /// Writes work, but slowly or with little space left.
+    Degraded,
+    #[default]
+    Healthy,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryPayload {
     /// Appended by a new leader so it can commit entries of earlier terms.

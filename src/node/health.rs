@@ -3,12 +3,16 @@
 //! It measures fsync latency (a rolling window of recent syncs, p50/p99), free
 //! space in the data directory's filesystem, storage failures and apply lag. The
 //! disk is *unhealthy* when the fsync p99 is over the configured maximum, free
-//! space is under the floor, or the last write failed. A leader whose disk stays
-//! unhealthy for the configured window hands leadership over (the controller does
-//! that) to a voter whose disk is healthy (its heartbeat answers say `degraded`);
-//! when every voter's disk is unhealthy it stays, since a hand-over would only
-//! start a ping-pong between sick disks, a failover for clients at each turn. A
-//! node with an unhealthy disk delays its own elections (core `degraded`).
+//! space is under the floor, or the last write failed; *failing* in the last
+//! case, *degraded* in the others (core `DiskState`, in heartbeat answers). A
+//! leader whose disk stays unhealthy for the configured window hands leadership
+//! over (the controller does that) to a voter whose disk is better than its own:
+//! a degraded leader only to a healthy voter, a failing one also to a degraded
+//! voter (which can still take writes: on small disks every node is under the
+//! free-space floor at once). When no voter's disk is better it stays, since a
+//! hand-over would only start a ping-pong between equally sick disks, a failover
+//! for clients at each turn. A node with an unhealthy disk delays its own
+//! elections.
 //!
 //! Disk probes (`statvfs` for free space, the WAL's own [`wal::WalFiles`] for
 //! its segment files) can block on a sick disk, so they never run on the controller
@@ -23,6 +27,7 @@
 //! - the health manager does not know the WAL's file layout; it asks the WAL.
 
 use crate::config::HealthConfig;
+use crate::core::DiskState;
 use crate::wal;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -229,6 +234,16 @@ impl Health {
         self.unhealthy_since.is_some()
     }
 
+    /// The disk as the core (and the heartbeat answers) see it: failing while
+    /// the last write failed, degraded while unhealthy otherwise.
+    pub fn disk_state(&self) -> DiskState {
+        match (self.disk_degraded(), self.storage_error.is_some()) {
+            (false, _) => DiskState::Healthy,
+            (true, true) => DiskState::Failing,
+            (true, false) => DiskState::Degraded,
+        }
+    }
+
     /// Unhealthy for the whole configured window: a leader should step aside.
     pub fn unfit_to_lead(&self) -> bool {
         let window = Duration::from_millis(self.cfg.unhealthy_window_ms);
@@ -297,12 +312,14 @@ mod tests {
         }
         h.check();
         assert!(h.disk_degraded() && h.unfit_to_lead());
+        assert_eq!(h.disk_state(), DiskState::Degraded, "slow, but writes work");
         assert_eq!(h.report(0, &[])["status"], "degraded");
         for _ in 0..WINDOW {
             h.record_fsync(Duration::from_millis(1));
         }
         h.check();
         assert!(!h.disk_degraded());
+        assert_eq!(h.disk_state(), DiskState::Healthy);
     }
 
     #[tokio::test]
@@ -311,6 +328,7 @@ mod tests {
         h.set_storage_error(Some("no space".into()));
         h.check();
         assert!(h.disk_degraded());
+        assert_eq!(h.disk_state(), DiskState::Failing);
         assert!(free_bytes(&std::env::temp_dir()).is_some());
         let mut floor = cfg();
         floor.min_free_bytes = u64::MAX;
@@ -323,6 +341,7 @@ mod tests {
         probe(&mut h).await;
         h.check();
         assert!(h.disk_problems()[0].contains("free disk space"));
+        assert_eq!(h.disk_state(), DiskState::Degraded, "short of space only");
         assert!(h.report(0, &[])["free_bytes"].is_u64());
     }
 

@@ -11,7 +11,9 @@ use super::pb::envelope::Msg;
 use super::{JoinOutcome, JoinRequest};
 use crate::api::{ApiError, LogOp, WriteConcern, WriteRequest, WriteResult};
 use crate::core::SnapshotMeta;
-use crate::core::{Entry, EntryPayload, Envelope, Member, Membership, Message, Snapshot};
+use crate::core::{
+    DiskState, Entry, EntryPayload, Envelope, Member, Membership, Message, Snapshot,
+};
 use std::collections::BTreeMap;
 
 /// A protobuf message from a peer that does not describe a valid value.
@@ -196,12 +198,13 @@ fn msg_to_pb(msg: &Message) -> Msg {
             ctx,
             repairing,
             incarnation,
-            degraded,
+            disk,
         } => Msg::HeartbeatResp(e::HeartbeatResp {
             ctx,
             repairing,
             incarnation,
-            degraded,
+            degraded: disk != DiskState::Healthy,
+            disk_failing: disk == DiskState::Failing,
         }),
         Message::Snapshot { snapshot } => Msg::Snapshot(e::Snapshot {
             meta: Some((&snapshot.meta).into()),
@@ -254,7 +257,16 @@ fn msg_from_pb(msg: Msg) -> Result<Message, ConvertError> {
             ctx: m.ctx,
             repairing: m.repairing,
             incarnation: m.incarnation,
-            degraded: m.degraded,
+            disk: match (m.disk_failing, m.degraded) {
+                (true, true) => DiskState::Failing,
+                (false, true) => DiskState::Degraded,
+                (false, false) => DiskState::Healthy,
+                // A failing disk is also unhealthy: that is what older
+                // versions, which read only `degraded`, must see.
+                (true, false) => {
+                    return Err(invalid("disk_failing", "set without degraded"));
+                }
+            },
         },
         Msg::Snapshot(m) => {
             let meta = m
@@ -674,7 +686,7 @@ mod tests {
                 ctx: 8,
                 repairing: true,
                 incarnation: 4,
-                degraded: true,
+                disk: DiskState::Failing,
             },
             Message::Snapshot {
                 snapshot: Snapshot {
@@ -735,6 +747,20 @@ mod tests {
             ..good.clone()
         };
         assert!(Envelope::try_from(no_payload).is_err());
+        let failing_only = pb::Envelope {
+            msg: Some(Msg::HeartbeatResp(pb::envelope::HeartbeatResp {
+                ctx: 1,
+                repairing: false,
+                incarnation: 0,
+                degraded: false,
+                disk_failing: true,
+            })),
+            ..good.clone()
+        };
+        assert_eq!(
+            Envelope::try_from(failing_only),
+            Err(invalid("disk_failing", "set without degraded"))
+        );
         let gap = pb::Envelope {
             msg: Some(Msg::Append(pb::envelope::Append {
                 prev_index: u64::MAX,

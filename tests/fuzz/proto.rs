@@ -56,7 +56,11 @@ fn message(rng: &mut SmallRng) -> Message {
             ctx: u(rng),
             repairing: rng.gen(),
             incarnation: rng.gen(),
-            degraded: rng.gen(),
+            disk: [
+                raftlog::core::DiskState::Failing,
+                raftlog::core::DiskState::Degraded,
+                raftlog::core::DiskState::Healthy,
+            ][rng.gen_range(0..3)],
         },
         _ if rng.gen() => Message::TimeoutNow,
         _ => Message::Snapshot {
@@ -439,6 +443,11 @@ pub fn envelope_problem(env: &pb::Envelope) -> Option<String> {
             entry_problem(e)
         }),
         Msg::Snapshot(s) => meta_problem(s.meta.as_ref()),
+        // A failing disk is an unhealthy one too (older versions read only
+        // `degraded`).
+        Msg::HeartbeatResp(h) if h.disk_failing && !h.degraded => {
+            Some("disk_failing without degraded".into())
+        }
         _ => None,
     }
 }

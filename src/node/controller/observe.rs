@@ -70,7 +70,7 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
         self.metrics
             .wal_segments
             .set(self.health.wal_segments() as i64);
-        self.raft.set_degraded(self.health.disk_degraded());
+        self.raft.set_disk(self.health.disk_state());
         let others = self.raft.membership().voter_count() > 1;
         if self.raft.is_leader()
             && others
@@ -78,9 +78,9 @@ impl<S: LogStore + 'static, O: Outbound> Controller<S, O> {
             && self.health.unfit_to_lead()
         {
             let why = self.health.disk_problems().join("; ");
-            let Some(target) = self.raft.healthy_transfer_target() else {
+            let Some(target) = self.raft.better_disk_transfer_target() else {
                 if self.health.first_stay() {
-                    tracing::warn!(reason = %why, "disk unhealthy, but so is every other voter's: staying leader");
+                    tracing::warn!(reason = %why, "disk unhealthy, but no voter's disk is better: staying leader");
                 }
                 return;
             };
