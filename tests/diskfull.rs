@@ -234,7 +234,7 @@ fn nodes_whose_disks_really_fill_up_lose_no_acknowledged_write() {
     };
     thread::scope(|s| {
         s.spawn(|| w.run());
-        let _stop = StopOnDrop(&w.stop);
+        let _stop = harness::StopOnDrop(&w.stop);
         w.wait_more(50, "writes before any disk fills");
 
         for role in ["follower", "leader"] {
@@ -319,12 +319,4 @@ fn wait_caught_up(c: &harness::Cluster, nodes: &[usize], min_len: usize) {
             (m >= min_len && logs.iter().all(|l| l[..m] == logs[0][..m])).then_some(())
         },
     );
-}
-
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
 }

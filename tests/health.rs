@@ -817,16 +817,6 @@ fn keyed_writes(c: &Cluster, prefix: &str, nodes: &[usize], stop: &AtomicBool, o
     }
 }
 
-/// Sets its flag when dropped: background writers stop even when the test
-/// thread panics (otherwise the thread scope would wait for them forever).
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 /// Snapshot chunks being received by a node (`snap-incoming/*.partial`).
 fn partials(dir: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir.join("snap-incoming")) else {

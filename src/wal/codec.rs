@@ -336,15 +336,27 @@ pub fn decode_record(payload: &Bytes) -> Result<Record, CodecError> {
     Ok(rec)
 }
 
+/// The payload length a frame starting at `buf[0]` declares, when its whole
+/// header is there.
+pub fn declared_length(buf: &[u8]) -> Option<usize> {
+    let header = buf.get(..FRAME_HEADER)?;
+    Some(u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize)
+}
+
+/// May a frame declare this payload length? Never zero (a zeroed page is no
+/// record), never over [`MAX_PAYLOAD`].
+pub fn possible_length(len: usize) -> bool {
+    len != 0 && len <= MAX_PAYLOAD
+}
+
 /// Where the chain of frames from offset 0 ends, judged by their lengths alone
 /// (no checksum, no decoding): at the first frame whose header is torn, whose
 /// length is zero or too large, or that runs past the end of `buf`. Every
 /// valid record of a segment lies before it.
 pub fn frames_end(buf: &[u8]) -> usize {
     let mut at = 0;
-    while buf.len() - at >= FRAME_HEADER {
-        let len = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-        if len == 0 || len > MAX_PAYLOAD || len > buf.len() - at - FRAME_HEADER {
+    while let Some(len) = declared_length(&buf[at..]) {
+        if !possible_length(len) || len > buf.len() - at - FRAME_HEADER {
             break;
         }
         at += FRAME_HEADER + len;
@@ -368,7 +380,7 @@ pub fn read_frame(buf: &Bytes, at: usize) -> Result<Option<(Record, usize)>, Cod
     }
     let len = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(buf[at + 4..at + 8].try_into().expect("4 bytes"));
-    if len == 0 || len > MAX_PAYLOAD {
+    if !possible_length(len) {
         return err(format!("bad record length {len}"));
     }
     if len > left - FRAME_HEADER {

@@ -509,10 +509,7 @@ fn read_more(
 /// Does the chain of frames end at the start of `rest` whatever follows it (a
 /// zero or impossible length), rather than only for want of bytes read?
 fn chain_ended(rest: &[u8]) -> bool {
-    rest.len() >= codec::FRAME_HEADER && {
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        len == 0 || len > codec::MAX_PAYLOAD
-    }
+    codec::declared_length(rest).is_some_and(|len| !codec::possible_length(len))
 }
 
 /// Is the rest of `file`, from its read position, zero bytes? Read one chunk at

@@ -1291,3 +1291,13 @@ impl Drop for DevProcess {
         }
     }
 }
+
+/// Sets its flag when dropped: background writers stop even when the test
+/// thread panics (otherwise the thread scope would wait for them forever).
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
